@@ -1,0 +1,44 @@
+# Two commands for a new user: `make demo` and `make test`. Both create the environment first if needed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; set TORCH_SPEC / PIP_TORCH_ARGS for a CUDA machine.
+TORCH_SPEC ?= torch==2.13.0
+PIP_TORCH_ARGS ?=
+EXTRAS ?= dev,dac,vocals,demo,slurm
+STAMP := $(VENV)/.ssmttm-installed
+CORES ?= 2
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export DVC_NO_ANALYTICS ?= 1
+export PYTHONHASHSEED ?= 0
+
+.PHONY: setup demo test lint bench profile clean-demo help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+setup: $(STAMP)  ## create .venv with pinned dependencies (idempotent)
+
+$(STAMP): pyproject.toml requirements/constraints.txt scripts/setup_env.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) TORCH_SPEC='$(TORCH_SPEC)' PIP_TORCH_ARGS='$(PIP_TORCH_ARGS)' EXTRAS='$(EXTRAS)' \
+		bash scripts/setup_env.sh
+	touch $@
+
+demo: setup  ## run the whole pipeline on the embedded offline demo profile (params.yaml)
+	$(VENV)/bin/ssmttm validate params.yaml
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES) --profile workflow/profiles/default
+
+test: setup  ## run the test suite (offline, CPU)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup  ## ruff
+	$(VENV)/bin/ruff check src tests bench workflow scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
+
+bench: setup  ## run the CPU benchmarks, JSON under results/bench/
+	PATH=$(abspath $(VENV))/bin:$$PATH bash bench/run_all.sh
+
+profile: setup  ## switch profile: make profile NAME=paper  (copies configs/NAME.yaml to params.yaml after validation)
+	$(VENV)/bin/ssmttm profile $(NAME)

@@ -1,0 +1,3 @@
+from ssmttm.cli import main
+
+raise SystemExit(main())

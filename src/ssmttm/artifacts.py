@@ -1,0 +1,180 @@
+"""Artifact plumbing shared by every stage: atomic writes, provenance, stable hashing, sharding.
+
+Every file a stage produces goes through `atomic_path` or `atomic_dir`: it is written under a temporary name in the
+same folder and renamed into place only when complete, so a killed job never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PROVENANCE_FILE = "provenance.json"
+TMP_MARK = ".tmp-"
+
+# Libraries whose versions go into every provenance record (missing ones are skipped).
+TRACKED_LIBRARIES = (
+    "torch", "numpy", "pyarrow", "soundfile", "soxr", "mutagen", "yt-dlp", "transformers",
+    "descript-audio-codec", "demucs", "lightning", "snakemake", "dvc",
+)
+
+
+# ----------------------------------------------------------------------------------------------- hashing
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace variation: the form that is hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def hash_params(section: Mapping[str, Any]) -> str:
+    """sha256 of a params section in canonical JSON form."""
+    return hashlib.sha256(canonical_json(section).encode()).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stable_unit_float(*parts: Any) -> float:
+    """A number in [0, 1) that depends only on `parts` (not on PYTHONHASHSEED or the platform)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def stable_int(*parts: Any) -> int:
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def shard_of(track_id: str, n_shards: int) -> int:
+    """Shard index of a track: a stable hash, so the DAG is known before any manifest is read."""
+    return stable_int("shard", track_id) % n_shards
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+# ----------------------------------------------------------------------------------------------- atomic writes
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block finishes."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; it replaces `path` whole only if the block finishes."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():
+            old = _tmp_sibling(final)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: list[Mapping[str, Any]]) -> None:
+    write_text(path, "".join(canonical_json(row) + "\n" for row in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def is_temporary(path: str | Path) -> bool:
+    return TMP_MARK in Path(path).name
+
+
+# ----------------------------------------------------------------------------------------------- provenance
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout (no timestamps: outputs stay reproducible)."""
+    from ssmttm import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+g{commit}" if commit else __version__
+
+
+def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_LIBRARIES + extra:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def provenance(stage: str, section: Mapping[str, Any], seed: int | None, **extra: Any) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "params": dict(section),
+        "params_sha256": hash_params(section),
+        "code_version": code_version(),
+        "libraries": library_versions(),
+        "seed": seed,
+        **extra,
+    }
+
+
+def write_provenance(folder: str | Path, stage: str, section: Mapping[str, Any], seed: int | None,
+                     **extra: Any) -> Path:
+    """Write `provenance.json` into an artifact folder and return its path."""
+    path = Path(folder) / PROVENANCE_FILE
+    write_json(path, provenance(stage, section, seed, **extra))
+    return path

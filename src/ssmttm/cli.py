@@ -1,0 +1,106 @@
+"""`ssmttm <verb>`: one subcommand per pipeline stage, plus `validate` and `profile`.
+
+Each stage module exposes `configure_parser(parser)` (adds its own arguments) and `run_from_args(args)` (reads its
+params section from `--params` and calls the stage's plain Python function). Modules are imported only when their
+verb runs, so `ssmttm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from ssmttm.config import ParamsError, available_profiles, load_params, profile_path
+from ssmttm.errors import UserFacingError
+
+# verb -> (module, one-line help). The order is the DAG order.
+STAGES: dict[str, tuple[str, str]] = {
+    "manifest": ("ssmttm.data.manifest", "build the track manifest of the configured corpus source"),
+    "fetch": ("ssmttm.data.fetch", "download the tracks of one manifest shard (yt-dlp, MTG TARs)"),
+    "select": ("ssmttm.data.select", "keep tracks with an allowed licence, that decode, within duration limits"),
+    "segment": ("ssmttm.data.segment", "decode, downmix, resample and cut kept tracks into clips"),
+    "caption": ("ssmttm.data.caption", "write one caption per clip (tags, imported file, or a model)"),
+    "codec": ("ssmttm.codec.stage", "train a small DAC or verify/download pretrained DAC weights"),
+    "tokenize": ("ssmttm.data.tokenize", "encode clips to DAC codes (and latents) in Parquet shards"),
+    "train-lm": ("ssmttm.train.stage", "train a language model backbone on the token shards"),
+    "generate": ("ssmttm.generate", "generate audio tokens from captions with a trained LM"),
+}
+
+
+def _validate_command(args: argparse.Namespace) -> int:
+    for path in args.files:
+        load_params(path)
+        print(f"{path}: valid")
+    return 0
+
+
+def _profile_command(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    if args.name is None:
+        current = load_params(root / "params.yaml", validate=False).get("profile", "?")
+        print(f"current profile: {current}; available: {', '.join(available_profiles(root))}")
+        return 0
+    source = profile_path(args.name, root)
+    if not source.is_file():
+        raise ParamsError(f"profile '{args.name}' not found at {source}; available: {available_profiles(root)}")
+    load_params(source)  # never switch to an invalid profile
+    shutil.copyfile(source, root / "params.yaml")
+    print(f"params.yaml is now the '{args.name}' profile (copied from {source})")
+    return 0
+
+
+def build_parser(verbs: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssmttm",
+        description="Reproducible text-to-music pipeline with state-space language models. "
+        "Each verb is one pipeline stage; the Snakefile calls these same commands.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    validate = sub.add_parser("validate", help="check params files against the schema")
+    validate.add_argument("files", nargs="*", default=["params.yaml"])
+    validate.set_defaults(handler=_validate_command)
+
+    profile = sub.add_parser("profile", help="show or switch the active profile (copies configs/NAME.yaml)")
+    profile.add_argument("name", nargs="?", help="profile to activate, e.g. demo or paper")
+    profile.add_argument("--root", default=".", help="repository root")
+    profile.set_defaults(handler=_profile_command)
+
+    for verb, (module_name, help_text) in STAGES.items():
+        if verbs is not None and verb not in verbs:
+            sub.add_parser(verb, help=help_text, add_help=False)
+            continue
+        stage_parser = sub.add_parser(verb, help=help_text, description=help_text)
+        stage_parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        module = importlib.import_module(module_name)
+        module.configure_parser(stage_parser)
+        stage_parser.set_defaults(handler=module.run_from_args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the module of the verb being run (the rest get placeholder parsers for --help).
+    chosen = [a for a in argv if a in STAGES][:1]
+    parser = build_parser(verbs=chosen)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""Params files: load, validate against the schema, and turn one section into a stage's config dataclass.
+
+Config flows one way: a params file (params.yaml, configs/<profile>.yaml) -> one section -> a dataclass defined next
+to the stage that uses it -> the stage function. Nothing under `ssmttm` reads params.yaml on its own; the CLI and
+the Snakefile pass the file explicitly.
+
+The schema is split per section: `schemas/params.schema.yaml` lists the top-level keys and each section's schema
+sits in `schemas/<section>.schema.yaml`, so each stage owns its part of the contract.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jsonschema
+import yaml
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+PROFILE_DIR_NAME = "configs"
+
+T = TypeVar("T")
+
+
+class ParamsError(ValueError):
+    """A params file is missing, unreadable or invalid. The message names the file, the key and what is allowed."""
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    """The full params schema: top level plus every `<section>.schema.yaml` under `properties`."""
+    top = yaml.safe_load((SCHEMA_DIR / "params.schema.yaml").read_text())
+    for section_file in sorted(SCHEMA_DIR.glob("*.schema.yaml")):
+        name = section_file.name.removesuffix(".schema.yaml")
+        if name == "params":
+            continue
+        top["properties"][name] = yaml.safe_load(section_file.read_text())
+    return top
+
+
+def _dotted(path: typing.Iterable[Any]) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line saying which key is wrong, its value, and what is allowed."""
+    key = _dotted(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        where = f"{key}." if error.absolute_path else ""
+        return f"unknown key '{where}{extra[0] if extra else '?'}'; allowed keys here: {', '.join(allowed)}"
+    if error.validator == "required":
+        return f"{key}: {error.message}"
+    value = error.instance
+    if error.validator == "enum":
+        allowed = ", ".join(repr(v) for v in error.validator_value)
+        return f"{key} = {value!r} is not allowed; must be one of: {allowed}"
+    if error.validator == "type":
+        return f"{key} = {value!r} has the wrong type; expected {error.validator_value}"
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        bound = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[error.validator]
+        return f"{key} = {value!r} is out of range; must be {bound} {error.validator_value}"
+    description = schema.get("description", "")
+    hint = f" ({description})" if description else ""
+    return f"{key} = {value!r} is invalid: {error.message}{hint}"
+
+
+def validate_params(params: Mapping[str, Any], source: str = "params") -> None:
+    """Raise ParamsError naming the first bad key (deepest, most specific error first)."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ParamsError(f"{source}: {_describe(best)}{more}")
+
+
+def load_params(path: str | Path, validate: bool = True) -> dict[str, Any]:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (run from the repository root, or pass --params)")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    if validate:
+        validate_params(params, source=str(path))
+    return params
+
+
+def section_to_dataclass(cls: type[T], section: Mapping[str, Any] | None) -> T:
+    """Build dataclass `cls` from a params section, recursing into nested dataclass fields.
+
+    Keys missing from the section take the dataclass defaults; unknown keys are an error (the schema catches them
+    first for params files; this guards direct Python callers).
+    """
+    section = dict(section or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section) - names)
+    if unknown:
+        raise ParamsError(f"{cls.__name__}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in section.items():
+        nested = _dataclass_type(hints.get(name))
+        if nested is not None and isinstance(value, Mapping):
+            value = section_to_dataclass(nested, value)
+        elif isinstance(value, list) and _is_tuple(hints.get(name)):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _dataclass_type(hint: Any) -> type | None:
+    if dataclasses.is_dataclass(hint):
+        return hint
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        for arg in typing.get_args(hint):
+            if dataclasses.is_dataclass(arg):
+                return arg
+    return None
+
+
+def _is_tuple(hint: Any) -> bool:
+    return typing.get_origin(hint) is tuple
+
+
+def dataclass_to_dict(obj: Any) -> dict[str, Any]:
+    """Inverse of section_to_dataclass, with tuples as lists (YAML/JSON friendly)."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(obj)
+
+
+def profile_path(name: str, root: str | Path = ".") -> Path:
+    return Path(root) / PROFILE_DIR_NAME / f"{name}.yaml"
+
+
+def available_profiles(root: str | Path = ".") -> list[str]:
+    return sorted(p.stem for p in (Path(root) / PROFILE_DIR_NAME).glob("*.yaml"))
