@@ -7,12 +7,12 @@ same folder and renamed into place only when complete, so a killed job never lea
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import platform
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
 from importlib import metadata
@@ -138,18 +138,22 @@ def is_temporary(path: str | Path) -> bool:
 
 # ----------------------------------------------------------------------------------------------- provenance
 
+@functools.cache
 def code_version() -> str:
-    """Package version plus the git commit when run from a checkout (no timestamps: outputs stay reproducible)."""
+    """Package version plus a hash of the package's source files.
+
+    A content hash rather than a git commit or a date: rerunning a stage with the same code gives byte-identical
+    provenance, whatever commit or clone it runs from.
+    """
     from ssmttm import __version__
 
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{__version__}+g{commit}" if commit else __version__
+    package_root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(package_root.rglob("*")):
+        if source.suffix in (".py", ".yaml") and "__pycache__" not in source.parts:
+            digest.update(source.relative_to(package_root).as_posix().encode())
+            digest.update(source.read_bytes())
+    return f"{__version__}+src.{digest.hexdigest()[:12]}"
 
 
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
