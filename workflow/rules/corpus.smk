@@ -19,7 +19,7 @@ rule fetch:
     output:
         directory("data/fetch/shard-{shard}"),
     params:
-        hash=params_hash("fetch"),
+        hash=params_hash("fetch", "corpus"),
         shard=lambda wildcards: int(wildcards.shard),
     resources:
         downloads=1,
@@ -95,4 +95,4 @@ rule caption_all:
 
 rule corpus_all:
     input:
-        rules.caption_all.input,
+        expand("data/caption/shard-{shard}", shard=SHARDS),

@@ -2,16 +2,13 @@
 # A run's params hash covers only the sections that shape it, so swapping `lm.backbone` retrains the LM and
 # what follows it, and no data job.
 
-BACKBONES = [config["lm"]["backbone"], *config.get("train_lm", {}).get("also_train", [])]
-
-
 rule train_lm:
     input:
         ancient("data/tokenize/_manifest.json"),
     output:
         directory("results/train_lm/{backbone}"),
     params:
-        hash=params_hash("seed", "text", "lm", "train_lm"),
+        hash=lambda wildcards: params_hash("seed", "text", "lm", "train_lm", backbone=wildcards.backbone),
     resources:
         gpu=lambda wildcards: config["train_lm"].get("devices", 1) if config["train_lm"].get("accelerator") == "gpu" else 0,
         runtime=lambda wildcards: config["train_lm"].get("max_hours", 1) * 60,

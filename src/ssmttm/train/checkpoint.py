@@ -1,0 +1,168 @@
+"""Training checkpoints as folders: `step-NNNNNNN/{model.safetensors, config.json, trainer_state.pt}`.
+
+Lightning saves and loads checkpoints through a `CheckpointIO` plugin; `StepFolderIO` is ours, so Lightning's own
+machinery (global step, optimizer, LR scheduler, loop progress, callback states) does the bookkeeping while the
+files follow docs/ARTIFACTS.md:
+
+- `model.safetensors` + `config.json`: the LM weights and resolved config, exactly what `models.lm.save_lm` writes,
+  so `models.lm.load_lm(step_dir)` (generation) reads a training checkpoint directly.
+- `trainer_state.pt`: everything else of Lightning's checkpoint dict (optimizer and scheduler states, loop
+  progress, callback states holding RNG states and the data position). Plain tensors and containers only: it is
+  read with `torch.load(weights_only=True)`, never unpickling code.
+
+A folder is written under a temporary name and renamed into place (`artifacts.atomic_dir`), so a run killed while
+saving leaves the previous checkpoint as the latest complete one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+
+from ssmttm.artifacts import atomic_dir, canonical_json, is_temporary
+from ssmttm.errors import UserFacingError
+from ssmttm.models.lm import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE
+
+log = logging.getLogger(__name__)
+
+TRAINER_STATE_FILE = "trainer_state.pt"
+STEP_RE = re.compile(r"^step-(\d{7})$")
+MODEL_PREFIX = "model."  # the LM is the `model` attribute of the LightningModule
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in (WEIGHTS_FILE, CONFIG_FILE, TRAINER_STATE_FILE))
+
+
+def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete `step-NNNNNNN` folders of a run, oldest first (temporaries of killed saves are ignored)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = []
+    for child in out_dir.iterdir():
+        match = STEP_RE.match(child.name)
+        if match and child.is_dir() and not is_temporary(child) and is_complete(child):
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    checkpoints = list_checkpoints(out_dir)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def prune_checkpoints(out_dir: str | Path, keep_last: int | None) -> list[Path]:
+    """Delete all but the `keep_last` newest checkpoints (None keeps all); returns the removed folders."""
+    if keep_last is None:
+        return []
+    removed = []
+    for _, folder in list_checkpoints(out_dir)[:-keep_last]:
+        shutil.rmtree(folder)
+        removed.append(folder)
+    return removed
+
+
+# ----------------------------------------------------------------------------------------------- RNG states
+
+def capture_rng_state() -> dict[str, Any]:
+    """torch (CPU and every CUDA device), numpy and python RNG states as tensors and plain containers."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------- Lightning plugin
+
+class StepFolderIO(CheckpointIO):
+    """Lightning CheckpointIO writing and reading `step-NNNNNNN/` folders.
+
+    `config` is what goes into config.json beside the weights: {"lm": resolved LMConfig dict, "text": text section,
+    ...}; the step is added on save.
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if "state_dict" not in checkpoint:
+            # Bare weights: ddp_spawn hands rank 0's weights back to the launching process this way.
+            save_file({k: v.detach().contiguous().cpu() for k, v in checkpoint.items()}, str(path))
+            return
+        state = dict(checkpoint)
+        full_state = state.pop("state_dict")
+        weights = {k.removeprefix(MODEL_PREFIX): v.detach().contiguous().cpu() for k, v in full_state.items()}
+        if any(not k.startswith(MODEL_PREFIX) for k in full_state):
+            raise ValueError("StepFolderIO expects every parameter under the LightningModule's `model` attribute")
+        config = {"format": CHECKPOINT_FORMAT, **self.config, "step": int(state.get("global_step", 0))}
+        with atomic_dir(path) as tmp:
+            save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
+            (tmp / CONFIG_FILE).write_text(canonical_json(config) + "\n")
+            torch.save(state, tmp / TRAINER_STATE_FILE)
+        log.info("checkpoint %s", path)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        path = Path(path)
+        if path.is_file() and path.name != TRAINER_STATE_FILE:  # bare weights (see save_checkpoint)
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return load_training_checkpoint(path)
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A step folder (or its trainer_state.pt) -> Lightning's checkpoint dict, weights included. Never unpickles."""
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    if folder.name == TRAINER_STATE_FILE:
+        folder = folder.parent
+    if not is_complete(folder):
+        raise UserFacingError(f"checkpoint {folder} is incomplete or missing ({WEIGHTS_FILE}, {CONFIG_FILE} and "
+                              f"{TRAINER_STATE_FILE} expected); delete it to resume from an earlier one, or train "
+                              "from scratch without --resume")
+    state = torch.load(folder / TRAINER_STATE_FILE, map_location="cpu", weights_only=True)
+    weights = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+    state["state_dict"] = {MODEL_PREFIX + k: v for k, v in weights.items()}
+    return state

@@ -1,0 +1,75 @@
+"""The `train_lm` params section: optimisation, schedule, checkpoints, logging and the Lightning hardware settings.
+
+Defaults are the paper's recipe (PAPER.md section 5): AdamW lr 1e-4, weight decay 0.02, betas (0.9, 0.999), eps 1e-7,
+500 warm-up steps then cosine to 0.005 x lr per optimizer step, batch 4 x 32 accumulation = 128 clips, bf16 mixed
+precision on GPU, a checkpoint every 500 steps, no gradient clipping. The demo profile shrinks the step counts only.
+Hardware (accelerator, devices, num_nodes, strategy, precision) comes from here and nowhere else, so the same code
+runs on a laptop CPU and on several GPU nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
+TEXT_CACHE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class TrainConfig:
+    also_train: tuple[str, ...] = ()  # extra backbones the workflow trains beside lm.backbone (lm_all)
+    # optimisation
+    batch_size: int = 4  # clips per micro-batch and device
+    accumulate_grad_batches: int = 32  # micro-batches per optimizer step: 4 x 32 = 128 clips
+    max_steps: int = 100_000  # optimizer steps
+    lr: float = 1e-4
+    weight_decay: float = 0.02
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-7
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.005  # the cosine ends at min_lr_ratio x lr
+    gradient_clip_val: float | None = None  # the paper does not clip
+    # checkpoints, validation, logging (all counted in optimizer steps)
+    checkpoint_every: int = 500
+    keep_last_checkpoints: int | None = None  # None keeps every checkpoint
+    val_every: int = 500
+    val_batches: int | None = None  # micro-batches per validation run; None = the whole valid split
+    log_every: int = 10
+    # data
+    num_workers: int = 0  # DataLoader worker processes per device
+    text_cache_dtype: str = "float32"  # dtype of cached text-encoder outputs (bfloat16 halves the paper cache)
+    # hardware: Lightning Trainer arguments
+    accelerator: str = "auto"
+    devices: int | str = 1  # an int, or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"  # auto = bf16-mixed on GPU, 32-true on CPU
+    deterministic: bool = True  # torch.use_deterministic_algorithms; exact reruns on CPU
+    max_hours: float = 1.0  # wall-clock budget requested from the scheduler (Snakemake runtime resource)
+
+    def __post_init__(self) -> None:
+        self.also_train = tuple(self.also_train)
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        positive = ("batch_size", "accumulate_grad_batches", "max_steps", "checkpoint_every", "val_every",
+                    "log_every", "num_nodes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"train_lm.{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"train_lm.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"train_lm.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.keep_last_checkpoints is not None and self.keep_last_checkpoints < 1:
+            raise ValueError("train_lm.keep_last_checkpoints must be >= 1 or null (keep all), "
+                             f"got {self.keep_last_checkpoints}")
+        for name, allowed in (("accelerator", ACCELERATORS), ("strategy", STRATEGIES), ("precision", PRECISIONS),
+                              ("text_cache_dtype", TEXT_CACHE_DTYPES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"train_lm.{name} = {getattr(self, name)!r}; must be one of {', '.join(allowed)}")
+
+    @property
+    def clips_per_step(self) -> int:
+        """Clips per optimizer step on one device (times the data-parallel world size for the global batch)."""
+        return self.batch_size * self.accumulate_grad_batches

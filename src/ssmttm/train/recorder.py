@@ -1,0 +1,228 @@
+"""The Lightning callback that records a run: per-step log, validation, checkpoints, dvclive, metrics.json.
+
+At the end of every optimizer step (all ranks run the same branches, so collectives line up):
+- step 1, every `log_every` steps and the last step: the step's training loss (mean over micro-batches and ranks),
+  learning rate, tokens/s, cumulative tokens and FLOPs (6 N D) go to `history.jsonl` and dvclive;
+- every `val_every` steps and the last step: the validation loss on the held-out split;
+- every `checkpoint_every` steps and the last step: a `step-NNNNNNN/` checkpoint, then keep-last-K pruning.
+Validation runs before the checkpoint of the same step, so a checkpoint's history is complete.
+
+`history.jsonl` is the run's record: on resume from step N its rows after N (written before the kill) are dropped
+and dvclive's files are rebuilt from it, so the logs show each step once. `metrics.json` summarises it at the end.
+Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from ssmttm.artifacts import canonical_json, write_json
+from ssmttm.models.lm import CONFIG_FILE, WEIGHTS_FILE
+from ssmttm.train.checkpoint import checkpoint_name, prune_checkpoints
+from ssmttm.train.config import TrainConfig
+from ssmttm.train.flops import training_flops
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "history.jsonl"
+METRICS_FILE = "metrics.json"
+DVCLIVE_DIR = "dvclive"
+FINAL_DIR = "final"
+DVCLIVE_KEYS = {"loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/tokens_per_s",
+                "tokens": "train/tokens", "flops": "train/flops", "val_loss": "val/loss"}
+
+
+def read_history(path: str | Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    """Rows of history.jsonl (a half-written last line of a killed run is skipped), optionally up to a step."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if up_to_step is None or row["step"] <= up_to_step:
+            rows.append(row)
+    return rows
+
+
+def summarise(history: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    train = [r for r in history if "loss" in r]
+    val = [r for r in history if "val_loss" in r]
+    last = history[-1] if history else {}
+    wall = last.get("elapsed_s", 0.0)
+    tokens = last.get("tokens", 0)
+    return {
+        **extra,
+        "first_loss": train[0]["loss"] if train else None,
+        "last_loss": train[-1]["loss"] if train else None,
+        "first_loss_step": train[0]["step"] if train else None,
+        "best_val_loss": min(r["val_loss"] for r in val) if val else None,
+        "best_val_step": min(val, key=lambda r: r["val_loss"])["step"] if val else None,
+        "last_val_loss": val[-1]["val_loss"] if val else None,
+        "steps": last.get("step", 0),
+        "tokens": tokens,
+        "flops": last.get("flops", 0.0),
+        "wall_time_s": wall,
+        "tokens_per_s": tokens / wall if wall > 0 else None,
+    }
+
+
+class RunRecorder(L.Callback):
+    def __init__(self, out_dir: str | Path, train_cfg: TrainConfig, flops_params: int, tokens_per_clip: int,
+                 summary_extra: dict[str, Any], resume_step: int = 0):
+        self.out_dir = Path(out_dir)
+        self.cfg = train_cfg
+        self.flops_params = flops_params
+        self.tokens_per_clip = tokens_per_clip
+        self.summary_extra = summary_extra
+        self.resume_step = resume_step
+        self.live = None
+        self._last_step = 0
+        self._elapsed_before = 0.0  # training wall time of earlier sessions of this run (resume)
+        self._session_start = 0.0
+        self._last_log = (0, 0.0)  # (step, time) of the previous log row
+
+    # ------------------------------------------------------------------------------------------------ set-up
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # Not on_fit_start: Lightning restores the global step (resume) between the two hooks.
+        self._last_step = trainer.global_step
+        self._session_start = time.perf_counter()
+        self._last_log = (trainer.global_step, self._session_start)
+        if trainer.global_step != self.resume_step:
+            raise RuntimeError(f"resumed at step {trainer.global_step}, expected {self.resume_step}")
+        if not trainer.is_global_zero:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        kept = read_history(self.out_dir / HISTORY_FILE, up_to_step=trainer.global_step)
+        self._elapsed_before = kept[-1]["elapsed_s"] if kept else 0.0
+        with open(self.out_dir / HISTORY_FILE, "w") as handle:  # drop rows a killed session wrote after the resume
+            handle.writelines(canonical_json(r) + "\n" for r in kept)
+        self.live = self._open_live(kept)
+
+    def _open_live(self, rows: list[dict[str, Any]]):
+        from dvclive import Live
+
+        # dvcyaml=None: the repository's dvc.yaml declares these plots and metrics (results/ is a DVC output).
+        live = Live(dir=str(self.out_dir / DVCLIVE_DIR), resume=False, save_dvc_exp=False, dvcyaml=None)
+        for row in rows:
+            self._log_live(live, row)
+        return live
+
+    @staticmethod
+    def _log_live(live, row: dict[str, Any]) -> None:
+        live.step = row["step"]
+        for key, name in DVCLIVE_KEYS.items():
+            if key in row and row[key] is not None and math.isfinite(row[key]):
+                live.log_metric(name, row[key])
+        live.next_step()
+
+    # ------------------------------------------------------------------------------------------------ per step
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == self._last_step:  # still accumulating gradients
+            return
+        self._last_step = step
+        cfg, last = self.cfg, step >= trainer.max_steps
+        loss = module.pop_step_loss()
+        if step == 1 or step % cfg.log_every == 0 or last:
+            loss = trainer.strategy.reduce(loss, reduce_op="mean")
+            self._write_train_row(trainer, module, step, float(loss))
+        if step % cfg.val_every == 0 or last:
+            self._validate(trainer, module, step)
+        if step % cfg.checkpoint_every == 0 or last:
+            trainer.save_checkpoint(self.out_dir / checkpoint_name(step))
+            if trainer.is_global_zero:
+                for folder in prune_checkpoints(self.out_dir, self.cfg.keep_last_checkpoints):
+                    log.info("removed old checkpoint %s", folder.name)
+
+    def _tokens(self, trainer: L.Trainer, step: int) -> int:
+        return step * self.cfg.clips_per_step * trainer.world_size * self.tokens_per_clip
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + (time.perf_counter() - self._session_start)
+
+    def _write_train_row(self, trainer: L.Trainer, module: L.LightningModule, step: int, loss: float) -> None:
+        if not trainer.is_global_zero:
+            return
+        now = time.perf_counter()
+        prev_step, prev_time = self._last_log
+        self._last_log = (step, now)
+        tokens = self._tokens(trainer, step)
+        rate = (tokens - self._tokens(trainer, prev_step)) / max(now - prev_time, 1e-9)
+        row = {"step": step, "loss": loss, "lr": module.step_lr, "tokens": tokens,
+               "flops": training_flops(self.flops_params, tokens), "tokens_per_s": rate,
+               "elapsed_s": self._elapsed(), "micro_batches": module.micro_step}
+        self._append(row)
+        log.info("step %d/%d loss %.4f lr %.2e %.0f tokens/s", step, trainer.max_steps, loss, module.step_lr, rate)
+
+    def _validate(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
+        total, clips = module.validation_loss(self.cfg.val_batches)
+        sums = trainer.strategy.reduce(torch.tensor([total, float(clips)], device=module.device, dtype=torch.float64),
+                                       reduce_op="sum")
+        if not trainer.is_global_zero:
+            return
+        if sums[1] == 0:
+            log.warning("no validation clips: the valid split is empty, no validation loss at step %d", step)
+            return
+        tokens = self._tokens(trainer, step)
+        val_loss = float(sums[0] / sums[1])
+        self._append({"step": step, "val_loss": val_loss, "tokens": tokens,
+                      "flops": training_flops(self.flops_params, tokens), "elapsed_s": self._elapsed()})
+        log.info("step %d validation loss %.4f (%d clips)", step, val_loss, int(sums[1]))
+
+    def _append(self, row: dict[str, Any]) -> None:
+        with open(self.out_dir / HISTORY_FILE, "a") as handle:
+            handle.write(canonical_json(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        if self.live is not None:
+            self._log_live(self.live, row)
+
+    # ------------------------------------------------------------------------------------------------ the end
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if module.record_clip_ids:  # per-rank record for the data-parallel tests
+            write_json(self.out_dir / f"rank{trainer.global_rank}.json",
+                       {"clip_ids": module.clip_ids, "weights_sha256": module.weights_sha256(),
+                        "micro_step": module.micro_step, "world_size": trainer.world_size})
+        if not trainer.is_global_zero:
+            return
+        if self.live is not None:
+            self.live.end()
+        final = self.out_dir / checkpoint_name(trainer.global_step)
+        self._export_final(final)
+        history = read_history(self.out_dir / HISTORY_FILE)
+        metrics = summarise(history, {**self.summary_extra, "checkpoint": final.name, "final": FINAL_DIR,
+                                      "world_size": trainer.world_size})
+        write_json(self.out_dir / METRICS_FILE, metrics)
+
+    def _export_final(self, checkpoint: Path) -> None:
+        """`final/`: weights and config of the last step (hard links), a stable path for `ssmttm generate`."""
+        target = self.out_dir / FINAL_DIR
+        tmp = self.out_dir / f"{FINAL_DIR}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            try:
+                os.link(checkpoint / name, tmp / name)
+            except OSError:
+                shutil.copy2(checkpoint / name, tmp / name)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)

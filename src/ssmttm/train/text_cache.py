@@ -1,0 +1,153 @@
+"""Frozen text-encoder outputs cached per caption: `<root>/<cache-key>/captions-NNNNN.safetensors`.
+
+The text encoder is frozen, so each caption's encoding is a pure function of (encoder, max_length): computing it
+once before training removes the encoder from the training loop (and from GPU memory) and makes every epoch cheaper.
+Caption dropout is not part of the cache: it is applied by the LM on top of the cached encodings, in training only.
+
+Layout of one cache folder (the key hashes the encoder name, max_length and the stored dtype):
+
+    cache.json                  encoder, max_length, d_text, dtype, captions, files
+    captions-00000.safetensors  per caption sha256 `<sha>`: the hidden rows of its real tokens (n, d_text) and
+                                `<sha>.mask` (max_length,) uint8; padding rows are zero and rebuilt on read
+    provenance.json
+
+The unconditional prompt "" is always included. `TextCache` has the `encode`/`uncond`/`hidden_size` interface of
+`ssmttm.text.encoder.TextEncoder`, so the training module takes either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssmttm.artifacts import atomic_dir, hash_params, write_json, write_provenance
+from ssmttm.errors import UserFacingError
+from ssmttm.text.encoder import UNCOND_PROMPT, TextConfig, TextEncoding
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "ssmttm.text_cache/1"
+CACHE_FILE = "cache.json"
+CAPTIONS_PER_FILE = 4096
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def caption_key(caption: str) -> str:
+    return hashlib.sha256(caption.encode()).hexdigest()
+
+
+def cache_key(text_cfg: TextConfig, dtype: str = "float32") -> str:
+    """Folder name of the cache for this encoder setting (batch_size and device do not change the outputs)."""
+    return hash_params({"format": CACHE_FORMAT, "encoder": text_cfg.encoder, "max_length": text_cfg.max_length,
+                        "dtype": dtype})[:16]
+
+
+def cache_folder(root: str | Path, text_cfg: TextConfig, dtype: str = "float32") -> Path:
+    return Path(root) / cache_key(text_cfg, dtype)
+
+
+def read_cache_info(folder: str | Path) -> dict[str, Any] | None:
+    path = Path(folder) / CACHE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def build_text_cache(captions: Iterable[str], text_cfg: TextConfig, root: str | Path, dtype: str = "float32",
+                     encoder: Any | None = None) -> Path:
+    """Encode every distinct caption (plus "") into `root/<key>/` unless a complete cache there covers them.
+
+    `encoder` defaults to `TextEncoder(text_cfg)`; anything with `encode(list[str]) -> TextEncoding` works.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"text cache dtype {dtype!r}; must be one of {', '.join(DTYPES)}")
+    wanted = sorted({*captions, UNCOND_PROMPT}, key=caption_key)
+    folder = cache_folder(root, text_cfg, dtype)
+    info = read_cache_info(folder)
+    if info is not None and set(info["captions"]) >= {caption_key(c) for c in wanted}:
+        log.info("text cache %s covers all %d captions", folder, len(wanted))
+        return folder
+    if encoder is None:
+        from ssmttm.text.encoder import TextEncoder
+
+        encoder = TextEncoder(text_cfg)
+    from safetensors.torch import save_file
+
+    log.info("encoding %d captions into the text cache %s", len(wanted), folder)
+    files: list[str] = []
+    d_text = None
+    with atomic_dir(folder) as tmp:
+        for start in range(0, len(wanted), CAPTIONS_PER_FILE):
+            chunk = wanted[start : start + CAPTIONS_PER_FILE]
+            enc = encoder.encode(chunk)  # (n, S, E), (n, S)
+            d_text = int(enc.hidden.shape[-1])
+            tensors = {}
+            for caption, hidden, mask in zip(chunk, enc.hidden.cpu(), enc.mask.cpu(), strict=True):
+                key = caption_key(caption)
+                tensors[key] = hidden[mask].to(DTYPES[dtype]).contiguous()  # (n_real, E)
+                tensors[f"{key}.mask"] = mask.to(torch.uint8).contiguous()  # (S,)
+            name = f"captions-{start // CAPTIONS_PER_FILE:05d}.safetensors"
+            save_file(tensors, str(tmp / name), metadata={"format": CACHE_FORMAT})
+            files.append(name)
+        info = {"format": CACHE_FORMAT, "encoder": text_cfg.encoder, "max_length": text_cfg.max_length,
+                "d_text": d_text, "dtype": dtype, "captions": [caption_key(c) for c in wanted], "files": files}
+        write_json(tmp / CACHE_FILE, info)
+        write_provenance(tmp, "text_cache", asdict(text_cfg), None, dtype=dtype, n_captions=len(wanted))
+    return folder
+
+
+class TextCache:
+    """Read side of a cache folder: captions -> TextEncoding, like TextEncoder.encode. Files open lazily (mmap)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        info = read_cache_info(self.folder)
+        if info is None:
+            raise UserFacingError(f"text cache {self.folder}: {CACHE_FILE} not found; build it with "
+                                  "`ssmttm train-lm --build-text-cache` (or delete the folder to rebuild it)")
+        self.info = info
+        self.max_length = int(info["max_length"])
+        self.hidden_size = int(info["d_text"])
+        self._handles: dict[str, Any] | None = None  # caption sha -> open safetensors file
+
+    def __getstate__(self) -> dict[str, Any]:  # open files do not pickle (DDP spawn, DataLoader workers)
+        return {**self.__dict__, "_handles": None}
+
+    def _index(self) -> dict[str, Any]:
+        if self._handles is None:
+            from safetensors import safe_open
+
+            self._handles = {}
+            for name in self.info["files"]:
+                handle = safe_open(str(self.folder / name), framework="pt", device="cpu")
+                for key in handle.keys():
+                    if not key.endswith(".mask"):
+                        self._handles[key] = handle
+        return self._handles
+
+    def __contains__(self, caption: str) -> bool:
+        return caption_key(caption) in self._index()
+
+    def encode(self, captions: list[str]) -> TextEncoding:
+        """captions (B) -> hidden (B, max_length, d_text) float32 zero at padding, mask (B, max_length) bool."""
+        index = self._index()
+        hidden = torch.zeros(len(captions), self.max_length, self.hidden_size)
+        mask = torch.zeros(len(captions), self.max_length, dtype=torch.bool)
+        for i, caption in enumerate(captions):
+            key = caption_key(caption)
+            handle = index.get(key)
+            if handle is None:
+                raise UserFacingError(f"text cache {self.folder} has no encoding of caption {caption[:60]!r}; the "
+                                      "shards changed since it was built: rebuild it with `ssmttm train-lm "
+                                      "--build-text-cache`")
+            mask[i] = handle.get_tensor(f"{key}.mask").bool()
+            hidden[i, mask[i]] = handle.get_tensor(key).float()
+        return TextEncoding(hidden, mask)
+
+    def uncond(self, batch_size: int = 1) -> TextEncoding:
+        return self.encode([UNCOND_PROMPT]).expand(batch_size)

@@ -1,0 +1,132 @@
+"""Checkpoints: folder format, pruning, RNG round trip, and a killed-then-resumed run repeating an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from ssmttm.models.lm import load_lm
+from ssmttm.train.checkpoint import (
+    TRAINER_STATE_FILE,
+    capture_rng_state,
+    checkpoint_name,
+    latest_checkpoint,
+    list_checkpoints,
+    load_training_checkpoint,
+    prune_checkpoints,
+    restore_rng_state,
+)
+from ssmttm.train.recorder import HISTORY_FILE, METRICS_FILE, read_history
+from ssmttm.train.stage import train_lm
+
+from ._fixtures import TEXT_CFG, FakeTextEncoder, make_shards, tiny_lm, tiny_train
+
+
+def _fake_checkpoint(folder, step, complete=True):
+    path = folder / checkpoint_name(step)
+    path.mkdir(parents=True)
+    names = ["model.safetensors", "config.json", TRAINER_STATE_FILE][: 3 if complete else 2]
+    for name in names:
+        (path / name).write_text("x")
+    return path
+
+
+def test_listing_ignores_incomplete_and_temporary_folders(tmp_path):
+    _fake_checkpoint(tmp_path, 500)
+    _fake_checkpoint(tmp_path, 1000)
+    _fake_checkpoint(tmp_path, 1500, complete=False)  # killed while saving
+    (tmp_path / "step-0002000.tmp-123-abcd").mkdir()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [500, 1000]
+    assert latest_checkpoint(tmp_path).name == "step-0001000"
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_prune_keeps_the_newest(tmp_path):
+    for step in (500, 1000, 1500, 2000):
+        _fake_checkpoint(tmp_path, step)
+    assert prune_checkpoints(tmp_path, None) == []
+    removed = prune_checkpoints(tmp_path, 2)
+    assert [p.name for p in removed] == ["step-0000500", "step-0001000"]
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [1500, 2000]
+
+
+def test_rng_state_round_trip_through_weights_only_load(tmp_path):
+    torch.manual_seed(3)
+    np.random.seed(4)
+    random.seed(5)
+    torch.save(capture_rng_state(), tmp_path / "rng.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(99)
+    np.random.seed(99)
+    random.seed(99)
+    restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0])
+    assert np.array_equal(expected[1], got[1])
+    assert expected[2] == got[2]
+
+
+class Killed(RuntimeError):
+    pass
+
+
+class KillAt:
+    """A callback that 'kills' training at the end of a given optimizer step (after the recorder ran)."""
+
+    def __new__(cls, step):
+        import lightning as L
+
+        class _Kill(L.Callback):
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                if trainer.global_step == step:
+                    raise Killed(f"killed at step {step}")
+
+        return _Kill()
+
+
+def _losses(run_dir):
+    return {r["step"]: r["loss"] for r in read_history(run_dir / HISTORY_FILE) if "loss" in r}
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path):
+    shards = make_shards(tmp_path / "shards")
+    lm, train = tiny_lm(), tiny_train(max_steps=8, checkpoint_every=4, keep_last_checkpoints=1)
+    common = dict(shards_dir=shards, lm_cfg=lm, text_cfg=TEXT_CFG, train_cfg=train, seed=7,
+                  text_cache_dir=tmp_path / "cache", text_encoder=FakeTextEncoder())
+
+    full = train_lm(out_dir=tmp_path / "full", **common)
+    # Killed at step 6: checkpoint 4 exists, history already has rows 5 and 6 that the resume must replace.
+    with pytest.raises(Killed):
+        train_lm(out_dir=tmp_path / "cut", callbacks=[KillAt(6)], **common)
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut")] == [4]
+    assert not (tmp_path / "cut" / METRICS_FILE).exists()
+    assert max(_losses(tmp_path / "cut")) == 6
+    resumed = train_lm(out_dir=tmp_path / "cut", **common)
+
+    expected, got = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    assert sorted(got) == list(range(1, 9))  # each step logged once
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], abs=1e-6), step
+    assert expected[8] != expected[5]  # the comparison is not vacuous
+    assert resumed["last_loss"] == pytest.approx(full["last_loss"], abs=1e-6)
+    assert resumed["best_val_loss"] == pytest.approx(full["best_val_loss"], abs=1e-6)
+
+    # Same final weights; keep_last_checkpoints=1 left only the last folder, which generation can load.
+    a = load_training_checkpoint(latest_checkpoint(tmp_path / "full"))["state_dict"]
+    b = load_training_checkpoint(latest_checkpoint(tmp_path / "cut"))["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut")] == [8]
+    model, cfg, text = load_lm(tmp_path / "cut" / "final")
+    assert cfg.backbone == "prefix_simba" and text["max_length"] == TEXT_CFG.max_length
+    config = json.loads((latest_checkpoint(tmp_path / "cut") / "config.json").read_text())
+    assert config["step"] == 8 and config["train_lm"]["max_steps"] == 8
+
+    # A finished run is not retrained; changed params are refused instead of silently mixed.
+    assert train_lm(out_dir=tmp_path / "cut", **common)["steps"] == 8
+    with pytest.raises(Exception, match="other params"):
+        train_lm(out_dir=tmp_path / "cut", **{**common, "train_cfg": tiny_train(max_steps=8, lr=1e-2)})

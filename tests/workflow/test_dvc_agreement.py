@@ -1,0 +1,85 @@
+"""dvc.yaml and the Snakemake workflow describe the same DAG.
+
+Each DVC stage runs only its own Snakemake rules, declares as params exactly the sections those rules hash, outputs
+the folder those rules write, and depends on the folders those rules read.
+"""
+
+import re
+
+import pytest
+import yaml
+
+from tests.workflow.smk import Rule, read_rules
+
+
+@pytest.fixture(scope="module")
+def rules(repo_root):
+    return read_rules(repo_root / "workflow")
+
+
+@pytest.fixture(scope="module")
+def stages(repo_root):
+    return yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+
+
+def _allowed_rules(cmd: str) -> list[str]:
+    match = re.search(r"--allowed-rules ((?:\w+ ?)+) -- ", cmd)
+    assert match, f"stage command must name its rules with --allowed-rules ... -- TARGET: {cmd}"
+    return match.group(1).split()
+
+
+def _outs(stage) -> set[str]:
+    """Output paths of a stage; an entry is a path or a one-key mapping {path: options}."""
+    return {next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]}
+
+
+def _job_rules(stage, rules):
+    """The rules of a stage that produce files (aggregate `*_all` rules only list inputs)."""
+    return [rules[name] for name in _allowed_rules(stage["cmd"]) if rules[name].outputs]
+
+
+def test_every_stage_runs_existing_rules_and_target(stages, rules):
+    for name, stage in stages.items():
+        allowed = _allowed_rules(stage["cmd"])
+        missing = [r for r in allowed if r not in rules]
+        assert not missing, f"dvc stage {name}: unknown Snakemake rules {missing}"
+        target = stage["cmd"].split(" -- ", 1)[1].strip()
+        produced = {o for r in allowed for o in rules[r].outputs}
+        assert target in allowed or target in produced, f"dvc stage {name}: target {target} not built by {allowed}"
+
+
+def test_stage_params_are_exactly_the_sections_its_rules_hash(stages, rules):
+    for name, stage in stages.items():
+        hashed = {s for rule in _job_rules(stage, rules) for s in rule.params_sections}
+        assert set(stage.get("params", [])) == hashed, f"dvc stage {name}"
+
+
+def test_stage_outs_are_the_folders_its_rules_write(stages, rules):
+    for name, stage in stages.items():
+        written = {Rule.top_folder(o) for rule in _job_rules(stage, rules) for o in rule.outputs}
+        assert _outs(stage) == written, f"dvc stage {name}"
+
+
+def test_stage_data_deps_are_the_folders_its_rules_read(stages, rules):
+    for name, stage in stages.items():
+        read = {Rule.top_folder(i) for rule in _job_rules(stage, rules) for i in rule.inputs}
+        read -= _outs(stage)
+        declared = {d for d in stage.get("deps", []) if d.startswith(("data/", "results/"))}
+        assert declared == read, f"dvc stage {name}"
+
+
+def test_every_producing_rule_belongs_to_one_stage(stages, rules):
+    owners: dict[str, str] = {}
+    for name, stage in stages.items():
+        for rule in _job_rules(stage, rules):
+            assert rule.name not in owners, f"rule {rule.name} in stages {owners.get(rule.name)} and {name}"
+            owners[rule.name] = name
+    producing = {r.name for r in rules.values() if r.outputs}
+    assert producing == set(owners), f"rules without a DVC stage: {sorted(producing - set(owners))}"
+
+
+def test_code_deps_exist(stages, repo_root):
+    for name, stage in stages.items():
+        for dep in stage.get("deps", []):
+            if dep.startswith(("src/", "workflow/")):
+                assert (repo_root / dep).exists(), f"dvc stage {name}: dependency {dep} does not exist"
