@@ -27,16 +27,21 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(tempfile.gettempdir()) / "ssmttm-bench-demo-corpus"
 
 
-def demo_corpus(n_shards: int = 2, clip_seconds: float = 10.0, sample_rate: int = 44100,
-                cache: Path = CACHE) -> list[tuple[Path, Path]]:
+def demo_corpus(
+    n_shards: int = 2, clip_seconds: float = 10.0, sample_rate: int = 44100, cache: Path = CACHE
+) -> list[tuple[Path, Path]]:
     """[(segment folder, caption folder)] per shard: the pipeline's data when present, else built from the wheel."""
     segment = REPO / "data" / "segment"
-    pipeline = [(segment / f"shard-{shard_name(i)}", REPO / "data" / "caption" / f"shard-{shard_name(i)}")
-                for i in range(n_shards)]
+    pipeline = [
+        (segment / f"shard-{shard_name(i)}", REPO / "data" / "caption" / f"shard-{shard_name(i)}")
+        for i in range(n_shards)
+    ]
     if all((s / "clips.jsonl").is_file() and (c / "captions.jsonl").is_file() for s, c in pipeline):
         return pipeline
-    shards = [(cache / "segment" / f"shard-{shard_name(i)}", cache / "caption" / f"shard-{shard_name(i)}")
-              for i in range(n_shards)]
+    shards = [
+        (cache / "segment" / f"shard-{shard_name(i)}", cache / "caption" / f"shard-{shard_name(i)}")
+        for i in range(n_shards)
+    ]
     if all((s / "clips.jsonl").is_file() and (c / "captions.jsonl").is_file() for s, c in shards):
         return shards
     from immich_memories_music import tracks_dir
@@ -53,12 +58,28 @@ def demo_corpus(n_shards: int = 2, clip_seconds: float = 10.0, sample_rate: int 
             clip_id = f"{track_id}-{k:04d}"
             wav = clips_dir / f"{clip_id}.wav"
             write_wav(wav, audio[k * clip_len : (k + 1) * clip_len], sample_rate)
-            per_shard[shard][0].append({
-                "clip_id": clip_id, "track_id": track_id, "audio_path": str(wav), "start_s": k * clip_seconds,
-                "duration_s": clip_seconds, "num_samples": clip_len, "sample_rate": sample_rate, "licence": "MIT",
-                "tags": {"mood": mood, "style": style}, "vocals_removed": False})
-            per_shard[shard][1].append({"clip_id": clip_id, "track_id": track_id, "caption_source": "tags",
-                                        "caption": f"a {mood} {style} instrumental piece"})
+            per_shard[shard][0].append(
+                {
+                    "clip_id": clip_id,
+                    "track_id": track_id,
+                    "audio_path": str(wav),
+                    "start_s": k * clip_seconds,
+                    "duration_s": clip_seconds,
+                    "num_samples": clip_len,
+                    "sample_rate": sample_rate,
+                    "licence": "MIT",
+                    "tags": {"mood": mood, "style": style},
+                    "vocals_removed": False,
+                }
+            )
+            per_shard[shard][1].append(
+                {
+                    "clip_id": clip_id,
+                    "track_id": track_id,
+                    "caption_source": "tags",
+                    "caption": f"a {mood} {style} instrumental piece",
+                }
+            )
     for i, (clips, captions) in per_shard.items():
         write_jsonl(shards[i][0] / "clips.jsonl", sorted(clips, key=lambda r: r["clip_id"]))
         write_jsonl(shards[i][1] / "captions.jsonl", sorted(captions, key=lambda r: r["clip_id"]))
@@ -104,8 +125,10 @@ def main() -> None:
     print(f"{'codec':<12}{'mel distance (held-out)':>26}")
     print(f"{'untrained':<12}{untrained:>26.4f}")
     print(f"{'trained':<12}{trained:>26.4f}")
-    print(f"ratio {result['ratio']:.3f} ({'clearly lower' if result['clearly_lower'] else 'NOT clearly lower'}); "
-          f"{cfg.steps} steps in {seconds:.0f} s on {n_clips} clips; final losses {metrics['final_losses']}")
+    print(
+        f"ratio {result['ratio']:.3f} ({'clearly lower' if result['clearly_lower'] else 'NOT clearly lower'}); "
+        f"{cfg.steps} steps in {seconds:.0f} s on {n_clips} clips; final losses {metrics['final_losses']}"
+    )
     write_json(args.out, result)
     print(f"wrote {args.out}")
 

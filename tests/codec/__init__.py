@@ -15,25 +15,56 @@ from ssmttm.codec.train import CodecTrainConfig, DiscriminatorConfig
 
 RATE = 16000
 # Hop 8 at 16 kHz: 2000 frames/s; 2 codebooks of 16 codes in 4 dims.
-TINY_KWARGS = {"encoder_dim": 4, "encoder_rates": [2, 4], "latent_dim": 8, "decoder_dim": 16, "decoder_rates": [4, 2],
-               "n_codebooks": 2, "codebook_size": 16, "codebook_dim": 4, "sample_rate": RATE}
+TINY_KWARGS = {
+    "encoder_dim": 4,
+    "encoder_rates": [2, 4],
+    "latent_dim": 8,
+    "decoder_dim": 16,
+    "decoder_rates": [4, 2],
+    "n_codebooks": 2,
+    "codebook_size": 16,
+    "codebook_dim": 4,
+    "sample_rate": RATE,
+}
 TINY_TRAIN = CodecTrainConfig(
-    encoder_dim=4, encoder_rates=(2, 4), latent_dim=8, decoder_dim=16, decoder_rates=(4, 2), n_codebooks=2,
-    codebook_size=16, codebook_dim=4, steps=3, batch_size=2, segment_s=0.1, lr=1e-3, holdout_fraction=0.34,
-    eval_clips=2, eval_seconds=0.25, log_every=1, discriminator=DiscriminatorConfig(fft_sizes=(128,)))
+    encoder_dim=4,
+    encoder_rates=(2, 4),
+    latent_dim=8,
+    decoder_dim=16,
+    decoder_rates=(4, 2),
+    n_codebooks=2,
+    codebook_size=16,
+    codebook_dim=4,
+    steps=3,
+    batch_size=2,
+    segment_s=0.1,
+    lr=1e-3,
+    holdout_fraction=0.34,
+    eval_clips=2,
+    eval_seconds=0.25,
+    log_every=1,
+    discriminator=DiscriminatorConfig(fft_sizes=(128,)),
+)
 
 
 def synth_clip(track: str, k: int, n: int, rate: int = RATE) -> np.ndarray:
-    """(n,) float32: a track-specific chord plus a little seeded noise; deterministic."""
+    """(n,) float32: a seeded chord (fundamental 110-440 Hz, 4 harmonics) plus noise; all tracks share one
+    distribution, so a codec trained on some tracks can be scored on another."""
     rng = np.random.default_rng([sum(map(ord, track)), k])
     t = np.arange(n) / rate
-    base = 110.0 * (1 + (ord(track[-1]) % 7))
-    x = sum(0.2 / (h + 1) * np.sin(2 * np.pi * base * (h + 1) * t + k) for h in range(3))
-    return (x + 0.01 * rng.standard_normal(n)).astype(np.float32)
+    base = rng.uniform(110.0, 440.0)
+    x = sum(rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * base * (h + 1) * t + rng.uniform(0, 6.3)) for h in range(4))
+    return (x + 0.02 * rng.standard_normal(n)).astype(np.float32)
 
 
-def write_corpus(root: Path, tracks: dict[str, int], seconds: float = 0.25, rate: int = RATE, shard: str = "00000",
-                 tail: dict[str, float] | None = None) -> tuple[Path, Path]:
+def write_corpus(
+    root: Path,
+    tracks: dict[str, int],
+    seconds: float = 0.25,
+    rate: int = RATE,
+    shard: str = "00000",
+    tail: dict[str, float] | None = None,
+) -> tuple[Path, Path]:
     """segment/shard-X (clips/*.wav + clips.jsonl) and caption/shard-X (captions.jsonl) under root.
 
     tracks: track_id -> number of clips; tail: clip_id -> real seconds (the rest of the file is zero padding).
@@ -50,11 +81,28 @@ def write_corpus(root: Path, tracks: dict[str, int], seconds: float = 0.25, rate
             audio[real:] = 0.0
             path = seg / "clips" / f"{clip_id}.wav"
             sf.write(str(path), audio, rate, subtype="PCM_16")
-            clips.append({"clip_id": clip_id, "track_id": track, "audio_path": str(path), "start_s": k * seconds,
-                          "duration_s": real / rate, "num_samples": n, "sample_rate": rate, "licence": "MIT",
-                          "tags": {"mood": "calm"}, "vocals_removed": False})
-            captions.append({"clip_id": clip_id, "track_id": track, "caption": f"calm music from {track}, part {k}",
-                             "caption_source": "tags"})
+            clips.append(
+                {
+                    "clip_id": clip_id,
+                    "track_id": track,
+                    "audio_path": str(path),
+                    "start_s": k * seconds,
+                    "duration_s": real / rate,
+                    "num_samples": n,
+                    "sample_rate": rate,
+                    "licence": "MIT",
+                    "tags": {"mood": "calm"},
+                    "vocals_removed": False,
+                }
+            )
+            captions.append(
+                {
+                    "clip_id": clip_id,
+                    "track_id": track,
+                    "caption": f"calm music from {track}, part {k}",
+                    "caption_source": "tags",
+                }
+            )
     write_jsonl(seg / "clips.jsonl", sorted(clips, key=lambda r: r["clip_id"]))
     write_jsonl(cap / "captions.jsonl", sorted(captions, key=lambda r: r["clip_id"]))
     return seg, cap

@@ -27,8 +27,9 @@ def dac_pth(tmp_path):
 
 
 def _pretrained(path, sha256=None, **kw) -> CodecConfig:
-    return CodecConfig(mode="pretrained", pretrained=PretrainedConfig(path=str(path) if path else None,
-                                                                     sha256=sha256, **kw))
+    return CodecConfig(
+        mode="pretrained", pretrained=PretrainedConfig(path=str(path) if path else None, sha256=sha256, **kw)
+    )
 
 
 def test_local_path_with_sha256_converts_to_safetensors(dac_pth, tmp_path):
@@ -85,8 +86,10 @@ def test_pickle_needing_full_unpickle_requires_a_checksum(dac_pth, tmp_path):
     model, _ = dac_pth
     path = tmp_path / "odd.pth"
     # A non-tensor object in the metadata: weights_only loading refuses it.
-    torch.save({"state_dict": model.state_dict(), "metadata": {"kwargs": dict(TINY_KWARGS),
-                                                                "args": argparse.Namespace(x=1)}}, path)
+    torch.save(
+        {"state_dict": model.state_dict(), "metadata": {"kwargs": dict(TINY_KWARGS), "args": argparse.Namespace(x=1)}},
+        path,
+    )
     with pytest.raises(UserFacingError, match="only done for a checksum-verified file"):
         run_codec(_pretrained(path), [], tmp_path / "a", seed=0)
     run_codec(_pretrained(path, sha256_file(path)), [], tmp_path / "b", seed=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -128,5 +129,11 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
 
     # A finished run is not retrained; changed params are refused instead of silently mixed.
     assert train_lm(out_dir=tmp_path / "cut", **common)["steps"] == 8
+    # Killed between the last checkpoint and the summary: the resume only writes the summary.
+    (tmp_path / "cut" / METRICS_FILE).unlink()
+    shutil.rmtree(tmp_path / "cut" / "final")
+    again = train_lm(out_dir=tmp_path / "cut", **common)
+    assert again["last_loss"] == resumed["last_loss"] and (tmp_path / "cut" / "final" / "model.safetensors").is_file()
+    assert _losses(tmp_path / "cut") == got
     with pytest.raises(Exception, match="other params"):
         train_lm(out_dir=tmp_path / "cut", **{**common, "train_cfg": tiny_train(max_steps=8, lr=1e-2)})

@@ -22,14 +22,15 @@ rule tokenize:
         captions=ancient("data/caption/shard-{shard}"),
         codec=ancient("data/codec"),
     output:
-        "data/tokenize/shard-{shard}.parquet",
+        shard="data/tokenize/shard-{shard}.parquet",
+        failures="data/tokenize/shard-{shard}.failures.tsv",
     params:
         hash=params_hash("seed", "tokenize"),
     log:
         "logs/tokenize/shard-{shard}.log",
     shell:
         "ssmttm tokenize --params {PARAMS} --clips {input.clips} --captions {input.captions} --codec {input.codec}"
-        " --out {output} 2> {log}"
+        " --out {output.shard} 2> {log}"
 
 
 rule tokenize_manifest:

@@ -59,6 +59,7 @@ def resolve_device(name: str) -> torch.device:
 
 # ----------------------------------------------------------------------------------------------- DAC construction
 
+
 def dac_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Keep the arguments `dac.model.DAC` accepts, as plain JSON types (numpy ints from old metadata included)."""
     from dac.model import DAC
@@ -119,12 +120,14 @@ def save_codec(folder: str | Path, model: torch.nn.Module, identity: Mapping[str
     folder = Path(folder)
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "ssmttm.codec/1"})
+    (folder / WEIGHTS_FILE).chmod(0o644)  # safetensors creates it owner-only; artifacts are shared read-only
     full = {**identity, "weights_sha256": sha256_file(folder / WEIGHTS_FILE)}
     write_json(folder / CODEC_JSON, full)
     return full
 
 
 # ----------------------------------------------------------------------------------------------- the handle
+
 
 @dataclass
 class CodecHandle:
@@ -204,8 +207,10 @@ class CodecHandle:
 def read_identity(codec_dir: str | Path) -> dict[str, Any]:
     path = Path(codec_dir) / CODEC_JSON
     if not path.is_file():
-        raise MissingWeightsError(f"{path}: codec.json not found; build the codec first with "
-                                  f"`ssmttm codec --clips data/segment/shard-* --out {codec_dir}`")
+        raise MissingWeightsError(
+            f"{path}: codec.json not found; build the codec first with "
+            f"`ssmttm codec --clips data/segment/shard-* --out {codec_dir}`"
+        )
     return json.loads(path.read_text())
 
 
@@ -217,12 +222,15 @@ def load_codec(codec_dir: str | Path, device: str | torch.device = "cpu") -> Cod
     identity = read_identity(codec_dir)
     weights = codec_dir / WEIGHTS_FILE
     if not weights.is_file():
-        raise MissingWeightsError(f"{weights}: codec weights not found; rebuild them with `ssmttm codec ... --out "
-                                  f"{codec_dir}`")
+        raise MissingWeightsError(
+            f"{weights}: codec weights not found; rebuild them with `ssmttm codec ... --out {codec_dir}`"
+        )
     actual = sha256_file(weights)
     if actual != identity.get("weights_sha256"):
-        raise UserFacingError(f"{weights}: sha256 {actual[:12]}... does not match codec.json "
-                              f"({str(identity.get('weights_sha256'))[:12]}...); the folder was modified, rebuild it")
+        raise UserFacingError(
+            f"{weights}: sha256 {actual[:12]}... does not match codec.json "
+            f"({str(identity.get('weights_sha256'))[:12]}...); the folder was modified, rebuild it"
+        )
     device = resolve_device(device) if isinstance(device, str) else device
     model = build_dac(identity["model_kwargs"])
     model.load_state_dict(load_file(str(weights)), strict=True)
@@ -232,6 +240,7 @@ def load_codec(codec_dir: str | Path, device: str | torch.device = "cpu") -> Cod
 
 # ----------------------------------------------------------------------------------------------- identity checks
 
+
 def shard_codec_identity(shard_metadata: Mapping[Any, Any]) -> dict[str, Any]:
     """The codec identity from a shard's key-value metadata (bytes or str keys), or an already parsed identity."""
     if "weights_sha256" in shard_metadata:
@@ -240,8 +249,10 @@ def shard_codec_identity(shard_metadata: Mapping[Any, Any]) -> dict[str, Any]:
         if key in shard_metadata:
             raw = shard_metadata[key]
             return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    raise CodecMismatchError(f"token metadata has no '{SHARD_CODEC_KEY}' entry: cannot tell which codec made these "
-                             "tokens; re-run `ssmttm tokenize`")
+    raise CodecMismatchError(
+        f"token metadata has no '{SHARD_CODEC_KEY}' entry: cannot tell which codec made these "
+        "tokens; re-run `ssmttm tokenize`"
+    )
 
 
 def check_codec_matches(shard_metadata: Mapping[Any, Any], codec_handle: CodecHandle | Mapping[str, Any]) -> None:
@@ -251,5 +262,7 @@ def check_codec_matches(shard_metadata: Mapping[Any, Any], codec_handle: CodecHa
     differing = [k for k in IDENTITY_KEYS if recorded.get(k) != current.get(k)]
     if differing:
         details = ", ".join(f"{k}: tokens {recorded.get(k)!r} vs codec {current.get(k)!r}" for k in differing)
-        raise CodecMismatchError(f"these tokens were made by another codec ({details}); decode them with the codec "
-                                 "folder that tokenized them (see the shard's ssmttm.codec metadata)")
+        raise CodecMismatchError(
+            f"these tokens were made by another codec ({details}); decode them with the codec "
+            "folder that tokenized them (see the shard's ssmttm.codec metadata)"
+        )

@@ -23,8 +23,12 @@ from ssmttm.errors import MissingWeightsError, UserFacingError
 log = logging.getLogger(__name__)
 
 # dac.utils' "latest" tags (descript-audio-codec 1.0.0); resolved here so the cache file name is known offline.
-LATEST_TAGS = {("44khz", "8kbps"): "0.0.1", ("24khz", "8kbps"): "0.0.4", ("16khz", "8kbps"): "0.0.5",
-               ("44khz", "16kbps"): "1.0.0"}
+LATEST_TAGS = {
+    ("44khz", "8kbps"): "0.0.1",
+    ("24khz", "8kbps"): "0.0.4",
+    ("16khz", "8kbps"): "0.0.5",
+    ("44khz", "16kbps"): "1.0.0",
+}
 
 
 @dataclass
@@ -42,20 +46,28 @@ def resolved_tag(cfg: PretrainedConfig) -> str:
         return cfg.tag
     key = (cfg.model_type, cfg.model_bitrate)
     if key not in LATEST_TAGS:
-        raise UserFacingError(f"codec.pretrained: no DAC release for model_type {cfg.model_type!r} at "
-                              f"{cfg.model_bitrate!r}; valid pairs: {sorted(LATEST_TAGS)}")
+        raise UserFacingError(
+            f"codec.pretrained: no DAC release for model_type {cfg.model_type!r} at "
+            f"{cfg.model_bitrate!r}; valid pairs: {sorted(LATEST_TAGS)}"
+        )
     return LATEST_TAGS[key]
 
 
 def cache_path(cfg: PretrainedConfig) -> Path:
     """Where `python -m dac download` puts these weights."""
-    return (Path.home() / ".cache" / "descript" / "dac"
-            / f"weights_{cfg.model_type}_{cfg.model_bitrate}_{resolved_tag(cfg)}.pth")
+    return (
+        Path.home()
+        / ".cache"
+        / "descript"
+        / "dac"
+        / f"weights_{cfg.model_type}_{cfg.model_bitrate}_{resolved_tag(cfg)}.pth"
+    )
 
 
 def fetch_command(cfg: PretrainedConfig) -> str:
-    return (f"python -m dac download --model_type {cfg.model_type} --model_bitrate {cfg.model_bitrate}"
-            + ("" if cfg.tag == "latest" else f" --tag {cfg.tag}"))
+    return f"python -m dac download --model_type {cfg.model_type} --model_bitrate {cfg.model_bitrate}" + (
+        "" if cfg.tag == "latest" else f" --tag {cfg.tag}"
+    )
 
 
 def locate_weights(cfg: PretrainedConfig) -> Path:
@@ -73,20 +85,22 @@ def locate_weights(cfg: PretrainedConfig) -> Path:
             import dac.utils
 
             log.info("downloading DAC %s %s weights with dac.utils.download", cfg.model_type, cfg.model_bitrate)
-            return Path(dac.utils.download(model_type=cfg.model_type, model_bitrate=cfg.model_bitrate,
-                                           tag=cfg.tag))
+            return Path(dac.utils.download(model_type=cfg.model_type, model_bitrate=cfg.model_bitrate, tag=cfg.tag))
         looked = [str(path)]
     raise MissingWeightsError(
         f"DAC {cfg.model_type} {cfg.model_bitrate} weights not found (looked in: {', '.join(looked)}); on a machine "
         f"with internet run `{fetch_command(cfg)}` and copy the file there, or set codec.pretrained.path to it "
-        "(or codec.pretrained.download: true)")
+        "(or codec.pretrained.download: true)"
+    )
 
 
 def verify_sha256(path: Path, expected: str | None) -> str:
     actual = sha256_file(path)
     if expected is not None and actual.lower() != expected.lower():
-        raise UserFacingError(f"{path}: sha256 {actual} does not match codec.pretrained.sha256 {expected}; the file "
-                              "is corrupt or not the expected release: fetch it again or fix the checksum")
+        raise UserFacingError(
+            f"{path}: sha256 {actual} does not match codec.pretrained.sha256 {expected}; the file "
+            "is corrupt or not the expected release: fetch it again or fix the checksum"
+        )
     return actual
 
 
@@ -98,7 +112,8 @@ def load_dac_checkpoint(path: Path, sha256_verified: bool) -> torch.nn.Module:
         if not sha256_verified:
             raise UserFacingError(
                 f"{path}: this weights file needs a full unpickle, which is only done for a checksum-verified file; "
-                "set codec.pretrained.sha256 to the sha256 of the official release") from exc
+                "set codec.pretrained.sha256 to the sha256 of the official release"
+            ) from exc
         log.info("%s: weights_only load refused (%s); sha256 verified, loading it in full", path, exc)
         # DAC's own BaseModel.load does the same torch.load, but relies on torch's changing default.
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -115,8 +130,15 @@ def prepare_pretrained(cfg: PretrainedConfig, out_dir: Path) -> dict[str, Any]:
     path = locate_weights(cfg)
     source_sha256 = verify_sha256(path, cfg.sha256)
     model = load_dac_checkpoint(path, sha256_verified=cfg.sha256 is not None)
-    identity = model_identity(model, variant=cfg.model_type if cfg.model_bitrate == "8kbps" else
-                              f"{cfg.model_type}_{cfg.model_bitrate}",
-                              source={"file": path.name, "sha256": source_sha256, "model_type": cfg.model_type,
-                                      "model_bitrate": cfg.model_bitrate, "tag": resolved_tag(cfg)})
+    identity = model_identity(
+        model,
+        variant=cfg.model_type if cfg.model_bitrate == "8kbps" else f"{cfg.model_type}_{cfg.model_bitrate}",
+        source={
+            "file": path.name,
+            "sha256": source_sha256,
+            "model_type": cfg.model_type,
+            "model_bitrate": cfg.model_bitrate,
+            "tag": resolved_tag(cfg),
+        },
+    )
     return save_codec(out_dir, model.eval(), identity)

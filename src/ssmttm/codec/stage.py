@@ -31,8 +31,9 @@ class CodecConfig:
     train: CodecTrainConfig = field(default_factory=CodecTrainConfig)
 
 
-def run_codec(cfg: CodecConfig, clip_dirs: list[str | Path], out: str | Path, seed: int,
-              section: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_codec(
+    cfg: CodecConfig, clip_dirs: list[str | Path], out: str | Path, seed: int, section: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write the codec folder `out`; return its codec.json."""
     with atomic_dir(out) as tmp:
         if cfg.mode == "pretrained":
@@ -43,13 +44,22 @@ def run_codec(cfg: CodecConfig, clip_dirs: list[str | Path], out: str | Path, se
             identity = save_codec(tmp, model, model_identity(model, variant="trained"))
             write_json(tmp / METRICS_FILE, metrics)
             held = metrics["heldout"]
-            log.info("held-out mel distance: trained %.4f, untrained %.4f", held["mel_distance_trained"],
-                     held["mel_distance_untrained"])
+            log.info(
+                "held-out mel distance: trained %.4f, untrained %.4f",
+                held["mel_distance_trained"],
+                held["mel_distance_untrained"],
+            )
             extra = {"inputs": [str(p) for p in clip_dirs]}
         else:
             raise ValueError(f"codec.mode must be 'train' or 'pretrained', got {cfg.mode!r}")
-        write_provenance(tmp, "codec", section if section is not None else {}, seed,
-                         weights_sha256=identity["weights_sha256"], **extra)
+        write_provenance(
+            tmp,
+            "codec",
+            section if section is not None else {},
+            seed,
+            weights_sha256=identity["weights_sha256"],
+            **extra,
+        )
     return identity
 
 
@@ -63,6 +73,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     section = params.get("codec") or {}
     cfg = section_to_dataclass(CodecConfig, section)
     identity = run_codec(cfg, args.clips, args.out, int(params["seed"]), section)
-    print(f"{args.out}: DAC {identity['variant']} ({identity['n_codebooks']} codebooks x {identity['codebook_size']}, "
-          f"hop {identity['hop_length']} at {identity['sample_rate']} Hz)")
+    print(
+        f"{args.out}: DAC {identity['variant']} ({identity['n_codebooks']} codebooks x {identity['codebook_size']}, "
+        f"hop {identity['hop_length']} at {identity['sample_rate']} Hz)"
+    )
     return 0

@@ -67,7 +67,7 @@ class LossWeights:
 
 @dataclass
 class CodecTrainConfig:
-    encoder_dim: int = 8
+    encoder_dim: int = 4
     encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
     latent_dim: int = 64
     decoder_dim: int = 64
@@ -78,7 +78,7 @@ class CodecTrainConfig:
     quantizer_dropout: float = 0.0
     steps: int = 100
     batch_size: int = 4
-    segment_s: float = 0.4  # random crop length per training item
+    segment_s: float = 0.3  # random crop length per training item
     lr: float = 1e-3
     betas: tuple[float, float] = (0.8, 0.99)
     lr_gamma: float = 0.999996  # ExponentialLR per step
@@ -104,6 +104,7 @@ class Clip:
 
 # ----------------------------------------------------------------------------------------------- clips
 
+
 def resolve_audio_path(row: dict[str, Any], clips_dir: Path) -> Path:
     """clips.jsonl paths are relative to the repository root (the working directory); fall back to the folder."""
     path = Path(row["audio_path"])
@@ -115,6 +116,8 @@ def resolve_audio_path(row: dict[str, Any], clips_dir: Path) -> Path:
 
 def read_clips(clip_dirs: Sequence[str | Path]) -> list[Clip]:
     """All clips of the segment folders, sorted by clip_id."""
+    if not clip_dirs:
+        raise UserFacingError("codec.mode is 'train' but no clips were given: pass --clips data/segment/shard-*")
     clips = []
     for folder in map(Path, clip_dirs):
         table = folder / "clips.jsonl"
@@ -122,8 +125,9 @@ def read_clips(clip_dirs: Sequence[str | Path]) -> list[Clip]:
             raise UserFacingError(f"{table}: clips.jsonl not found; run `ssmttm segment` for this shard first")
         for row in read_jsonl(table):
             real = min(int(row["num_samples"]), round(float(row["duration_s"]) * int(row["sample_rate"])))
-            clips.append(Clip(row["clip_id"], row["track_id"], resolve_audio_path(row, folder), real,
-                              int(row["sample_rate"])))
+            clips.append(
+                Clip(row["clip_id"], row["track_id"], resolve_audio_path(row, folder), real, int(row["sample_rate"]))
+            )
     if not clips:
         raise UserFacingError(f"no clips in {', '.join(map(str, clip_dirs))}: the codec has nothing to train on")
     rates = sorted({c.sample_rate for c in clips})
@@ -166,26 +170,46 @@ def batches(clips: list[Clip], cfg: CodecTrainConfig, segment: int, seed: int) -
 
 # ----------------------------------------------------------------------------------------------- model and losses
 
+
 def model_kwargs(cfg: CodecTrainConfig, sample_rate: int) -> dict[str, Any]:
     if math.prod(cfg.encoder_rates) != math.prod(cfg.decoder_rates):
-        raise UserFacingError(f"codec.train: encoder_rates {list(cfg.encoder_rates)} and decoder_rates "
-                              f"{list(cfg.decoder_rates)} must have the same product (the hop length)")
+        raise UserFacingError(
+            f"codec.train: encoder_rates {list(cfg.encoder_rates)} and decoder_rates "
+            f"{list(cfg.decoder_rates)} must have the same product (the hop length)"
+        )
     if cfg.decoder_dim % 2 ** len(cfg.decoder_rates):
-        raise UserFacingError(f"codec.train.decoder_dim {cfg.decoder_dim} must be divisible by 2^{len(cfg.decoder_rates)}"
-                              " (each decoder block halves the channels)")
+        raise UserFacingError(
+            f"codec.train.decoder_dim {cfg.decoder_dim} must be divisible by "
+            f"2^{len(cfg.decoder_rates)} (each decoder block halves the channels)"
+        )
     if not 1 <= cfg.codebook_size <= 1024:
         raise UserFacingError("codec.train.codebook_size must be in 1..1024 (1024 is the LM's special id)")
-    return {"encoder_dim": cfg.encoder_dim, "encoder_rates": list(cfg.encoder_rates), "latent_dim": cfg.latent_dim,
-            "decoder_dim": cfg.decoder_dim, "decoder_rates": list(cfg.decoder_rates), "n_codebooks": cfg.n_codebooks,
-            "codebook_size": cfg.codebook_size, "codebook_dim": cfg.codebook_dim,
-            "quantizer_dropout": cfg.quantizer_dropout, "sample_rate": sample_rate}
+    return {
+        "encoder_dim": cfg.encoder_dim,
+        "encoder_rates": list(cfg.encoder_rates),
+        "latent_dim": cfg.latent_dim,
+        "decoder_dim": cfg.decoder_dim,
+        "decoder_rates": list(cfg.decoder_rates),
+        "n_codebooks": cfg.n_codebooks,
+        "codebook_size": cfg.codebook_size,
+        "codebook_dim": cfg.codebook_dim,
+        "quantizer_dropout": cfg.quantizer_dropout,
+        "sample_rate": sample_rate,
+    }
 
 
 def mel_loss_fn() -> torch.nn.Module:
     from dac.nn.loss import MelSpectrogramLoss
 
-    return MelSpectrogramLoss(n_mels=list(MEL_N_MELS), window_lengths=list(MEL_WINDOWS), mel_fmin=[0.0] * 7,
-                              mel_fmax=[None] * 7, pow=1.0, mag_weight=0.0, clamp_eps=1e-5)
+    return MelSpectrogramLoss(
+        n_mels=list(MEL_N_MELS),
+        window_lengths=list(MEL_WINDOWS),
+        mel_fmin=[0.0] * 7,
+        mel_fmax=[None] * 7,
+        pow=1.0,
+        mag_weight=0.0,
+        clamp_eps=1e-5,
+    )
 
 
 @torch.no_grad()
@@ -225,8 +249,10 @@ def reproducible(seed: int, threads: int, device: torch.device) -> Iterator[None
 
 # ----------------------------------------------------------------------------------------------- training
 
-def train_codec(cfg: CodecTrainConfig, clip_dirs: Sequence[str | Path], seed: int,
-                device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+
+def train_codec(
+    cfg: CodecTrainConfig, clip_dirs: Sequence[str | Path], seed: int, device: torch.device
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train; return (model in eval mode on CPU, metrics dict). Deterministic for a given seed on CPU."""
     from audiotools import AudioSignal
     from dac.model import Discriminator
@@ -241,8 +267,10 @@ def train_codec(cfg: CodecTrainConfig, clip_dirs: Sequence[str | Path], seed: in
     hop = math.prod(cfg.encoder_rates)
     segment = max(1, round(cfg.segment_s * sample_rate / hop)) * hop
     if segment <= max(MEL_WINDOWS) // 2:
-        raise UserFacingError(f"codec.train.segment_s = {cfg.segment_s} gives {segment} samples; the mel loss needs "
-                              f"more than {max(MEL_WINDOWS) // 2}: use a longer segment")
+        raise UserFacingError(
+            f"codec.train.segment_s = {cfg.segment_s} gives {segment} samples; the mel loss needs "
+            f"more than {max(MEL_WINDOWS) // 2}: use a longer segment"
+        )
     weights = cfg.loss_weights
     use_gan = bool(cfg.discriminator.periods or cfg.discriminator.fft_sizes or cfg.discriminator.rates)
 
@@ -254,8 +282,12 @@ def train_codec(cfg: CodecTrainConfig, clip_dirs: Sequence[str | Path], seed: in
         opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, cfg.lr_gamma)
         if use_gan:
-            disc = Discriminator(rates=list(cfg.discriminator.rates), periods=list(cfg.discriminator.periods),
-                                 fft_sizes=list(cfg.discriminator.fft_sizes), sample_rate=sample_rate).to(device)
+            disc = Discriminator(
+                rates=list(cfg.discriminator.rates),
+                periods=list(cfg.discriminator.periods),
+                fft_sizes=list(cfg.discriminator.fft_sizes),
+                sample_rate=sample_rate,
+            ).to(device)
             gan = GANLoss(disc)
             opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
             sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, cfg.lr_gamma)
@@ -294,8 +326,9 @@ def train_codec(cfg: CodecTrainConfig, clip_dirs: Sequence[str | Path], seed: in
             torch.nn.utils.clip_grad_norm_(generator.parameters(), cfg.grad_clip_generator)
             opt_g.step()
             sched_g.step()
-            record = {k: round(float(v.detach()), 6) for k, v in terms.items()} | {"total": round(float(loss.detach()), 6)}
-            recent = (recent + [record])[-cfg.log_every:]
+            record = {k: round(float(v.detach()), 6) for k, v in terms.items()}
+            record["total"] = round(float(loss.detach()), 6)
+            recent = (recent + [record])[-cfg.log_every :]
             if step % cfg.log_every == 0 or step == cfg.steps:
                 curve.append({"step": step, **record})
                 log.info("codec step %d/%d: %s (%.1fs)", step, cfg.steps, record, time.monotonic() - started)

@@ -71,10 +71,22 @@ def _shard_paths(shards: str | Path | Sequence[str | Path]) -> list[Path]:
 class TokenShardDataset(IterableDataset):
     """Stream token items of one split from Parquet shards (see the module docstring for order and resume)."""
 
-    def __init__(self, shards: str | Path | Sequence[str | Path], seq_len: int, n_codebooks: int = 1,
-                 special_id: int = 1024, split: str = "train", shuffle: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, batch_size: int = 1, delay: bool = True, shuffle_row_groups: int = 4,
-                 drop_uneven: bool = False):
+    def __init__(
+        self,
+        shards: str | Path | Sequence[str | Path],
+        seq_len: int,
+        n_codebooks: int = 1,
+        special_id: int = 1024,
+        split: str = "train",
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int = 1,
+        delay: bool = True,
+        shuffle_row_groups: int = 4,
+        drop_uneven: bool = False,
+    ):
         super().__init__()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
@@ -102,14 +114,19 @@ class TokenShardDataset(IterableDataset):
             if identity is None:
                 identity = codec
             elif codec != identity:
-                raise UserFacingError(f"{path}: tokens of another codec than {self.paths[0]}; all shards of a "
-                                      "training run must come from one codec (re-run `ssmttm tokenize`)")
+                raise UserFacingError(
+                    f"{path}: tokens of another codec than {self.paths[0]}; all shards of a "
+                    "training run must come from one codec (re-run `ssmttm tokenize`)"
+                )
         if self.n_codebooks > int(identity["n_codebooks"]):
-            raise UserFacingError(f"the LM wants {self.n_codebooks} codebooks but the shards hold "
-                                  f"{identity['n_codebooks']}; lower lm.n_codebooks or tokenize with a larger codec")
+            raise UserFacingError(
+                f"the LM wants {self.n_codebooks} codebooks but the shards hold "
+                f"{identity['n_codebooks']}; lower lm.n_codebooks or tokenize with a larger codec"
+            )
         if int(identity["codebook_size"]) > self.special_id:
-            raise UserFacingError(f"codebook_size {identity['codebook_size']} overlaps the special id "
-                                  f"{self.special_id}")
+            raise UserFacingError(
+                f"codebook_size {identity['codebook_size']} overlaps the special id {self.special_id}"
+            )
         return identity
 
     def _index(self) -> list[RowGroup]:
@@ -171,15 +188,23 @@ class TokenShardDataset(IterableDataset):
         self._yielded = int(torch.as_tensor(batch["position"]).max()) + 1 - self._start
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "consumed": self._start + self._yielded, "seed": self.seed, "rank": self.rank,
-                "world_size": self.world_size, "split": self.split}
+        return {
+            "epoch": self.epoch,
+            "consumed": self._start + self._yielded,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "split": self.split,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next pass yields exactly the items of `state['epoch']` not yet consumed."""
         for key in ("seed", "rank", "world_size", "split"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(f"loader state was saved with {key}={state[key]!r}, this dataset has "
-                                 f"{getattr(self, key)!r}: the order would differ")
+                raise ValueError(
+                    f"loader state was saved with {key}={state[key]!r}, this dataset has "
+                    f"{getattr(self, key)!r}: the order would differ"
+                )
         self.epoch, self._start, self._yielded = int(state["epoch"]), int(state["consumed"]), 0
 
     # ------------------------------------------------------------------------------------------------ iteration
@@ -196,8 +221,11 @@ class TokenShardDataset(IterableDataset):
         if group.shard not in files:
             files[group.shard] = pq.ParquetFile(str(self.paths[group.shard]))
         table = files[group.shard].read_row_group(group.group, columns=READ_COLUMNS)
-        return {"clip_id": table.column("clip_id").to_pylist(), "caption": table.column("caption").to_pylist(),
-                "codes": array_to_matrices(table.column("codes"), np.int16)}
+        return {
+            "clip_id": table.column("clip_id").to_pylist(),
+            "caption": table.column("caption").to_pylist(),
+            "codes": array_to_matrices(table.column("codes"), np.int16),
+        }
 
     def _item(self, codes: np.ndarray, clip_id: str) -> tuple[torch.Tensor, int]:
         """codes (K_stored, T) int16 -> (K, seq_len) int64 window and its real frame count."""
@@ -232,8 +260,13 @@ class TokenShardDataset(IterableDataset):
             codes, n_valid = self._item(group["codes"][row], group["clip_id"][row])
             if in_process:
                 self._yielded += 1
-            yield {"codes": codes, "caption": group["caption"][row], "clip_id": group["clip_id"][row],
-                   "n_valid": n_valid, "position": pos}
+            yield {
+                "codes": codes,
+                "caption": group["caption"][row],
+                "clip_id": group["clip_id"][row],
+                "n_valid": n_valid,
+                "position": pos,
+            }
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -242,8 +275,15 @@ class TokenShardDataset(IterableDataset):
         return self.iter_worker(info.id, info.num_workers)
 
     def describe(self) -> str:
-        return json.dumps({"shards": len(self.paths), "row_groups": len(self.row_groups), "items": len(self),
-                           "split": self.split, "codec": self.codec_identity.get("variant")})
+        return json.dumps(
+            {
+                "shards": len(self.paths),
+                "row_groups": len(self.row_groups),
+                "items": len(self),
+                "split": self.split,
+                "codec": self.codec_identity.get("variant"),
+            }
+        )
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

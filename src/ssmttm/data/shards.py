@@ -73,6 +73,7 @@ def shard_schema(store_latents: bool) -> pa.Schema:
 
 # ----------------------------------------------------------------------------------------------- nested arrays
 
+
 def matrices_to_array(matrices: Sequence[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
     """[(R_i, T_i)] 2-D arrays -> list<list<value_type>>, each matrix a row of R_i lists of T_i values."""
     rows = [np.ascontiguousarray(m) for m in matrices]
@@ -120,17 +121,24 @@ def rows_to_table(rows: Sequence[TokenRow], store_latents: bool) -> pa.Table:
 
 # ----------------------------------------------------------------------------------------------- writing
 
-def write_shard(path: str | Path, rows: Iterable[TokenRow], metadata: Mapping[str, Any], row_group_size: int,
-                store_latents: bool) -> Path:
+
+def write_shard(
+    path: str | Path, rows: Iterable[TokenRow], metadata: Mapping[str, Any], row_group_size: int, store_latents: bool
+) -> Path:
     """Write rows (sorted here by clip_id) to `path` atomically; metadata values are JSON-encoded unless str."""
     path = Path(path)
     ordered = sorted(rows, key=lambda r: r.clip_id)
     kv = {k: v if isinstance(v, str) else canonical_json(v) for k, v in sorted(metadata.items())}
     schema = shard_schema(store_latents).with_metadata(kv)
     with atomic_path(path) as tmp:
-        with pq.ParquetWriter(str(tmp), schema, compression="zstd", compression_level=ZSTD_LEVEL,
-                              use_dictionary=STRING_COLUMNS, write_statistics=STRING_COLUMNS + ["duration_s",
-                                                                                                   "n_frames"]) as w:
+        with pq.ParquetWriter(
+            str(tmp),
+            schema,
+            compression="zstd",
+            compression_level=ZSTD_LEVEL,
+            use_dictionary=STRING_COLUMNS,
+            write_statistics=STRING_COLUMNS + ["duration_s", "n_frames"],
+        ) as w:
             # One table per row group: bounded memory and 32-bit list offsets even for long clips.
             for start in range(0, len(ordered), row_group_size):
                 chunk = rows_to_table(ordered[start : start + row_group_size], store_latents)
@@ -163,12 +171,14 @@ def read_failures(path: str | Path) -> list[dict[str, str]]:
 
 # ----------------------------------------------------------------------------------------------- reading
 
+
 def read_shard_metadata(path: str | Path) -> dict[str, Any]:
     """{"codec": identity dict, "params_sha256": str, "provenance": dict} from a shard's key-value metadata."""
     kv = pq.ParquetFile(str(path)).schema_arrow.metadata or {}
     if CODEC_KEY.encode() not in kv:
-        raise UserFacingError(f"{path}: no '{CODEC_KEY}' metadata; not a token shard of this pipeline (re-run "
-                              "`ssmttm tokenize`)")
+        raise UserFacingError(
+            f"{path}: no '{CODEC_KEY}' metadata; not a token shard of this pipeline (re-run `ssmttm tokenize`)"
+        )
     return {
         "codec": json.loads(kv[CODEC_KEY.encode()]),
         "params_sha256": kv.get(PARAMS_KEY.encode(), b"").decode(),
@@ -196,35 +206,42 @@ def finalize_manifest(folder: str | Path, params_sha256: str | None = None) -> d
         if codec is None:
             codec, params = meta["codec"], meta["params_sha256"]
         elif meta["codec"] != codec:
-            raise UserFacingError(f"{shard}: made with another codec than {shards[0].name}; re-run `ssmttm tokenize` "
-                                  "for the stale shards")
+            raise UserFacingError(
+                f"{shard}: made with another codec than {shards[0].name}; re-run `ssmttm tokenize` for the stale shards"
+            )
         elif meta["params_sha256"] != params:
-            raise UserFacingError(f"{shard}: made with other tokenize params than {shards[0].name}; re-run "
-                                  "`ssmttm tokenize` for the stale shards")
+            raise UserFacingError(
+                f"{shard}: made with other tokenize params than {shards[0].name}; re-run "
+                "`ssmttm tokenize` for the stale shards"
+            )
         table = pq.read_table(str(shard), columns=["split", "track_id"])
         counts = Counter(table.column("split").to_pylist())
-        for split, track in zip(table.column("split").to_pylist(), table.column("track_id").to_pylist(),
-                                strict=True):
+        for split, track in zip(table.column("split").to_pylist(), table.column("track_id").to_pylist(), strict=True):
             track_splits[split].add(track)
         fails = failures_path(shard)
         n_failed = len(read_failures(fails)) if fails.is_file() else 0
         failures_total += n_failed
         totals.update(counts)
-        entries.append({
-            "file": shard.name,
-            "sha256": sha256_file(shard),
-            "rows": table.num_rows,
-            "row_groups": pq.ParquetFile(str(shard)).num_row_groups,
-            "splits": {s: counts.get(s, 0) for s in SPLITS},
-            "failures": n_failed,
-        })
+        entries.append(
+            {
+                "file": shard.name,
+                "sha256": sha256_file(shard),
+                "rows": table.num_rows,
+                "row_groups": pq.ParquetFile(str(shard)).num_row_groups,
+                "splits": {s: counts.get(s, 0) for s in SPLITS},
+                "failures": n_failed,
+            }
+        )
     if params_sha256 is not None and params != params_sha256:
-        raise UserFacingError(f"{folder}: shards were made with other tokenize params than the current ones; re-run "
-                              "`ssmttm tokenize` for every shard")
+        raise UserFacingError(
+            f"{folder}: shards were made with other tokenize params than the current ones; re-run "
+            "`ssmttm tokenize` for every shard"
+        )
     manifest = {
         "codec": codec,
         "params_sha256": params,
-        "counts": {s: totals.get(s, 0) for s in SPLITS} | {"total": sum(totals.values())},
+        "rows": sum(totals.values()),
+        "counts": {s: totals.get(s, 0) for s in SPLITS},  # rows per split
         "tracks": {s: len(track_splits[s]) for s in SPLITS},
         "failures": failures_total,
         "shards": entries,

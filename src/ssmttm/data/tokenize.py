@@ -79,12 +79,16 @@ def params_sha256(cfg: TokenizeConfig, seed: int) -> str:
 
 def codec_metadata(codec: CodecHandle, cfg: TokenizeConfig) -> dict[str, Any]:
     """The codec identity as stored with the tokens: codec.json plus the encode window."""
-    return {**codec.identity, "encode_window_s": cfg.encode_window_s,
-            "encode_window_samples": codec.window_samples(cfg.encode_window_s),
-            "frame_rate": codec.sample_rate / codec.hop_length}
+    return {
+        **codec.identity,
+        "encode_window_s": cfg.encode_window_s,
+        "encode_window_samples": codec.window_samples(cfg.encode_window_s),
+        "frame_rate": codec.sample_rate / codec.hop_length,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- reading clips
+
 
 def load_clip(row: dict[str, Any], clips_dir: Path, sample_rate: int) -> np.ndarray:
     """The real audio of a clip as (N,) float32; raises ValueError with a short reason on a bad clip."""
@@ -115,6 +119,7 @@ def read_inputs(clips_dir: Path, captions_dir: Path) -> tuple[list[dict[str, Any
 
 # ----------------------------------------------------------------------------------------------- encoding
 
+
 def encode_batch(codec: CodecHandle, clips: list[LoadedClip], window: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """[(codes (K, T_i) int16, latents (C, T_i) float16)] for clips of any lengths, in one windowed encode call.
 
@@ -136,8 +141,9 @@ def encode_batch(codec: CodecHandle, clips: list[LoadedClip], window: int) -> li
     return out
 
 
-def encode_clips(codec: CodecHandle, clips: list[LoadedClip], cfg: TokenizeConfig,
-                 failures: list[tuple[str, str, str]]) -> list[tuple[LoadedClip, np.ndarray, np.ndarray]]:
+def encode_clips(
+    codec: CodecHandle, clips: list[LoadedClip], cfg: TokenizeConfig, failures: list[tuple[str, str, str]]
+) -> list[tuple[LoadedClip, np.ndarray, np.ndarray]]:
     """Encode in batches; a failing batch is retried clip by clip so only the bad clip is recorded and skipped."""
     window = codec.window_samples(cfg.encode_window_s)
     done = []
@@ -151,7 +157,7 @@ def encode_clips(codec: CodecHandle, clips: list[LoadedClip], cfg: TokenizeConfi
             log.warning("batch at clip %s failed (%s); encoding its clips one by one", batch[0].row["clip_id"], exc)
         for clip in batch:
             try:
-                (codes, latents), = encode_batch(codec, [clip], window)
+                ((codes, latents),) = encode_batch(codec, [clip], window)
                 done.append((clip, codes, latents))
             except (ValueError, RuntimeError) as exc:
                 reason, _, detail = str(exc).partition(": ")
@@ -159,20 +165,29 @@ def encode_clips(codec: CodecHandle, clips: list[LoadedClip], cfg: TokenizeConfi
     return done
 
 
-def tokenize_shard(cfg: TokenizeConfig, clips_dir: str | Path, captions_dir: str | Path,
-                   codec: CodecHandle | str | Path, out: str | Path, seed: int) -> dict[str, Any]:
+def tokenize_shard(
+    cfg: TokenizeConfig,
+    clips_dir: str | Path,
+    captions_dir: str | Path,
+    codec: CodecHandle | str | Path,
+    out: str | Path,
+    seed: int,
+) -> dict[str, Any]:
     """Encode the clips of one segment shard and write `out` (Parquet) and its failures sidecar; return a summary."""
     clips_dir, captions_dir, out = Path(clips_dir), Path(captions_dir), Path(out)
     if cfg.valid_fraction + cfg.test_fraction >= 1.0:
-        raise UserFacingError("tokenize.valid_fraction + tokenize.test_fraction must be below 1 (no training data "
-                              "otherwise)")
+        raise UserFacingError(
+            "tokenize.valid_fraction + tokenize.test_fraction must be below 1 (no training data otherwise)"
+        )
     if not isinstance(codec, CodecHandle):
         codec = load_codec(codec, device=resolve_device(cfg.device))
     rows, captions = read_inputs(clips_dir, captions_dir)
     rates = sorted({int(r["sample_rate"]) for r in rows})
     if rates and rates != [codec.sample_rate]:
-        raise UserFacingError(f"{clips_dir}: clips are at {rates} Hz but the codec works at {codec.sample_rate} Hz; "
-                              f"set segment.sample_rate to {codec.sample_rate} (or use a matching codec)")
+        raise UserFacingError(
+            f"{clips_dir}: clips are at {rates} Hz but the codec works at {codec.sample_rate} Hz; "
+            f"set segment.sample_rate to {codec.sample_rate} (or use a matching codec)"
+        )
 
     failures: list[tuple[str, str, str]] = []
     loaded: list[LoadedClip] = []
@@ -189,29 +204,45 @@ def tokenize_shard(cfg: TokenizeConfig, clips_dir: str | Path, captions_dir: str
     encoded = encode_clips(codec, loaded, cfg, failures)
 
     token_rows = [
-        TokenRow(clip_id=clip.row["clip_id"], track_id=clip.row["track_id"],
-                 split=assign_split(clip.row["track_id"], seed, cfg.valid_fraction, cfg.test_fraction),
-                 caption=clip.caption, duration_s=float(clip.row["duration_s"]), codes=codes,
-                 latents=latents if cfg.store_latents else None)
+        TokenRow(
+            clip_id=clip.row["clip_id"],
+            track_id=clip.row["track_id"],
+            split=assign_split(clip.row["track_id"], seed, cfg.valid_fraction, cfg.test_fraction),
+            caption=clip.caption,
+            duration_s=float(clip.row["duration_s"]),
+            codes=codes,
+            latents=latents if cfg.store_latents else None,
+        )
         for clip, codes, latents in encoded
     ]
     # The sidecar first: a shard present means its failures are recorded too.
     write_failures(failures_path(out), failures)
     if rows and len(failures) > cfg.max_failure_fraction * len(rows):
-        raise UserFacingError(f"{clips_dir}: {len(failures)} of {len(rows)} clips failed to encode (more than "
-                              f"tokenize.max_failure_fraction = {cfg.max_failure_fraction}); see "
-                              f"{failures_path(out)}")
+        raise UserFacingError(
+            f"{clips_dir}: {len(failures)} of {len(rows)} clips failed to encode (more than "
+            f"tokenize.max_failure_fraction = {cfg.max_failure_fraction}); see "
+            f"{failures_path(out)}"
+        )
     section = dataclass_to_dict(cfg)
     metadata = {
         CODEC_KEY: codec_metadata(codec, cfg),
         PARAMS_KEY: params_sha256(cfg, seed),
-        PROVENANCE_KEY: provenance("tokenize", section, seed, device=codec.device.type,
-                                   inputs={"clips": str(clips_dir), "captions": str(captions_dir)}),
+        PROVENANCE_KEY: provenance(
+            "tokenize",
+            section,
+            seed,
+            device=codec.device.type,
+            inputs={"clips": str(clips_dir), "captions": str(captions_dir)},
+        ),
     }
     write_shard(out, token_rows, metadata, cfg.row_group_size, cfg.store_latents)
     splits = {s: sum(r.split == s for r in token_rows) for s in ("train", "valid", "test")}
-    return {"rows": len(token_rows), "failures": len(failures), "splits": splits,
-            "seconds": float(sum(c.audio.shape[0] for c, _, _ in encoded) / codec.sample_rate)}
+    return {
+        "rows": len(token_rows),
+        "failures": len(failures),
+        "splits": splits,
+        "seconds": float(sum(c.audio.shape[0] for c, _, _ in encoded) / codec.sample_rate),
+    }
 
 
 def finalize(folder: str | Path, cfg: TokenizeConfig, seed: int) -> dict[str, Any]:
@@ -220,6 +251,7 @@ def finalize(folder: str | Path, cfg: TokenizeConfig, seed: int) -> dict[str, An
 
 
 # ----------------------------------------------------------------------------------------------- CLI
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", help="segment folder of one shard (data/segment/shard-NNNNN)")
@@ -235,8 +267,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     seed = int(params["seed"])
     if args.finalize:
         manifest = finalize(args.finalize, cfg, seed)
-        print(f"{args.finalize}: {len(manifest['shards'])} shards, {manifest['counts']}, "
-              f"{manifest['failures']} failed clips")
+        print(
+            f"{args.finalize}: {len(manifest['shards'])} shards, {manifest['counts']}, "
+            f"{manifest['failures']} failed clips"
+        )
         return 0
     missing = [name for name in ("clips", "captions", "out") if not getattr(args, name)]
     if missing:

@@ -39,6 +39,7 @@ class TrainConfig:
     log_every: int = 10
     # data
     num_workers: int = 0  # DataLoader worker processes per device
+    num_threads: int | None = None  # torch CPU threads per process; None keeps torch's default (all cores)
     text_cache_dtype: str = "float32"  # dtype of cached text-encoder outputs (bfloat16 halves the paper cache)
     # hardware: Lightning Trainer arguments
     accelerator: str = "auto"
@@ -57,6 +58,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"train_lm.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"train_lm.num_threads must be >= 1 or null, got {self.num_threads}")
         if self.warmup_steps < 0:
             raise ValueError(f"train_lm.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

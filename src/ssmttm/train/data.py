@@ -1,159 +1,104 @@
-"""Training data of train_lm: an exactly resumable, per-rank stream of micro-batches over the token shards.
+"""Training data of train_lm: an endless, exactly resumable stream of micro-batches per rank.
 
-Every rank sees an endless sequence of clips, epoch after epoch: epoch e is a permutation of the train split seeded
-by (seed, e), dealt round-robin to the ranks (the remainder that does not divide evenly is left out of that epoch,
-so all ranks have the same number of batches). Micro-batch b of a rank is clips [b * B, (b + 1) * B) of its
-sequence, a pure function of (seed, rank, world size, b). So:
-- resuming at micro-batch b needs no replay (the sampler simply starts counting at b * B);
-- the order does not depend on `num_workers` (a map-style dataset: workers fetch given positions);
-- ranks see disjoint clips within an epoch.
-Crops of clips longer than a training sequence start at a seeded offset (a different window each epoch).
+`ssmttm.data.loader.TokenShardDataset` gives one epoch of one rank: a seeded order over the split, cropped / padded /
+delayed items, worker splitting by batch (the order does not depend on `num_workers`) and a resume position
+(`load_state_dict({"epoch", "consumed"})`). Lightning, though, resumes a mid-epoch iterable dataset poorly, so the
+whole run is one Lightning epoch and `EndlessStream` chains the loader's epochs itself:
 
-Codes of the modelled codebooks are held in memory (int16): 54k clips x 2588 frames x 1 codebook is 280 MB.
+- every epoch contributes `n = len(rank's items) // batch_size` whole micro-batches (a partial last batch is left
+  out, so batch boundaries never straddle epochs) and ranks have equal counts (`drop_uneven`);
+- micro-batch b of a rank is batch b % n of epoch b // n: a pure function of (seed, rank, world size, b), so resuming
+  at micro-batch b is `load_state_dict({"epoch": b // n, "consumed": (b % n) * batch_size})`, with no replay;
+- with W worker processes, the DataLoader takes batch i of its iterator from worker i % W; each epoch is started in
+  every worker with a rotated worker id so the loader's own batch-to-worker rule lines up with that.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.parquet as pq
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ssmttm.artifacts import stable_int
-from ssmttm.data.shards import array_to_matrices, list_shards
+from ssmttm.data.loader import TokenShardDataset, collate
+from ssmttm.data.shards import list_shards
 from ssmttm.errors import UserFacingError
-from ssmttm.models.delay import apply_delay
 from ssmttm.models.lm import LMConfig
 from ssmttm.train.config import TrainConfig
 
-log = logging.getLogger(__name__)
 
-
-@dataclass
-class ClipTable:
-    clip_ids: list[str]
-    captions: list[str]
-    codes: list[np.ndarray]  # each (K, T_i) int16, the first K codebooks
-
-    def __len__(self) -> int:
-        return len(self.clip_ids)
-
-
-def read_split(shards_dir: str | Path, split: str, n_codebooks: int) -> ClipTable:
-    """All rows of `split` across the shards, in shard then clip_id order."""
+def read_captions(shards_dir: str | Path, splits: tuple[str, ...] = ("train", "valid")) -> list[str]:
+    """Distinct captions of the given splits (only the small caption/split columns are read)."""
     shards = list_shards(shards_dir)
     if not shards:
-        raise UserFacingError(f"{shards_dir}: no shard-NNNNN.parquet token shards; run `ssmttm tokenize` first (or "
-                              "pass --shards with the tokenize output folder)")
-    ids, captions, codes = [], [], []
+        raise UserFacingError(f"{shards_dir}: no token shards (shard-NNNNN.parquet); run `ssmttm tokenize` first or "
+                              "pass --shards with the tokenize output folder")
+    captions: set[str] = set()
     for shard in shards:
-        table = pq.read_table(str(shard), columns=["clip_id", "split", "caption", "codes"],
-                              filters=[("split", "=", split)])
-        for matrix in array_to_matrices(table.column("codes"), np.int16):
-            if matrix.shape[0] < n_codebooks:
-                raise UserFacingError(f"{shard}: clips have {matrix.shape[0]} codebooks but lm.n_codebooks is "
-                                      f"{n_codebooks}; lower lm.n_codebooks or re-tokenize with more codebooks")
-            codes.append(np.ascontiguousarray(matrix[:n_codebooks]))
-        ids += table.column("clip_id").to_pylist()
-        captions += table.column("caption").to_pylist()
-    return ClipTable(ids, captions, codes)
+        table = pq.read_table(str(shard), columns=["caption", "split"], filters=[("split", "in", list(splits))])
+        captions.update(table.column("caption").to_pylist())
+    return sorted(captions)
 
 
-def training_sequence(codes: np.ndarray, offset: int, seq_len: int, special_id: int) -> torch.Tensor:
-    """(K, T) codes -> (K, seq_len) delayed codes: frames [offset, offset + seq_len - K), delay, pad with special."""
-    k = codes.shape[0]
-    frames = torch.from_numpy(codes[:, offset : offset + seq_len - k].astype(np.int64))  # (K, F)
-    delayed = apply_delay(frames, special_id)  # (K, F + K)
-    out = torch.full((k, seq_len), special_id, dtype=torch.long)
-    out[:, : delayed.shape[1]] = delayed
-    return out
+class EndlessStream(IterableDataset):
+    """Epoch after epoch of one rank's items, starting at micro-batch `start_batch` (see the module docstring)."""
 
+    def __init__(self, dataset: TokenShardDataset, batch_size: int, start_batch: int):
+        super().__init__()
+        self.dataset, self.batch_size, self.start_batch = dataset, batch_size, start_batch
+        self.batches_per_epoch = len(dataset) // batch_size
+        if self.batches_per_epoch == 0:
+            raise UserFacingError(f"only {len(dataset)} train clips per data-parallel process for a batch of "
+                                  f"{batch_size}: lower train_lm.batch_size or tokenize more clips")
 
-class _RankStream(Dataset):
-    """Position i of one rank's endless clip sequence -> a sample dict (map-style: positions come from the sampler)."""
-
-    def __init__(self, table: ClipTable, lm_cfg: LMConfig, seed: int, rank: int, world_size: int, train: bool):
-        self.table, self.seed, self.rank, self.world_size, self.train = table, seed, rank, world_size, train
-        self.seq_len, self.special_id, self.k = lm_cfg.seq_len, lm_cfg.special_id, lm_cfg.n_codebooks
-        self.per_rank = len(table) // world_size if train else len(range(rank, len(table), world_size))
-        self._order: tuple[int, np.ndarray] | None = None  # (epoch, row order) cache
-
-    def row(self, position: int) -> tuple[int, int]:
-        """(epoch, table row) at a position of this rank's sequence."""
-        if not self.train:
-            return 0, self.rank + position * self.world_size
-        epoch, index = divmod(position, self.per_rank)
-        if self._order is None or self._order[0] != epoch:
-            rng = np.random.Generator(np.random.PCG64(stable_int(self.seed, "train_order", epoch)))
-            self._order = (epoch, rng.permutation(len(self.table)))
-        return epoch, int(self._order[1][index * self.world_size + self.rank])
-
-    def __getitem__(self, position: int) -> dict[str, Any]:
-        epoch, row = self.row(position)
-        codes = self.table.codes[row]
-        spare = codes.shape[1] - (self.seq_len - self.k)
-        offset = stable_int(self.seed, "crop", epoch, row) % (spare + 1) if self.train and spare > 0 else 0
-        return {"codes": training_sequence(codes, offset, self.seq_len, self.special_id),
-                "caption": self.table.captions[row], "clip_id": self.table.clip_ids[row], "epoch": epoch}
-
-    def __len__(self) -> int:
-        return self.per_rank
-
-
-class _CountFrom(Sampler[int]):
-    """start, start + 1, ... (endless when stop is None)."""
-
-    def __init__(self, start: int, stop: int | None = None):
-        self.start, self.stop = start, stop
-
-    def __iter__(self):
-        return iter(itertools.count(self.start) if self.stop is None else range(self.start, self.stop))
-
-
-def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """-> codes (B, K, L) long, caption/clip_id lists, epoch (B,) long."""
-    return {"codes": torch.stack([s["codes"] for s in samples]), "caption": [s["caption"] for s in samples],
-            "clip_id": [s["clip_id"] for s in samples], "epoch": torch.tensor([s["epoch"] for s in samples])}
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        n, size = self.batches_per_epoch, self.batch_size
+        epoch, first = divmod(self.start_batch, n)
+        yielded_batches = 0  # batches of this iterator before the current epoch (all workers together)
+        while True:
+            self.dataset.set_epoch(epoch)
+            self.dataset.load_state_dict({"epoch": epoch, "consumed": first * size})
+            stop = n * size  # positions past the last whole batch are left out
+            for item in self.dataset.iter_worker((worker - yielded_batches) % workers, workers):
+                if item["position"] >= stop:
+                    break
+                yield item
+            yielded_batches += n - first
+            epoch, first = epoch + 1, 0
 
 
 class TrainData:
-    """The `data` of LMTrainModule: train stream per (rank, start micro-batch), validation loader per rank."""
+    """The `data` of LMTrainModule: the train stream of (rank, start micro-batch) and a rank's validation loader."""
 
     def __init__(self, shards_dir: str | Path, lm_cfg: LMConfig, train_cfg: TrainConfig, seed: int):
         self.shards_dir, self.lm_cfg, self.train_cfg, self.seed = Path(shards_dir), lm_cfg, train_cfg, seed
-        self._tables: dict[str, ClipTable] = {}
-        if lm_cfg.seq_len <= lm_cfg.n_codebooks:
-            raise UserFacingError(f"lm.seq_len = {lm_cfg.seq_len} leaves no audio frame after the delay of "
-                                  f"{lm_cfg.n_codebooks} codebooks; raise lm.seq_len")
+        self._valid: dict[tuple[int, int], TokenShardDataset] = {}
+        if not list_shards(self.shards_dir):
+            raise UserFacingError(f"{shards_dir}: no token shards (shard-NNNNN.parquet); run `ssmttm tokenize` "
+                                  "first or pass --shards with the tokenize output folder")
 
-    def __getstate__(self) -> dict[str, Any]:  # workers and spawned ranks reload the shards themselves
-        return {**self.__dict__, "_tables": {}}
-
-    def table(self, split: str) -> ClipTable:
-        if split not in self._tables:
-            self._tables[split] = read_split(self.shards_dir, split, self.lm_cfg.n_codebooks)
-        return self._tables[split]
+    def dataset(self, split: str, rank: int, world_size: int) -> TokenShardDataset:
+        cfg = self.lm_cfg
+        return TokenShardDataset(self.shards_dir, seq_len=cfg.seq_len, n_codebooks=cfg.n_codebooks,
+                                 special_id=cfg.special_id, split=split, shuffle=split == "train", seed=self.seed,
+                                 rank=rank, world_size=world_size, batch_size=self.train_cfg.batch_size,
+                                 delay=True, drop_uneven=split == "train")
 
     def captions(self) -> list[str]:
-        return sorted({*self.table("train").captions, *self.table("valid").captions})
+        return read_captions(self.shards_dir)
 
     def train_loader(self, rank: int, world_size: int, start_batch: int) -> DataLoader:
-        table = self.table("train")
-        if len(table) < world_size:
-            raise UserFacingError(f"{self.shards_dir}: {len(table)} train clips for {world_size} data-parallel "
-                                  "processes; tokenize more clips or use fewer devices")
-        stream = _RankStream(table, self.lm_cfg, self.seed, rank, world_size, train=True)
-        b = self.train_cfg.batch_size
-        return DataLoader(stream, batch_size=b, sampler=_CountFrom(start_batch * b), collate_fn=collate,
-                          num_workers=self.train_cfg.num_workers, persistent_workers=self.train_cfg.num_workers > 0)
+        stream = EndlessStream(self.dataset("train", rank, world_size), self.train_cfg.batch_size, start_batch)
+        workers = self.train_cfg.num_workers
+        return DataLoader(stream, batch_size=self.train_cfg.batch_size, collate_fn=collate, num_workers=workers,
+                          persistent_workers=workers > 0)
 
     def val_loader(self, rank: int, world_size: int) -> DataLoader:
-        stream = _RankStream(self.table("valid"), self.lm_cfg, self.seed, rank, world_size, train=False)
-        return DataLoader(stream, batch_size=self.train_cfg.batch_size, sampler=_CountFrom(0, len(stream)),
-                          collate_fn=collate, num_workers=0)
+        key = (rank, world_size)
+        if key not in self._valid:  # the row-group index is read once per run, not per validation
+            self._valid[key] = self.dataset("valid", rank, world_size)
+        return DataLoader(self._valid[key], batch_size=self.train_cfg.batch_size, collate_fn=collate, num_workers=0)

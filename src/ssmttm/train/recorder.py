@@ -26,7 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from ssmttm.artifacts import canonical_json, write_json
+from ssmttm.artifacts import TMP_MARK, canonical_json, write_json
 from ssmttm.models.lm import CONFIG_FILE, WEIGHTS_FILE
 from ssmttm.train.checkpoint import checkpoint_name, prune_checkpoints
 from ssmttm.train.config import TrainConfig
@@ -125,7 +125,9 @@ class RunRecorder(L.Callback):
     @staticmethod
     def _log_live(live, row: dict[str, Any]) -> None:
         live.step = row["step"]
-        for key, name in DVCLIVE_KEYS.items():
+        keys = ["val_loss"] if "val_loss" in row else [k for k in DVCLIVE_KEYS if k != "val_loss"]
+        for key in keys:
+            name = DVCLIVE_KEYS[key]
             if key in row and row[key] is not None and math.isfinite(row[key]):
                 live.log_metric(name, row[key])
         live.next_step()
@@ -146,7 +148,7 @@ class RunRecorder(L.Callback):
         if step % cfg.val_every == 0 or last:
             self._validate(trainer, module, step)
         if step % cfg.checkpoint_every == 0 or last:
-            trainer.save_checkpoint(self.out_dir / checkpoint_name(step))
+            trainer.save_checkpoint(self.out_dir / checkpoint_name(step), weights_only=False)
             if trainer.is_global_zero:
                 for folder in prune_checkpoints(self.out_dir, self.cfg.keep_last_checkpoints):
                     log.info("removed old checkpoint %s", folder.name)
@@ -205,24 +207,29 @@ class RunRecorder(L.Callback):
             return
         if self.live is not None:
             self.live.end()
-        final = self.out_dir / checkpoint_name(trainer.global_step)
-        self._export_final(final)
-        history = read_history(self.out_dir / HISTORY_FILE)
-        metrics = summarise(history, {**self.summary_extra, "checkpoint": final.name, "final": FINAL_DIR,
-                                      "world_size": trainer.world_size})
-        write_json(self.out_dir / METRICS_FILE, metrics)
+        finish_run(self.out_dir, trainer.global_step, {**self.summary_extra, "world_size": trainer.world_size})
 
-    def _export_final(self, checkpoint: Path) -> None:
-        """`final/`: weights and config of the last step (hard links), a stable path for `ssmttm generate`."""
-        target = self.out_dir / FINAL_DIR
-        tmp = self.out_dir / f"{FINAL_DIR}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            try:
-                os.link(checkpoint / name, tmp / name)
-            except OSError:
-                shutil.copy2(checkpoint / name, tmp / name)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+
+def finish_run(out_dir: Path, step: int, summary_extra: dict[str, Any]) -> dict[str, Any]:
+    """Export `final/` from the checkpoint of `step` and write metrics.json from the history; returns the metrics."""
+    checkpoint = out_dir / checkpoint_name(step)
+    export_final(checkpoint, out_dir / FINAL_DIR)
+    history = read_history(out_dir / HISTORY_FILE)
+    metrics = summarise(history, {**summary_extra, "checkpoint": checkpoint.name, "final": FINAL_DIR})
+    write_json(out_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def export_final(checkpoint: Path, target: Path) -> None:
+    """`final/`: weights and config of the last step (hard links), a stable path for `ssmttm generate`."""
+    tmp = target.with_name(f"{target.name}{TMP_MARK}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        try:
+            os.link(checkpoint / name, tmp / name)
+        except OSError:
+            shutil.copy2(checkpoint / name, tmp / name)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)

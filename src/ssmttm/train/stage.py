@@ -1,13 +1,14 @@
 """`ssmttm train-lm`: train one LM backbone on the token shards with PyTorch Lightning.
 
-    ssmttm train-lm --params params.yaml --shards data/tokenize --backbone prefix_simba --out results/train_lm/prefix_simba
+    ssmttm train-lm --params params.yaml --shards data/tokenize --backbone prefix_simba --out RUN_DIR
     ssmttm train-lm --params params.yaml --shards data/tokenize --build-text-cache --text-cache data/text_cache
     ssmttm train-lm --plot results/train_lm/*/metrics.json --plot-out results/train_lm/loss_curves.png
 
-Reads the sections `lm`, `text`, `train_lm` and `seed`. The run folder holds `step-NNNNNNN/` checkpoints, `final/`
-(the last weights, for `ssmttm generate`), `history.jsonl`, `dvclive/`, `metrics.json` and `provenance.json`. A run
-resumes from its newest complete checkpoint unless `--no-resume`; a finished run is not retrained. Hardware comes
-from params only: `train_lm.accelerator/devices/num_nodes/strategy/precision` are Lightning's own arguments.
+Reads the sections `lm`, `text`, `train_lm` and `seed`. The run folder (RUN_DIR, default results/train_lm/<backbone>)
+holds `step-NNNNNNN/` checkpoints, `final/` (the last weights, for `ssmttm generate`), `history.jsonl`, `dvclive/`,
+`metrics.json`, `provenance.json` and, unless --text-cache names a shared folder, `text_cache/`. A run resumes from
+its newest complete checkpoint unless `--no-resume`; a finished run is not retrained. Hardware comes from params
+only: `train_lm.accelerator/devices/num_nodes/strategy/precision` are Lightning's own arguments.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ssmttm.artifacts import write_provenance
+from ssmttm.artifacts import is_temporary, write_provenance
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.errors import UserFacingError
 from ssmttm.models.lm import CONFIG_FILE, LMConfig, resolve_d_text
@@ -34,15 +37,16 @@ from ssmttm.train.config import TrainConfig
 from ssmttm.train.data import TrainData
 from ssmttm.train.flops import flops_params, trainable_params
 from ssmttm.train.module import LMTrainModule
-from ssmttm.train.recorder import DVCLIVE_DIR, FINAL_DIR, HISTORY_FILE, METRICS_FILE, RunRecorder
-from ssmttm.train.text_cache import TextCache, build_text_cache, cache_folder
+from ssmttm.train.recorder import DVCLIVE_DIR, FINAL_DIR, HISTORY_FILE, METRICS_FILE, RunRecorder, finish_run
+from ssmttm.train.text_cache import CACHE_FILE, TextCache, build_text_cache, cache_folder
 
 log = logging.getLogger(__name__)
 
 TEXT_CACHE_DIR = "text_cache"  # inside the run folder unless --text-cache names a shared one
+TEXT_CACHE_WAIT_S = 4 * 3600  # how long the other processes of a launch wait for the first to build the cache
 # train_lm keys that may change between a run and its resume without changing what is computed.
 RESUME_FREE_KEYS = {"log_every", "checkpoint_every", "keep_last_checkpoints", "val_every", "val_batches", "max_hours",
-                    "also_train", "num_workers"}
+                    "also_train", "num_workers", "num_threads"}
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
@@ -73,6 +77,33 @@ def check_resumable(checkpoint: Path, config: dict[str, Any]) -> None:
         raise UserFacingError(f"{checkpoint} was trained with other params ({', '.join(differences)} differ); "
                               "restore those params, or train from scratch with `--no-resume` (it deletes the old "
                               "checkpoints of this run)")
+
+
+def is_primary_process() -> bool:
+    """False in the extra processes of a multi-process launch (Lightning's ddp children, torchrun, srun tasks).
+
+    Before the Trainer exists, only the environment tells which process this is; the side effects on the run folder
+    (clearing it, building the text cache) belong to the first one.
+    """
+    return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK",
+                                                                    "SLURM_PROCID"))
+
+
+def wait_for(path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise UserFacingError(f"{path} did not appear within {timeout_s:.0f} s (built by the first process); "
+                                  "build the text cache beforehand with `ssmttm train-lm --build-text-cache`")
+        time.sleep(5)
+
+
+def remove_temporaries(out_dir: Path) -> None:
+    """Folders and files a killed save left under a temporary name (artifacts.atomic_dir / atomic_path)."""
+    if out_dir.is_dir():
+        for child in out_dir.iterdir():
+            if is_temporary(child):
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def clear_run(out_dir: Path) -> None:
@@ -117,7 +148,10 @@ def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, tra
     # Frozen text encoder outputs, computed once per distinct caption.
     cache_root = Path(text_cache_dir) if text_cache_dir is not None else out_dir / TEXT_CACHE_DIR
     cache_dir = cache_folder(cache_root, text_cfg, train_cfg.text_cache_dtype)
-    build_text_cache(data.captions(), text_cfg, cache_root, train_cfg.text_cache_dtype, encoder=text_encoder)
+    if is_primary_process():
+        build_text_cache(data.captions(), text_cfg, cache_root, train_cfg.text_cache_dtype, encoder=text_encoder)
+    else:
+        wait_for(cache_dir / CACHE_FILE, TEXT_CACHE_WAIT_S)
     text = TextCache(cache_dir)
     lm_cfg = resolve_d_text(lm_cfg, text.hidden_size)
     config = run_config(lm_cfg, text_cfg, train_cfg, seed)
@@ -129,8 +163,10 @@ def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, tra
     if checkpoint is not None:
         check_resumable(checkpoint, config)
         log.info("resuming from %s", checkpoint)
-    elif out_dir.exists():
-        clear_run(out_dir)
+    if is_primary_process():
+        remove_temporaries(out_dir)
+        if checkpoint is None and out_dir.exists():
+            clear_run(out_dir)
     resume_step = json.loads((checkpoint / CONFIG_FILE).read_text())["step"] if checkpoint else 0
 
     module = LMTrainModule(lm_cfg, train_cfg, text, data, seed)
@@ -139,6 +175,11 @@ def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, tra
     summary_extra = {"backbone": lm_cfg.backbone, "params": n_params, "flops_params": n_flops,
                      "max_steps": train_cfg.max_steps, "clips_per_step_per_device": train_cfg.clips_per_step,
                      "seq_len": lm_cfg.seq_len, "precision": resolve_precision(train_cfg), "seed": seed}
+    if resume_step >= train_cfg.max_steps:  # killed after its last checkpoint: only the summary is missing
+        if is_primary_process():
+            write_provenance(out_dir, "train_lm", config, seed, shards=str(shards_dir))
+            return finish_run(out_dir, resume_step, summary_extra)
+        return {}
     recorder = RunRecorder(out_dir, train_cfg, n_flops, lm_cfg.seq_len, summary_extra, resume_step=resume_step)
     trainer = L.Trainer(
         accelerator=train_cfg.accelerator, devices=train_cfg.devices, num_nodes=train_cfg.num_nodes,
@@ -151,7 +192,9 @@ def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, tra
         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
         default_root_dir=str(out_dir),
     )
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    if train_cfg.num_threads is not None:
+        torch.set_num_threads(train_cfg.num_threads)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -159,6 +202,7 @@ def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, tra
             trainer.fit(module, ckpt_path=str(checkpoint) if checkpoint else None, weights_only=True)
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
+        torch.set_num_threads(threads_before)
 
     if not trainer.is_global_zero:
         return {}
