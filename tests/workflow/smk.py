@@ -22,12 +22,6 @@ class Rule:
     outputs: list[str] = field(default_factory=list)
     params_sections: list[str] = field(default_factory=list)
 
-    @staticmethod
-    def top_folder(path: str) -> str:
-        """data/fetch/shard-{shard} -> data/fetch; results/train_lm/{backbone} -> results/train_lm."""
-        parts = path.split("/")
-        return "/".join(parts[:2])
-
 
 def read_rules(workflow_dir: Path) -> dict[str, Rule]:
     rules: dict[str, Rule] = {}

@@ -118,7 +118,7 @@ def _tree_hashes(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted((root / "data").rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and not rel.startswith("data/cache/"):
+        if path.is_file() and not rel.startswith("data/cache/") and path.name != ".gitignore":  # DVC's own
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -135,6 +135,9 @@ def dvc_project(repo_root, tmp_path_factory):
     project = _make_project(repo_root, tmp_path_factory.mktemp("wf") / "dvc")
     _run(["git", "init", "-q"], project)
     _run(_dvc("init", "-q"), project)
+    # a clone of the project has commits; dvclive reads the current revision
+    _run(["git", "add", "-A"], project)
+    _run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "tiny project"], project)
     _run(_dvc("repro"), project)
     return project
 

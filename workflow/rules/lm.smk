@@ -1,21 +1,50 @@
-# Language models: one training run per backbone, all sharing the same token shards.
-# A run's params hash covers only the sections that shape it, so swapping `lm.backbone` retrains the LM and
-# what follows it, and no data job.
+# Language models: one training run per backbone, all sharing the same token shards and text-encoder cache.
+# A run's params hash covers only the sections that shape it, with its own backbone name, so swapping
+# `lm.backbone` trains the new backbone and rebuilds what follows it, and no data job.
+
+
+rule text_cache:
+    input:
+        ancient("data/tokenize/_manifest.json"),
+    output:
+        directory("data/text_cache"),
+    params:
+        hash=params_hash("text", "train_lm"),
+    log:
+        "logs/text_cache.log",
+    shell:
+        "ssmttm train-lm --params {PARAMS} --shards data/tokenize --build-text-cache --text-cache {output} 2> {log}"
+
 
 rule train_lm:
     input:
-        ancient("data/tokenize/_manifest.json"),
+        shards=ancient("data/tokenize/_manifest.json"),
+        text_cache=ancient("data/text_cache"),
     output:
         directory("results/train_lm/{backbone}"),
     params:
         hash=lambda wildcards: params_hash("seed", "text", "lm", "train_lm", backbone=wildcards.backbone),
+    threads: lambda wildcards: config["train_lm"].get("num_threads") or 1
     resources:
         gpu=lambda wildcards: config["train_lm"].get("devices", 1) if config["train_lm"].get("accelerator") == "gpu" else 0,
         runtime=lambda wildcards: config["train_lm"].get("max_hours", 1) * 60,
     log:
         "logs/train_lm/{backbone}.log",
     shell:
-        "ssmttm train-lm --params {PARAMS} --shards data/tokenize --backbone {wildcards.backbone} --out {output} 2> {log}"
+        "ssmttm train-lm --params {PARAMS} --shards data/tokenize --text-cache {input.text_cache}"
+        " --backbone {wildcards.backbone} --out {output} 2> {log}"
+
+
+rule lm_plot:
+    input:
+        ancient(expand("results/train_lm/{backbone}", backbone=BACKBONES)),
+    output:
+        "results/plots/loss_curves.png",
+    log:
+        "logs/lm_plot.log",
+    shell:
+        "ssmttm train-lm --params {PARAMS} --plot $(for run in {input}; do echo $run/metrics.json; done)"
+        " --plot-out {output} 2> {log}"
 
 
 rule lm_all:

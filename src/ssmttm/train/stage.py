@@ -198,6 +198,7 @@ def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, tra
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning vs torch 2.13
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
             trainer.fit(module, ckpt_path=str(checkpoint) if checkpoint else None, weights_only=True)
     finally:
