@@ -42,8 +42,14 @@ def make_scratch_workflow(root: Path, n_tracks: int) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     n_shards = params["corpus"]["n_shards"]
     rows = [
-        {"id": f"track_{i:07d}", "url": f"https://example.invalid/{i}.mp3", "licence": "CC-BY-4.0",
-         "source": "manifest", "tags": {}, "shard": shard_of(f"track_{i:07d}", n_shards)}
+        {
+            "id": f"track_{i:07d}",
+            "url": f"https://example.invalid/{i}.mp3",
+            "licence": "CC-BY-4.0",
+            "source": "manifest",
+            "tags": {},
+            "shard": shard_of(f"track_{i:07d}", n_shards),
+        }
         for i in range(n_tracks)
     ]
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
@@ -56,7 +62,9 @@ def dry_run(root: Path) -> tuple[float, dict[str, int], str]:
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--dry-run", "--cores", "16", "--quiet", "rules"],
-        cwd=root, capture_output=True, text=True,
+        cwd=root,
+        capture_output=True,
+        text=True,
     )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
@@ -97,8 +105,10 @@ def main() -> None:
     print(f"{'rule':<22}{'jobs':>8}")
     for rule, count in sorted(counts.items()):
         print(f"{rule:<22}{count:>8}")
-    print(f"dry-run DAG for {args.tracks} tracks: median {result['dry_run_seconds_median']:.2f} s over "
-          f"{args.repeats} runs (goal < 30 s) -> {args.out}")
+    print(
+        f"dry-run DAG for {args.tracks} tracks: median {result['dry_run_seconds_median']:.2f} s over "
+        f"{args.repeats} runs (goal < 30 s) -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -68,9 +68,12 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-mkldnn", action="store_true",
-                        help="disable oneDNN: its primitive cache keeps one entry per conv input length, which "
-                             "inflates the full-rerun peak memory (each token is a new length)")
+    parser.add_argument(
+        "--no-mkldnn",
+        action="store_true",
+        help="disable oneDNN: its primitive cache keeps one entry per conv input length, which "
+        "inflates the full-rerun peak memory (each token is a new length)",
+    )
     parser.add_argument("--out", default="results/bench/generation.json")
     args = parser.parse_args()
     if args.no_mkldnn:
@@ -93,15 +96,25 @@ def main() -> None:
     for mode in ("recurrent", "full_rerun"):
         recurrent = mode == "recurrent"
         codes, seconds, peak_mib, method = measure_peak(
-            lambda recurrent=recurrent: generate_tokens(model, encoder, captions, n_frames, gen_cfg, seed=0,
-                                                        recurrent=recurrent, progress=False), device)
-        rows[mode] = {"codes": codes, "seconds": seconds, "tokens_per_s": n_frames / seconds,
-                      "peak_mib": peak_mib, "memory_method": method}
+            lambda recurrent=recurrent: generate_tokens(
+                model, encoder, captions, n_frames, gen_cfg, seed=0, recurrent=recurrent, progress=False
+            ),
+            device,
+        )
+        rows[mode] = {
+            "codes": codes,
+            "seconds": seconds,
+            "tokens_per_s": n_frames / seconds,
+            "peak_mib": peak_mib,
+            "memory_method": method,
+        }
 
     same = torch.equal(rows["recurrent"]["codes"], rows["full_rerun"]["codes"])
     ratio = rows["recurrent"]["tokens_per_s"] / rows["full_rerun"]["tokens_per_s"]
-    print(f"{cfg.backbone} d_model {cfg.d_model} x {cfg.n_layers} ({param_count(cfg) / 1e6:.2f} M params), "
-          f"{n_frames} tokens, guidance batch 2, {args.threads} thread(s) on {device}")
+    print(
+        f"{cfg.backbone} d_model {cfg.d_model} x {cfg.n_layers} ({param_count(cfg) / 1e6:.2f} M params), "
+        f"{n_frames} tokens, guidance batch 2, {args.threads} thread(s) on {device}"
+    )
     print(f"{'mode':<12} {'seconds':>9} {'tokens/s':>10} {'peak MiB':>9}")
     for mode, row in rows.items():
         print(f"{mode:<12} {row['seconds']:>9.2f} {row['tokens_per_s']:>10.1f} {row['peak_mib']:>9.1f}")

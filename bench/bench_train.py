@@ -72,44 +72,95 @@ class RandomTextEncoder:
 
 def synthetic_shards(folder: Path, n_clips: int, n_frames: int, n_codebooks: int, vocab: int, seed: int) -> Path:
     rng = np.random.default_rng(seed)
-    rows = [TokenRow(clip_id=f"c{i:05d}-0000", track_id=f"c{i:05d}", split="valid" if i % 10 == 9 else "train",
-                     caption=f"synthetic clip {i % 7} with some words", duration_s=n_frames / 86.13,
-                     codes=rng.integers(0, vocab, (n_codebooks, n_frames), dtype=np.int16))
-             for i in range(n_clips)]
-    codec = {"model": "dac", "variant": "synthetic", "n_codebooks": n_codebooks, "codebook_size": vocab,
-             "sample_rate": 44100, "hop_length": 512, "codebook_dim": 8, "encode_window_s": 10.0}
-    write_shard(folder / "shard-00000.parquet", rows, {"ssmttm.codec": codec, "ssmttm.params_sha256": "bench"},
-                row_group_size=16, store_latents=False)
+    rows = [
+        TokenRow(
+            clip_id=f"c{i:05d}-0000",
+            track_id=f"c{i:05d}",
+            split="valid" if i % 10 == 9 else "train",
+            caption=f"synthetic clip {i % 7} with some words",
+            duration_s=n_frames / 86.13,
+            codes=rng.integers(0, vocab, (n_codebooks, n_frames), dtype=np.int16),
+        )
+        for i in range(n_clips)
+    ]
+    codec = {
+        "model": "dac",
+        "variant": "synthetic",
+        "n_codebooks": n_codebooks,
+        "codebook_size": vocab,
+        "sample_rate": 44100,
+        "hop_length": 512,
+        "codebook_dim": 8,
+        "encode_window_s": 10.0,
+    }
+    write_shard(
+        folder / "shard-00000.parquet",
+        rows,
+        {"ssmttm.codec": codec, "ssmttm.params_sha256": "bench"},
+        row_group_size=16,
+        store_latents=False,
+    )
     finalize_manifest(folder)
     return folder
 
 
 def run_one(lm_cfg: LMConfig, train_cfg: TrainConfig, d_text: int, workdir: Path, seed: int) -> dict:
     n_clips = train_cfg.batch_size * (train_cfg.max_steps + 2) * 10 // 9 + 10
-    shards = synthetic_shards(workdir / "shards", n_clips, lm_cfg.seq_len, lm_cfg.n_codebooks, lm_cfg.codebook_size,
-                              seed)
+    shards = synthetic_shards(
+        workdir / "shards", n_clips, lm_cfg.seq_len, lm_cfg.n_codebooks, lm_cfg.codebook_size, seed
+    )
     text_cfg = TextConfig(encoder=f"random-{d_text}", max_length=32)
     start = time.perf_counter()
-    metrics = train_lm(shards, lm_cfg, text_cfg, train_cfg, workdir / "run", seed,
-                       text_cache_dir=workdir / "cache", text_encoder=RandomTextEncoder(d_text, 32), resume=False)
+    metrics = train_lm(
+        shards,
+        lm_cfg,
+        text_cfg,
+        train_cfg,
+        workdir / "run",
+        seed,
+        text_cache_dir=workdir / "cache",
+        text_encoder=RandomTextEncoder(d_text, 32),
+        resume=False,
+    )
     wall = time.perf_counter() - start
     rows = [r for r in read_history(workdir / "run" / HISTORY_FILE) if "loss" in r][WARMUP_STEPS:]
     rate = statistics.median(r["tokens_per_s"] for r in rows)
     tokens_per_step = train_cfg.batch_size * train_cfg.accumulate_grad_batches * lm_cfg.seq_len
-    return {"backbone": lm_cfg.backbone, "params": metrics["params"], "flops_params": metrics["flops_params"],
-            "batch": train_cfg.batch_size, "seq_len": lm_cfg.seq_len, "steps": train_cfg.max_steps,
-            "precision": metrics["precision"], "tokens_per_s": rate, "step_ms": 1e3 * tokens_per_step / rate,
-            "first_loss": metrics["first_loss"], "last_loss": metrics["last_loss"], "wall_s": wall}
+    return {
+        "backbone": lm_cfg.backbone,
+        "params": metrics["params"],
+        "flops_params": metrics["flops_params"],
+        "batch": train_cfg.batch_size,
+        "seq_len": lm_cfg.seq_len,
+        "steps": train_cfg.max_steps,
+        "precision": metrics["precision"],
+        "tokens_per_s": rate,
+        "step_ms": 1e3 * tokens_per_step / rate,
+        "first_loss": metrics["first_loss"],
+        "last_loss": metrics["last_loss"],
+        "wall_s": wall,
+    }
 
 
 def bench_cpu(cfg: BenchConfig) -> list[dict]:
     params = yaml.safe_load(Path(cfg.params).read_text())
     base = section_to_dataclass(LMConfig, params["lm"])
     train_section = params.get("train_lm", {})
-    train = TrainConfig(batch_size=train_section.get("batch_size", 8), accumulate_grad_batches=1,
-                        max_steps=cfg.steps, lr=1e-3, warmup_steps=2, checkpoint_every=cfg.steps,
-                        keep_last_checkpoints=1, val_every=cfg.steps, val_batches=1, log_every=1,
-                        accelerator="cpu", precision="32-true", deterministic=False)
+    train = TrainConfig(
+        batch_size=train_section.get("batch_size", 8),
+        accumulate_grad_batches=1,
+        max_steps=cfg.steps,
+        lr=1e-3,
+        warmup_steps=2,
+        checkpoint_every=cfg.steps,
+        keep_last_checkpoints=1,
+        val_every=cfg.steps,
+        val_batches=1,
+        log_every=1,
+        accelerator="cpu",
+        precision="32-true",
+        deterministic=False,
+    )
     results = []
     for backbone in cfg.backbones:
         lm = dataclasses.replace(base, backbone=backbone, d_text=None)
@@ -121,10 +172,22 @@ def bench_cpu(cfg: BenchConfig) -> list[dict]:
 def bench_gpu(cfg: BenchConfig) -> list[dict] | dict:
     if not torch.cuda.is_available():
         return {"skipped": "CUDA is not available"}
-    train = TrainConfig(batch_size=4, accumulate_grad_batches=1, max_steps=cfg.gpu_steps, warmup_steps=2,
-                        checkpoint_every=cfg.gpu_steps, keep_last_checkpoints=1, val_every=cfg.gpu_steps,
-                        val_batches=1, log_every=1, accelerator="gpu", devices=1, precision="bf16-mixed",
-                        deterministic=False, num_workers=2)
+    train = TrainConfig(
+        batch_size=4,
+        accumulate_grad_batches=1,
+        max_steps=cfg.gpu_steps,
+        warmup_steps=2,
+        checkpoint_every=cfg.gpu_steps,
+        keep_last_checkpoints=1,
+        val_every=cfg.gpu_steps,
+        val_batches=1,
+        log_every=1,
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        deterministic=False,
+        num_workers=2,
+    )
     results = []
     for backbone in cfg.gpu_backbones:
         lm = LMConfig(backbone=backbone)  # the dataclass defaults are the released prefix_simba (PAPER.md 4)
@@ -147,8 +210,10 @@ def print_table(title: str, rows: list[dict] | dict) -> None:
     print(f"  {'backbone':<20} {'params':>12} {'tokens/s':>12} {'ms/step':>9} {'loss':>15} {'MFU':>7}")
     for r in rows:
         mfu_text = f"{100 * r['mfu']:.1f}%" if "mfu" in r else "-"
-        print(f"  {r['backbone']:<20} {r['params']:>12,} {r['tokens_per_s']:>12,.0f} {r['step_ms']:>9.1f} "
-              f"{r['first_loss']:>7.3f}->{r['last_loss']:<7.3f} {mfu_text:>7}")
+        print(
+            f"  {r['backbone']:<20} {r['params']:>12,} {r['tokens_per_s']:>12,.0f} {r['step_ms']:>9.1f} "
+            f"{r['first_loss']:>7.3f}->{r['last_loss']:<7.3f} {mfu_text:>7}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -158,21 +223,37 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=BenchConfig.steps)
     parser.add_argument("--gpu-backbones", nargs="+", default=list(BenchConfig.gpu_backbones))
     parser.add_argument("--gpu-steps", type=int, default=BenchConfig.gpu_steps)
-    parser.add_argument("--peak-flops", type=float, default=H100_BF16_DENSE_FLOPS,
-                        help="accelerator peak FLOP/s for MFU (default: H100 SXM dense bf16, 989e12)")
+    parser.add_argument(
+        "--peak-flops",
+        type=float,
+        default=H100_BF16_DENSE_FLOPS,
+        help="accelerator peak FLOP/s for MFU (default: H100 SXM dense bf16, 989e12)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--params", default="params.yaml", help="params file giving the demo-size `lm` section")
     parser.add_argument("--out", default="results/bench/train.json")
     args = parser.parse_args(argv)
-    cfg = BenchConfig(backbones=tuple(args.backbones), steps=10 if args.quick else args.steps,
-                      gpu_steps=10 if args.quick else args.gpu_steps, gpu_backbones=tuple(args.gpu_backbones),
-                      peak_flops=args.peak_flops, threads=args.threads, params=args.params)
+    cfg = BenchConfig(
+        backbones=tuple(args.backbones),
+        steps=10 if args.quick else args.steps,
+        gpu_steps=10 if args.quick else args.gpu_steps,
+        gpu_backbones=tuple(args.gpu_backbones),
+        peak_flops=args.peak_flops,
+        threads=args.threads,
+        params=args.params,
+    )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     logging.basicConfig(level=logging.WARNING)
-    result = {"config": dataclasses.asdict(cfg), "torch_threads": torch.get_num_threads(),
-              "machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version(),
-              "cpu": bench_cpu(cfg), "gpu": bench_gpu(cfg)}
+    result = {
+        "config": dataclasses.asdict(cfg),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "cpu": bench_cpu(cfg),
+        "gpu": bench_gpu(cfg),
+    }
     print_table(f"CPU, demo size ({cfg.params}), fp32, {torch.get_num_threads()} threads", result["cpu"])
     print_table(f"GPU, paper size, bf16-mixed, MFU against {cfg.peak_flops:.3g} FLOP/s", result["gpu"])
     write_json(args.out, result)

@@ -34,9 +34,11 @@ def matched_config(base: LMConfig, backbone: str, target: int, max_layers: int =
     return min(candidates, key=lambda c: abs(param_count(c) - target))
 
 
-def time_steps(model: MusicLM, tokens: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor, warmup: int,
-               steps: int) -> float:
+def time_steps(
+    model: MusicLM, tokens: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor, warmup: int, steps: int
+) -> float:
     """Seconds per forward + backward (loss included), averaged over `steps` after `warmup`."""
+
     def one() -> None:
         model.zero_grad(set_to_none=True)
         loss, _ = model.loss(tokens, hidden, mask)
@@ -83,22 +85,45 @@ def main() -> None:
         model = MusicLM(cfg).to(device).train()
         model.set_uncond(torch.zeros(1, TEXT_LEN, D_TEXT), torch.arange(TEXT_LEN)[None] < 1)
         seconds = time_steps(model, tokens, hidden, mask, warmup, steps)
-        rows.append({"backbone": name, "n_layers": cfg.n_layers, "params": param_count(cfg),
-                     "seconds_per_step": seconds, "tokens_per_s": batch * length / seconds})
+        rows.append(
+            {
+                "backbone": name,
+                "n_layers": cfg.n_layers,
+                "params": param_count(cfg),
+                "seconds_per_step": seconds,
+                "tokens_per_s": batch * length / seconds,
+            }
+        )
         del model
 
-    print(f"forward+backward, batch {batch} x {length} audio positions (+{TEXT_LEN} text), d_model {base.d_model}, "
-          f"{args.threads} thread(s) on {device}; reference {target / 1e6:.2f} M params")
+    print(
+        f"forward+backward, batch {batch} x {length} audio positions (+{TEXT_LEN} text), d_model {base.d_model}, "
+        f"{args.threads} thread(s) on {device}; reference {target / 1e6:.2f} M params"
+    )
     print(f"{'backbone':<20} {'blocks':>6} {'params M':>9} {'s/step':>8} {'tokens/s':>10}")
     for r in rows:
-        print(f"{r['backbone']:<20} {r['n_layers']:>6} {r['params'] / 1e6:>9.2f} {r['seconds_per_step']:>8.3f} "
-              f"{r['tokens_per_s']:>10.0f}")
-    write_json(args.out, {
-        "benchmark": "train_step", "quick": args.quick, "batch": batch, "audio_positions": length,
-        "text_positions": TEXT_LEN, "base": dataclasses.asdict(base), "target_params": target, "rows": rows,
-        "device": str(device), "threads": args.threads, "machine": platform.machine(),
-        "processor": platform.processor(), "libraries": library_versions(),
-    })
+        print(
+            f"{r['backbone']:<20} {r['n_layers']:>6} {r['params'] / 1e6:>9.2f} {r['seconds_per_step']:>8.3f} "
+            f"{r['tokens_per_s']:>10.0f}"
+        )
+    write_json(
+        args.out,
+        {
+            "benchmark": "train_step",
+            "quick": args.quick,
+            "batch": batch,
+            "audio_positions": length,
+            "text_positions": TEXT_LEN,
+            "base": dataclasses.asdict(base),
+            "target_params": target,
+            "rows": rows,
+            "device": str(device),
+            "threads": args.threads,
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "libraries": library_versions(),
+        },
+    )
     print(f"wrote {args.out}")
 
 

@@ -24,12 +24,24 @@ TMP_MARK = ".tmp-"
 
 # Libraries whose versions go into every provenance record (missing ones are skipped).
 TRACKED_LIBRARIES = (
-    "torch", "numpy", "pyarrow", "soundfile", "soxr", "mutagen", "yt-dlp", "transformers",
-    "descript-audio-codec", "demucs", "lightning", "snakemake", "dvc",
+    "torch",
+    "numpy",
+    "pyarrow",
+    "soundfile",
+    "soxr",
+    "mutagen",
+    "yt-dlp",
+    "transformers",
+    "descript-audio-codec",
+    "demucs",
+    "lightning",
+    "snakemake",
+    "dvc",
 )
 
 
 # ----------------------------------------------------------------------------------------------- hashing
+
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace variation: the form that is hashed."""
@@ -70,6 +82,7 @@ def shard_name(index: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- atomic writes
+
 
 def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -138,6 +151,7 @@ def is_temporary(path: str | Path) -> bool:
 
 # ----------------------------------------------------------------------------------------------- provenance
 
+
 @functools.cache
 def code_version() -> str:
     """Package version plus a hash of the package's source files.
@@ -176,8 +190,9 @@ def provenance(stage: str, section: Mapping[str, Any], seed: int | None, **extra
     }
 
 
-def write_provenance(folder: str | Path, stage: str, section: Mapping[str, Any], seed: int | None,
-                     **extra: Any) -> Path:
+def write_provenance(
+    folder: str | Path, stage: str, section: Mapping[str, Any], seed: int | None, **extra: Any
+) -> Path:
     """Write `provenance.json` into an artifact folder and return its path."""
     path = Path(folder) / PROVENANCE_FILE
     write_json(path, provenance(stage, section, seed, **extra))

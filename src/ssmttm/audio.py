@@ -39,8 +39,23 @@ def _decode_with_ffmpeg(path: Path, sample_rate: int | None) -> tuple[np.ndarray
     """Decode to float32 interleaved PCM through ffmpeg; keeps the channel count."""
     channels = _ffmpeg_channels(path)
     rate = sample_rate or _ffmpeg_rate(path)
-    cmd = [_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "f32le", "-acodec", "pcm_f32le",
-           "-ac", str(channels), "-ar", str(rate), "-"]
+    cmd = [
+        _ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-f",
+        "f32le",
+        "-acodec",
+        "pcm_f32le",
+        "-ac",
+        str(channels),
+        "-ar",
+        str(rate),
+        "-",
+    ]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0 or not proc.stdout:
         raise AudioDecodeError(f"{path}: cannot decode audio ({proc.stderr.decode(errors='replace').strip()[:200]})")

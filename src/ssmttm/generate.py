@@ -48,8 +48,9 @@ class GenerateConfig:
             raise ValueError("generate: top_k must be >= 0, batch_size >= 1 and frame_rate > 0")
 
 
-def sample_next(logits: torch.Tensor, cfg: GenerateConfig, special_id: int,
-                generator: torch.Generator | None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, cfg: GenerateConfig, special_id: int, generator: torch.Generator | None
+) -> torch.Tensor:
     """logits (B, K, V) -> tokens (B, K): special id masked, temperature, top-k, then one draw per row."""
     logits = logits.float().clone()
     logits[..., special_id] = float("-inf")  # the special id is never an audio token
@@ -73,8 +74,15 @@ def _guided(logits: torch.Tensor, n: int, scale: float, guide: bool) -> torch.Te
 
 
 @torch.no_grad()
-def _generate_batch(model: MusicLM, text: TextEncoding, n_frames: int, cfg: GenerateConfig,
-                    generator: torch.Generator, recurrent: bool, progress: bool) -> torch.Tensor:
+def _generate_batch(
+    model: MusicLM,
+    text: TextEncoding,
+    n_frames: int,
+    cfg: GenerateConfig,
+    generator: torch.Generator,
+    recurrent: bool,
+    progress: bool,
+) -> torch.Tensor:
     """text: cond rows (n) followed by uncond rows (n) when guiding -> codes (n, K, n_frames)."""
     K, special = model.cfg.n_codebooks, model.cfg.special_id
     guide = cfg.guidance_scale != 1.0
@@ -98,8 +106,17 @@ def _generate_batch(model: MusicLM, text: TextEncoding, n_frames: int, cfg: Gene
     return undo_delay(seq[:n], special)  # (n, K, n_frames)
 
 
-def generate_tokens(model: MusicLM, text_encoder: TextEncoder, captions: Sequence[str], n_frames: int,
-                    cfg: GenerateConfig, seed: int, *, recurrent: bool = True, progress: bool = True) -> torch.Tensor:
+def generate_tokens(
+    model: MusicLM,
+    text_encoder: TextEncoder,
+    captions: Sequence[str],
+    n_frames: int,
+    cfg: GenerateConfig,
+    seed: int,
+    *,
+    recurrent: bool = True,
+    progress: bool = True,
+) -> torch.Tensor:
     """Codes (B, K, n_frames) for `captions`, reproducible for a given seed and batch size."""
     if n_frames < 1:
         raise UserFacingError(f"generate: n_frames must be >= 1, got {n_frames}")
@@ -121,24 +138,31 @@ def generate_tokens(model: MusicLM, text_encoder: TextEncoder, captions: Sequenc
 
 # ---------------------------------------------------------------------------------------------------- output
 
+
 def write_codes(path: str | Path, captions: Sequence[str], codes: torch.Tensor, meta: dict) -> Path:
     """codes (B, K, T) -> .npz (`codes` int16 (B, K, T), `captions`, `meta` JSON) or .parquet (one row a caption)."""
     path = Path(path)
     array = codes.numpy().astype(np.int16)
     if path.suffix == ".npz":
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, codes=array, captions=np.array(list(captions), dtype=str),
-                     meta=np.array(json.dumps(meta, sort_keys=True)))
+            np.savez(
+                handle,
+                codes=array,
+                captions=np.array(list(captions), dtype=str),
+                meta=np.array(json.dumps(meta, sort_keys=True)),
+            )
     elif path.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({
-            "index": pa.array(range(len(captions)), pa.int32()),
-            "caption": pa.array(list(captions), pa.string()),
-            "n_frames": pa.array([array.shape[2]] * len(captions), pa.int32()),
-            "codes": pa.array([row.tolist() for row in array], pa.list_(pa.list_(pa.int16()))),
-        }).replace_schema_metadata({"ssmttm.generate": json.dumps(meta, sort_keys=True)})
+        table = pa.table(
+            {
+                "index": pa.array(range(len(captions)), pa.int32()),
+                "caption": pa.array(list(captions), pa.string()),
+                "n_frames": pa.array([array.shape[2]] * len(captions), pa.int32()),
+                "codes": pa.array([row.tolist() for row in array], pa.list_(pa.list_(pa.int16()))),
+            }
+        ).replace_schema_metadata({"ssmttm.generate": json.dumps(meta, sort_keys=True)})
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
     else:
@@ -162,6 +186,7 @@ def read_captions(path: str | Path) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="model folder with model.safetensors + config.json")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -181,30 +206,41 @@ def run_from_args(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     cfg = section_to_dataclass(GenerateConfig, params.get("generate"))
     seed = args.seed if args.seed is not None else int(params.get("seed", 0))
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
     model, lm_cfg, trained_text = load_lm(args.checkpoint, device=device)
     # The encoder and padding the model was trained with win over params.yaml: they must match training exactly.
     text_section = dict(params.get("text") or {})
     for key in ("encoder", "max_length"):
         if trained_text and key in trained_text:
             if key in text_section and text_section[key] != trained_text[key]:
-                log.warning("text.%s: using the checkpoint's %r, not params' %r", key, trained_text[key],
-                            text_section[key])
+                log.warning(
+                    "text.%s: using the checkpoint's %r, not params' %r", key, trained_text[key], text_section[key]
+                )
             text_section[key] = trained_text[key]
     text_cfg = section_to_dataclass(TextConfig, text_section)
     encoder = TextEncoder(text_cfg, device=device)
     if encoder.hidden_size != lm_cfg.d_text:
-        raise UserFacingError(f"text encoder {text_cfg.encoder} gives {encoder.hidden_size} features but the "
-                              f"checkpoint {args.checkpoint} expects {lm_cfg.d_text}")
+        raise UserFacingError(
+            f"text encoder {text_cfg.encoder} gives {encoder.hidden_size} features but the "
+            f"checkpoint {args.checkpoint} expects {lm_cfg.d_text}"
+        )
     captions = args.captions if args.captions else read_captions(args.captions_file)
     if args.frames is not None:
         n_frames = args.frames
     else:
         n_frames = round((args.seconds if args.seconds is not None else cfg.seconds) * cfg.frame_rate)
     codes = generate_tokens(model, encoder, captions, n_frames, cfg, seed, progress=not args.no_progress)
-    meta = {"checkpoint": str(args.checkpoint), "seed": seed, "n_frames": n_frames, "generate": vars(cfg).copy(),
-            "lm": {"backbone": lm_cfg.backbone, "n_codebooks": lm_cfg.n_codebooks, "special_id": lm_cfg.special_id}}
+    meta = {
+        "checkpoint": str(args.checkpoint),
+        "seed": seed,
+        "n_frames": n_frames,
+        "generate": vars(cfg).copy(),
+        "lm": {"backbone": lm_cfg.backbone, "n_codebooks": lm_cfg.n_codebooks, "special_id": lm_cfg.special_id},
+    }
     write_codes(args.out, captions, codes, meta)
     print(f"wrote {len(captions)} x {tuple(codes.shape[1:])} codes to {args.out}")
     return 0

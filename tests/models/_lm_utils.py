@@ -14,9 +14,27 @@ SPECIAL = 16
 
 
 def tiny_cfg(backbone: str = "prefix_simba", **overrides) -> LMConfig:
-    base = dict(backbone=backbone, d_model=32, n_layers=2, d_state=8, d_conv=4, expand=2, headdim=8, ngroups=1,
-                chunk_size=4, n_heads=4, mlp_hidden=64, dropout=0.0, n_codebooks=1, codebook_size=SPECIAL,
-                special_id=SPECIAL, seq_len=64, d_text=D_TEXT, p_drop_caption=0.0, p_drop_token=0.0)
+    base = dict(
+        backbone=backbone,
+        d_model=32,
+        n_layers=2,
+        d_state=8,
+        d_conv=4,
+        expand=2,
+        headdim=8,
+        ngroups=1,
+        chunk_size=4,
+        n_heads=4,
+        mlp_hidden=64,
+        dropout=0.0,
+        n_codebooks=1,
+        codebook_size=SPECIAL,
+        special_id=SPECIAL,
+        seq_len=64,
+        d_text=D_TEXT,
+        p_drop_caption=0.0,
+        p_drop_token=0.0,
+    )
     base.update(overrides)
     return LMConfig(**base)
 

@@ -27,8 +27,9 @@ def test_seeded_generation_is_reproducible(backbone):
     assert a.min() >= 0 and a.max() < SPECIAL
 
 
-@pytest.mark.parametrize("backbone", ["prefix_simba", "prefix_mamba", "cross_simba", "cross_transformer",
-                                      "prefix_transformer"])
+@pytest.mark.parametrize(
+    "backbone", ["prefix_simba", "prefix_mamba", "cross_simba", "cross_transformer", "prefix_transformer"]
+)
 def test_recurrent_generation_equals_rerunning_the_whole_sequence(backbone):
     model, enc = tiny_model(backbone, n_codebooks=2), FakeTextEncoder()
     fast = generate_tokens(model, enc, CAPTIONS[:2], 6, _cfg(), seed=9, progress=False)
@@ -103,12 +104,26 @@ def test_cli_writes_codes_with_the_real_minilm(tmp_path, repo_root, monkeypatch)
 
     torch.manual_seed(0)
     cfg = tiny_cfg("prefix_simba", d_text=384, n_codebooks=2, codebook_size=1024, special_id=1024)
-    save_lm(MusicLM(cfg), cfg, tmp_path / "ckpt", text_cfg={"encoder": "minilm", "max_length": 8,
-                                                           "batch_size": 4, "device": "cpu"})
+    save_lm(
+        MusicLM(cfg),
+        cfg,
+        tmp_path / "ckpt",
+        text_cfg={"encoder": "minilm", "max_length": 8, "batch_size": 4, "device": "cpu"},
+    )
     monkeypatch.chdir(tmp_path)
     params = str(repo_root / "params.yaml")
-    base = ["generate", "--params", params, "--checkpoint", str(tmp_path / "ckpt"), "--frames", "4", "--seed", "3",
-            "--no-progress"]
+    base = [
+        "generate",
+        "--params",
+        params,
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "--frames",
+        "4",
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
     assert cli.main([*base, "--captions", "soft piano", "loud drums", "--out", "codes.npz"]) == 0
     data = np.load(tmp_path / "codes.npz")
     assert data["codes"].shape == (2, 2, 4) and list(data["captions"]) == ["soft piano", "loud drums"]

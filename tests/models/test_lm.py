@@ -68,8 +68,10 @@ def test_loss_ignores_special_targets_and_sums_codebooks():
     logits = torch.randn(2, 3, 7, SPECIAL + 1, generator=g)
     targets = torch.randint(0, SPECIAL, (2, 3, 7), generator=g)
     targets[:, :, :2] = SPECIAL
-    expected = sum(F.cross_entropy(logits[:, k, 2:].reshape(-1, SPECIAL + 1), targets[:, k, 2:].reshape(-1),
-                                   label_smoothing=0.1) for k in range(3))
+    expected = sum(
+        F.cross_entropy(logits[:, k, 2:].reshape(-1, SPECIAL + 1), targets[:, k, 2:].reshape(-1), label_smoothing=0.1)
+        for k in range(3)
+    )
     assert torch.allclose(lm_loss(logits, targets, SPECIAL, 0.1), expected, atol=1e-5)
     changed = logits.clone()
     changed[:, :, :2] = 50.0  # positions with special targets carry no loss
@@ -90,6 +92,7 @@ def test_prefix_logits_start_at_the_last_text_position():
 
 
 # ---------------------------------------------------------------------------------------------- caption dropout
+
 
 def _uncond(length=5):
     hidden = torch.zeros(1, length, 12)
@@ -140,6 +143,7 @@ def test_token_dropout_masks_only_real_tokens_of_kept_captions():
 
 
 # ---------------------------------------------------------------------------------------------- save / load
+
 
 def test_save_and_load_round_trip(tmp_path):
     model = tiny_model("cross_simba", n_codebooks=2)

@@ -13,8 +13,16 @@ from ssmttm.text.encoder import TextConfig, TextEncoding
 from ssmttm.train.config import TrainConfig
 
 VOCAB = 16  # codebook size of the synthetic codes; the special id is 16
-CODEC = {"model": "dac", "variant": "synthetic", "sample_rate": 44100, "hop_length": 512, "n_codebooks": 2,
-         "codebook_size": VOCAB, "codebook_dim": 8, "encode_window_s": 10.0}
+CODEC = {
+    "model": "dac",
+    "variant": "synthetic",
+    "sample_rate": 44100,
+    "hop_length": 512,
+    "n_codebooks": 2,
+    "codebook_size": VOCAB,
+    "codebook_dim": 8,
+    "encode_window_s": 10.0,
+}
 MOODS = ["calm", "dark", "happy", "epic"]
 
 
@@ -25,8 +33,14 @@ def synthetic_codes(index: int, n_codebooks: int, n_frames: int) -> np.ndarray:
     return np.stack(rows).astype(np.int16)  # (K, T)
 
 
-def make_shards(folder: Path, n_shards: int = 2, clips_per_shard: int = 12, n_frames: int = 40,
-                n_codebooks: int = 2, valid_every: int = 6) -> Path:
+def make_shards(
+    folder: Path,
+    n_shards: int = 2,
+    clips_per_shard: int = 12,
+    n_frames: int = 40,
+    n_codebooks: int = 2,
+    valid_every: int = 6,
+) -> Path:
     """Shards of `clips_per_shard` clips; every `valid_every`-th track goes to the valid split. Returns folder."""
     folder.mkdir(parents=True, exist_ok=True)
     index = 0
@@ -37,29 +51,73 @@ def make_shards(folder: Path, n_shards: int = 2, clips_per_shard: int = 12, n_fr
             split = "valid" if index % valid_every == valid_every - 1 else "train"
             # Clip lengths vary so that crop and padding both happen.
             frames = n_frames - (index % 3) * 7
-            rows.append(TokenRow(clip_id=f"{track}-0000", track_id=track, split=split,
-                                 caption=f"a {MOODS[index % len(MOODS)]} synthetic piece number {index % 5}",
-                                 duration_s=frames / 86.13, codes=synthetic_codes(index, n_codebooks, frames)))
+            rows.append(
+                TokenRow(
+                    clip_id=f"{track}-0000",
+                    track_id=track,
+                    split=split,
+                    caption=f"a {MOODS[index % len(MOODS)]} synthetic piece number {index % 5}",
+                    duration_s=frames / 86.13,
+                    codes=synthetic_codes(index, n_codebooks, frames),
+                )
+            )
             index += 1
-        write_shard(folder / f"shard-{shard:05d}.parquet", rows, {"ssmttm.codec": CODEC, "ssmttm.params_sha256": "t"},
-                    row_group_size=4, store_latents=False)
+        write_shard(
+            folder / f"shard-{shard:05d}.parquet",
+            rows,
+            {"ssmttm.codec": CODEC, "ssmttm.params_sha256": "t"},
+            row_group_size=4,
+            store_latents=False,
+        )
     finalize_manifest(folder)
     return folder
 
 
 def tiny_lm(backbone: str = "prefix_simba", **overrides) -> LMConfig:
-    base = dict(backbone=backbone, d_model=32, n_layers=2, d_state=8, d_conv=4, expand=2, headdim=8, ngroups=1,
-                chunk_size=8, n_heads=4, mlp_hidden=64, dropout=0.1, n_codebooks=1, codebook_size=VOCAB,
-                special_id=VOCAB, seq_len=33, d_text=None, p_drop_caption=0.1, p_drop_token=0.1,
-                label_smoothing=0.1)
+    base = dict(
+        backbone=backbone,
+        d_model=32,
+        n_layers=2,
+        d_state=8,
+        d_conv=4,
+        expand=2,
+        headdim=8,
+        ngroups=1,
+        chunk_size=8,
+        n_heads=4,
+        mlp_hidden=64,
+        dropout=0.1,
+        n_codebooks=1,
+        codebook_size=VOCAB,
+        special_id=VOCAB,
+        seq_len=33,
+        d_text=None,
+        p_drop_caption=0.1,
+        p_drop_token=0.1,
+        label_smoothing=0.1,
+    )
     base.update(overrides)
     return LMConfig(**base)
 
 
 def tiny_train(**overrides) -> TrainConfig:
-    base = dict(batch_size=4, accumulate_grad_batches=2, max_steps=8, lr=3e-3, warmup_steps=2, min_lr_ratio=0.1,
-                checkpoint_every=4, keep_last_checkpoints=None, val_every=4, log_every=1, accelerator="cpu",
-                devices=1, strategy="auto", precision="auto", deterministic=True)
+    base = dict(
+        batch_size=4,
+        accumulate_grad_batches=2,
+        max_steps=8,
+        lr=3e-3,
+        warmup_steps=2,
+        min_lr_ratio=0.1,
+        checkpoint_every=4,
+        keep_last_checkpoints=None,
+        val_every=4,
+        log_every=1,
+        accelerator="cpu",
+        devices=1,
+        strategy="auto",
+        precision="auto",
+        deterministic=True,
+    )
     base.update(overrides)
     return TrainConfig(**base)
 

@@ -96,8 +96,15 @@ def _losses(run_dir):
 def test_resume_repeats_the_uninterrupted_run(tmp_path):
     shards = make_shards(tmp_path / "shards")
     lm, train = tiny_lm(), tiny_train(max_steps=8, checkpoint_every=4, keep_last_checkpoints=1)
-    common = dict(shards_dir=shards, lm_cfg=lm, text_cfg=TEXT_CFG, train_cfg=train, seed=7,
-                  text_cache_dir=tmp_path / "cache", text_encoder=FakeTextEncoder())
+    common = dict(
+        shards_dir=shards,
+        lm_cfg=lm,
+        text_cfg=TEXT_CFG,
+        train_cfg=train,
+        seed=7,
+        text_cache_dir=tmp_path / "cache",
+        text_encoder=FakeTextEncoder(),
+    )
 
     full = train_lm(out_dir=tmp_path / "full", **common)
     # Killed at step 6: checkpoint 4 exists, history already has rows 5 and 6 that the resume must replace.

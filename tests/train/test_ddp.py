@@ -14,11 +14,27 @@ from ._fixtures import TEXT_CFG, FakeTextEncoder, make_shards, tiny_lm, tiny_tra
 @pytest.mark.timeout(120)
 def test_two_cpu_ranks_see_disjoint_data_and_agree_on_weights(tmp_path):
     shards = make_shards(tmp_path / "shards", n_shards=2, clips_per_shard=12)  # 20 train clips, 10 per rank
-    train = tiny_train(batch_size=2, accumulate_grad_batches=1, max_steps=3, checkpoint_every=3, val_every=3,
-                       devices=2, strategy="ddp_spawn")
+    train = tiny_train(
+        batch_size=2,
+        accumulate_grad_batches=1,
+        max_steps=3,
+        checkpoint_every=3,
+        val_every=3,
+        devices=2,
+        strategy="ddp_spawn",
+    )
     out = tmp_path / "run"
-    metrics = train_lm(shards, tiny_lm(), TEXT_CFG, train, out, seed=3, text_cache_dir=tmp_path / "cache",
-                       text_encoder=FakeTextEncoder(), record_clip_ids=True)
+    metrics = train_lm(
+        shards,
+        tiny_lm(),
+        TEXT_CFG,
+        train,
+        out,
+        seed=3,
+        text_cache_dir=tmp_path / "cache",
+        text_encoder=FakeTextEncoder(),
+        record_clip_ids=True,
+    )
 
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 and r["micro_step"] == 3 for r in ranks)

@@ -29,10 +29,27 @@ def shards(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("backbone", ["prefix_simba", "cross_transformer"])
 def test_training_loss_decreases(shards, tmp_path, backbone):
-    train = tiny_train(max_steps=40, batch_size=4, accumulate_grad_batches=1, lr=5e-3, warmup_steps=4,
-                       checkpoint_every=20, val_every=20, keep_last_checkpoints=1)
-    metrics = train_lm(shards, tiny_lm(), TEXT_CFG, train, tmp_path / "run", seed=11, backbone=backbone,
-                       text_cache_dir=tmp_path / "cache", text_encoder=FakeTextEncoder())
+    train = tiny_train(
+        max_steps=40,
+        batch_size=4,
+        accumulate_grad_batches=1,
+        lr=5e-3,
+        warmup_steps=4,
+        checkpoint_every=20,
+        val_every=20,
+        keep_last_checkpoints=1,
+    )
+    metrics = train_lm(
+        shards,
+        tiny_lm(),
+        TEXT_CFG,
+        train,
+        tmp_path / "run",
+        seed=11,
+        backbone=backbone,
+        text_cache_dir=tmp_path / "cache",
+        text_encoder=FakeTextEncoder(),
+    )
     losses = [r["loss"] for r in read_history(tmp_path / "run" / HISTORY_FILE) if "loss" in r]
     assert len(losses) == 40 and metrics["backbone"] == backbone
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
@@ -45,10 +62,25 @@ def test_training_loss_decreases(shards, tmp_path, backbone):
 
 def test_learning_rate_moves_once_per_optimizer_step(shards, tmp_path):
     """With 3 micro-batches per step, step s uses lr_at(s - 1): the schedule is in optimizer steps (not epochs)."""
-    train = tiny_train(max_steps=6, batch_size=2, accumulate_grad_batches=3, warmup_steps=3, min_lr_ratio=0.1,
-                       checkpoint_every=6, val_every=6)
-    train_lm(shards, tiny_lm(dropout=0.0), TEXT_CFG, train, tmp_path / "run", seed=1,
-             text_cache_dir=tmp_path / "cache", text_encoder=FakeTextEncoder())
+    train = tiny_train(
+        max_steps=6,
+        batch_size=2,
+        accumulate_grad_batches=3,
+        warmup_steps=3,
+        min_lr_ratio=0.1,
+        checkpoint_every=6,
+        val_every=6,
+    )
+    train_lm(
+        shards,
+        tiny_lm(dropout=0.0),
+        TEXT_CFG,
+        train,
+        tmp_path / "run",
+        seed=1,
+        text_cache_dir=tmp_path / "cache",
+        text_encoder=FakeTextEncoder(),
+    )
     rows = [r for r in read_history(tmp_path / "run" / HISTORY_FILE) if "loss" in r]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     for row in rows:
@@ -85,8 +117,9 @@ def test_endless_stream_is_worker_invariant_and_resumes_without_replay(shards):
 
 def test_caption_dropout_only_in_training(shards, tmp_path):
     cache = TextCache(build_text_cache(["calm", "dark", "a b c"], TEXT_CFG, tmp_path, encoder=FakeTextEncoder()))
-    module = LMTrainModule(tiny_lm(dropout=0.0, p_drop_caption=1.0, p_drop_token=0.0, d_text=12),
-                           tiny_train(), cache, None, seed=0)
+    module = LMTrainModule(
+        tiny_lm(dropout=0.0, p_drop_caption=1.0, p_drop_token=0.0, d_text=12), tiny_train(), cache, None, seed=0
+    )
     codes = torch.randint(0, 16, (2, 1, 33))
     calm, dark = {"codes": codes, "caption": ["calm", "calm"]}, {"codes": codes, "caption": ["dark", "dark"]}
     module.train()
@@ -116,11 +149,29 @@ def test_text_cache_matches_the_encoder_and_is_reused(tmp_path):
 
 def test_cli_trains_with_the_minilm_encoder_and_plots(shards, tmp_path, repo_root, monkeypatch):
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["lm"].update(d_model=32, n_layers=1, d_state=8, headdim=8, chunk_size=8, mlp_hidden=64,
-                        codebook_size=16, special_id=16, seq_len=33, n_heads=4)
+    params["lm"].update(
+        d_model=32,
+        n_layers=1,
+        d_state=8,
+        headdim=8,
+        chunk_size=8,
+        mlp_hidden=64,
+        codebook_size=16,
+        special_id=16,
+        seq_len=33,
+        n_heads=4,
+    )
     params["text"].update(encoder="minilm", max_length=8)
-    params["train_lm"].update(max_steps=4, batch_size=4, accumulate_grad_batches=1, checkpoint_every=2,
-                              keep_last_checkpoints=1, val_every=2, log_every=1, warmup_steps=1)
+    params["train_lm"].update(
+        max_steps=4,
+        batch_size=4,
+        accumulate_grad_batches=1,
+        checkpoint_every=2,
+        keep_last_checkpoints=1,
+        val_every=2,
+        log_every=1,
+        warmup_steps=1,
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     shutil.copytree(shards, tmp_path / "data" / "tokenize")

@@ -33,13 +33,41 @@ N_SHARDS = 2
 TINY_OVERRIDES = {
     "corpus": {"source": "manifest", "manifest_path": "tiny_manifest.jsonl", "n_shards": N_SHARDS},
     "segment": {"clip_seconds": 5, "hop_seconds": 5, "max_clips_per_track": 3, "tail": "drop"},
-    "codec": {"train": {"steps": 4, "batch_size": 2, "segment_s": 0.2, "eval_clips": 2, "eval_seconds": 1.0,
-                        "log_every": 2, "n_codebooks": 2, "codebook_size": 64}},
+    "codec": {
+        "train": {
+            "steps": 4,
+            "batch_size": 2,
+            "segment_s": 0.2,
+            "eval_clips": 2,
+            "eval_seconds": 1.0,
+            "log_every": 2,
+            "n_codebooks": 2,
+            "codebook_size": 64,
+        }
+    },
     "tokenize": {"encode_window_s": 5.0, "row_group_size": 4, "valid_fraction": 0.34, "test_fraction": 0.0},
-    "lm": {"d_model": 32, "n_layers": 2, "d_state": 16, "headdim": 16, "chunk_size": 16, "n_heads": 2,
-           "mlp_hidden": 64, "seq_len": 64, "codebook_size": 64, "special_id": 64, "n_codebooks": 1},
-    "train_lm": {"max_steps": 6, "batch_size": 2, "accumulate_grad_batches": 1, "warmup_steps": 2,
-                 "checkpoint_every": 3, "val_every": 3, "log_every": 1},
+    "lm": {
+        "d_model": 32,
+        "n_layers": 2,
+        "d_state": 16,
+        "headdim": 16,
+        "chunk_size": 16,
+        "n_heads": 2,
+        "mlp_hidden": 64,
+        "seq_len": 64,
+        "codebook_size": 64,
+        "special_id": 64,
+        "n_codebooks": 1,
+    },
+    "train_lm": {
+        "max_steps": 6,
+        "batch_size": 2,
+        "accumulate_grad_batches": 1,
+        "warmup_steps": 2,
+        "checkpoint_every": 3,
+        "val_every": 3,
+        "log_every": 1,
+    },
 }
 
 PROJECT_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore"]
@@ -61,13 +89,15 @@ def _manifest_rows() -> list[dict]:
     rows = []
     for relative in DEMO_TRACKS + [ND_TRACK]:
         track_id = Path(relative).stem
-        rows.append({
-            "id": track_id,
-            "url": package_url("immich_memories_music", f"tracks/{relative}"),
-            "licence": "CC BY-ND 4.0" if relative == ND_TRACK else "MIT",
-            "source": "manifest",
-            "tags": {"mood": relative.split("/")[0], "style": track_id.split("_")[1]},
-        })
+        rows.append(
+            {
+                "id": track_id,
+                "url": package_url("immich_memories_music", f"tracks/{relative}"),
+                "licence": "CC BY-ND 4.0" if relative == ND_TRACK else "MIT",
+                "source": "manifest",
+                "tags": {"mood": relative.split("/")[0], "style": track_id.split("_")[1]},
+            }
+        )
     return rows
 
 

@@ -173,15 +173,17 @@ class CrossAttention(nn.Module):
             y = y * kv.any_valid.to(y.dtype)
         return y
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
-                **_: object) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None, **_: object
+    ) -> torch.Tensor:
         return self._attend(x, self.text_kv(text, text_mask))
 
     def allocate(self, batch_size: int, max_len: int, device=None, dtype=None) -> dict:
         return {}  # filled by prefill, which is when the text is known
 
-    def prefill(self, x: torch.Tensor, state: dict, text: torch.Tensor, text_mask: torch.Tensor | None = None,
-                **_: object) -> torch.Tensor:
+    def prefill(
+        self, x: torch.Tensor, state: dict, text: torch.Tensor, text_mask: torch.Tensor | None = None, **_: object
+    ) -> torch.Tensor:
         state["kv"] = self.text_kv(text, text_mask)
         return self._attend(x, state["kv"])
 

@@ -54,8 +54,9 @@ class Sublayer(nn.Module):
             return self.mixer.allocate_state(batch_size, device=device, dtype=dtype)
         return self.mixer.allocate(batch_size, max_len, device=device, dtype=dtype)
 
-    def prefill(self, x: torch.Tensor, state: Any, text: torch.Tensor | None,
-                text_mask: torch.Tensor | None) -> torch.Tensor:
+    def prefill(
+        self, x: torch.Tensor, state: Any, text: torch.Tensor | None, text_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         y = self.norm(x)  # (B, L, D)
         if self.kind == "mamba":
             y = self.mixer(y, state=state)  # fills `state` with the state after the last position
@@ -88,8 +89,9 @@ class Backbone(nn.Module):
         for block in self.blocks:
             yield from block.layers
 
-    def forward(self, h: torch.Tensor, text: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """h (B, L, D), text (B, S, D) projected text for cross models, text_mask (B, S) -> (B, L, D)."""
         self._check_text(text)
         for sub in self._sublayers():
@@ -98,12 +100,19 @@ class Backbone(nn.Module):
 
     def allocate_cache(self, batch_size: int, max_len: int, device=None, dtype=None) -> BackboneCache:
         """Empty state for `batch_size` sequences of at most `max_len` positions (prefix included)."""
-        states = [[sub.allocate(batch_size, max_len, device=device, dtype=dtype) for sub in block.layers]
-                  for block in self.blocks]
+        states = [
+            [sub.allocate(batch_size, max_len, device=device, dtype=dtype) for sub in block.layers]
+            for block in self.blocks
+        ]
         return BackboneCache(states=states, position=0, max_len=max_len)
 
-    def prefill(self, h: torch.Tensor, cache: BackboneCache, text: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def prefill(
+        self,
+        h: torch.Tensor,
+        cache: BackboneCache,
+        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Run a whole prefix h (B, L, D) once, leaving the state after it in `cache`; returns (B, L, D)."""
         self._check_text(text)
         if cache.position:

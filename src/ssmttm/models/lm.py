@@ -64,8 +64,10 @@ class LMConfig:
     def __post_init__(self) -> None:
         get_spec(self.backbone)  # unknown name -> ValueError listing the valid ones
         if self.special_id != self.codebook_size:
-            raise ValueError(f"lm.special_id must equal lm.codebook_size ({self.codebook_size}): the special id is "
-                             f"the extra vocabulary row; got {self.special_id}")
+            raise ValueError(
+                f"lm.special_id must equal lm.codebook_size ({self.codebook_size}): the special id is "
+                f"the extra vocabulary row; got {self.special_id}"
+            )
         for name in ("p_drop_caption", "p_drop_token"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"lm.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -82,8 +84,10 @@ class LMConfig:
 def resolve_d_text(cfg: LMConfig, d_text: int) -> LMConfig:
     """Fill `cfg.d_text` from the text encoder's width; a different explicit value is an error."""
     if cfg.d_text is not None and cfg.d_text != d_text:
-        raise UserFacingError(f"lm.d_text = {cfg.d_text} but the text encoder outputs {d_text} features; "
-                              "set lm.d_text to null (taken from the encoder) or to the encoder's width")
+        raise UserFacingError(
+            f"lm.d_text = {cfg.d_text} but the text encoder outputs {d_text} features; "
+            "set lm.d_text to null (taken from the encoder) or to the encoder's width"
+        )
     return dataclasses.replace(cfg, d_text=d_text)
 
 
@@ -116,12 +120,12 @@ class MusicLM(nn.Module):
 
     def set_uncond(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
         """Give the model the encoding of "" (1, S, d_text) / (1, S): training replaces dropped captions with it."""
-        self.register_buffer("uncond_hidden", hidden.detach().reshape(1, *hidden.shape[-2:]).float(),
-                             persistent=False)
+        self.register_buffer("uncond_hidden", hidden.detach().reshape(1, *hidden.shape[-2:]).float(), persistent=False)
         self.register_buffer("uncond_mask", mask.detach().reshape(1, -1).bool(), persistent=False)
 
-    def condition(self, text_hidden: torch.Tensor, text_mask: torch.Tensor,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def condition(
+        self, text_hidden: torch.Tensor, text_mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, S, d_text), (B, S) -> projected text (B, S, D), mask (B, S), dropped (B,) bool.
 
         In training mode caption dropout is applied (never in eval mode), so guidance has something to contrast.
@@ -130,10 +134,19 @@ class MusicLM(nn.Module):
         dropped = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
         if self.training and (self.cfg.p_drop_caption > 0 or self.cfg.p_drop_token > 0):
             if self.uncond_hidden is None:
-                raise RuntimeError("caption dropout needs the encoding of the unconditional prompt: call "
-                                   "model.set_uncond(*text_encoder.uncond()) before training")
-            text_hidden, mask, dropped = caption_dropout(text_hidden, mask, self.uncond_hidden, self.uncond_mask,
-                                                         self.cfg.p_drop_caption, self.cfg.p_drop_token, generator)
+                raise RuntimeError(
+                    "caption dropout needs the encoding of the unconditional prompt: call "
+                    "model.set_uncond(*text_encoder.uncond()) before training"
+                )
+            text_hidden, mask, dropped = caption_dropout(
+                text_hidden,
+                mask,
+                self.uncond_hidden,
+                self.uncond_mask,
+                self.cfg.p_drop_caption,
+                self.cfg.p_drop_token,
+                generator,
+            )
         return self.text_proj(text_hidden, mask), mask, dropped
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, K, L) -> (B, L, D)
@@ -152,8 +165,13 @@ class MusicLM(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ training
 
-    def forward(self, tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        text_hidden: torch.Tensor,
+        text_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """tokens (B, K, L), text_hidden (B, S, d_text), text_mask (B, S) -> logits (B, K, L, V)."""
         b, k, length = tokens.shape
         if k != self.cfg.n_codebooks:
@@ -165,8 +183,13 @@ class MusicLM(nn.Module):
         h = self.backbone(x, None if self.prefix else text, None if self.prefix else mask)
         return self.logits(h[:, prefix.shape[1] - 1 :])  # (B, K, L, V): from position cond_len - 1 on
 
-    def loss(self, tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self,
+        tokens: torch.Tensor,
+        text_hidden: torch.Tensor,
+        text_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced loss on tokens (B, K, L); returns (loss, logits)."""
         logits = self(tokens, text_hidden, text_mask, generator)
         return lm_loss(logits, tokens, self.cfg.special_id, self.cfg.label_smoothing), logits
@@ -174,8 +197,9 @@ class MusicLM(nn.Module):
     # ------------------------------------------------------------------------------------------------ generation
 
     @torch.no_grad()
-    def start(self, text_hidden: torch.Tensor, text_mask: torch.Tensor,
-              max_new: int) -> tuple[torch.Tensor, BackboneCache]:
+    def start(
+        self, text_hidden: torch.Tensor, text_mask: torch.Tensor, max_new: int
+    ) -> tuple[torch.Tensor, BackboneCache]:
         """Encode the prefix once; returns logits for token 0 (B, K, V) and a cache with room for `max_new` steps."""
         b = text_hidden.shape[0]
         text, mask, _ = self.condition(text_hidden, text_mask)
@@ -194,8 +218,9 @@ class MusicLM(nn.Module):
         return self.logits(h[:, None])[:, :, 0]
 
 
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, special_id: int = 1024,
-            label_smoothing: float = 0.1) -> torch.Tensor:
+def lm_loss(
+    logits: torch.Tensor, targets: torch.Tensor, special_id: int = 1024, label_smoothing: float = 0.1
+) -> torch.Tensor:
     """Cross-entropy per codebook (mean over its non-special targets), summed over codebooks.
 
     logits (B, K, L, V), targets (B, K, L). Positions holding the special id (BOS, delay fill, padding) carry no loss;
@@ -204,8 +229,13 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, special_id: int = 1024,
     total = logits.new_zeros((), dtype=torch.float32)
     for k in range(logits.shape[1]):
         tk = targets[:, k].reshape(-1)  # (B*L,)
-        summed = F.cross_entropy(logits[:, k].reshape(-1, logits.shape[-1]).float(), tk, ignore_index=special_id,
-                                 label_smoothing=label_smoothing, reduction="sum")
+        summed = F.cross_entropy(
+            logits[:, k].reshape(-1, logits.shape[-1]).float(),
+            tk,
+            ignore_index=special_id,
+            label_smoothing=label_smoothing,
+            reduction="sum",
+        )
         total = total + summed / (tk != special_id).sum().clamp(min=1)
     return total
 
@@ -222,8 +252,14 @@ def param_count(cfg: LMConfig) -> int:
 
 # ---------------------------------------------------------------------------------------------------- save / load
 
-def save_lm(model: MusicLM, cfg: LMConfig, directory: str | Path, text_cfg: Any | None = None,
-            extra: dict[str, Any] | None = None) -> Path:
+
+def save_lm(
+    model: MusicLM,
+    cfg: LMConfig,
+    directory: str | Path,
+    text_cfg: Any | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write `model.safetensors` and `config.json` (the resolved LMConfig, and the text section it was trained
     with so generation pads and encodes captions the same way) into `directory`."""
     from safetensors.torch import save_file
@@ -249,8 +285,10 @@ def load_lm(directory: str | Path, device: str | torch.device = "cpu") -> tuple[
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise UserFacingError(f"LM checkpoint {directory}: {path.name} not found; pass a folder written by "
-                                  "`ssmttm train-lm` (results/train_lm/<backbone>/step-NNNNNNN)")
+            raise UserFacingError(
+                f"LM checkpoint {directory}: {path.name} not found; pass a folder written by "
+                "`ssmttm train-lm` (results/train_lm/<backbone>/step-NNNNNNN)"
+            )
     config = json.loads(config_path.read_text())
     cfg = section_to_dataclass(LMConfig, config["lm"])
     model = MusicLM(cfg)

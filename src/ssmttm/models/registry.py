@@ -52,8 +52,9 @@ BACKBONES: dict[str, BackboneSpec] = {
     "prefix_simba": BackboneSpec(("mamba", "mlp"), "prefix", "Mamba2 -> MLP, text as prefix (proposed)"),
     "prefix_mamba": BackboneSpec(("mamba", "mamba"), "prefix", "Mamba2 -> Mamba2, text as prefix"),
     "cross_simba": BackboneSpec(("mamba", "cross_attn", "mlp"), "cross", "Mamba2 -> cross-attention -> MLP"),
-    "cross_transformer": BackboneSpec(("self_attn", "cross_attn", "mlp"), "cross",
-                                      "self-attention -> cross-attention -> MLP (MusicGen-like)"),
+    "cross_transformer": BackboneSpec(
+        ("self_attn", "cross_attn", "mlp"), "cross", "self-attention -> cross-attention -> MLP (MusicGen-like)"
+    ),
     "prefix_transformer": BackboneSpec(("self_attn", "mlp"), "prefix", "self-attention -> MLP, text as prefix"),
 }
 
@@ -75,8 +76,15 @@ def _mixer(kind: str, cfg: BackboneConfig, layer_idx: int) -> nn.Module:
         # Imported here so the attention backbones work without the Mamba2 module loaded.
         from ssmttm.models.mamba2 import Mamba2, Mamba2Config
 
-        mcfg = Mamba2Config(d_model=cfg.d_model, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
-                            headdim=cfg.headdim, ngroups=cfg.ngroups, chunk_size=cfg.chunk_size)
+        mcfg = Mamba2Config(
+            d_model=cfg.d_model,
+            d_state=cfg.d_state,
+            d_conv=cfg.d_conv,
+            expand=cfg.expand,
+            headdim=cfg.headdim,
+            ngroups=cfg.ngroups,
+            chunk_size=cfg.chunk_size,
+        )
         return Mamba2(mcfg, layer_idx=layer_idx)
     acfg = AttentionConfig(d_model=cfg.d_model, n_heads=cfg.n_heads, mlp_hidden=cfg.mlp_hidden, dropout=cfg.dropout)
     if kind == "mlp":
@@ -93,7 +101,9 @@ def build_backbone(name: str, cfg: BackboneConfig) -> Backbone:
     spec = get_spec(name)
     blocks = []
     for i in range(cfg.n_layers):
-        subs = [Sublayer(kind, cfg.d_model, _mixer(kind, cfg, i * len(spec.sublayers) + j), cfg.dropout)
-                for j, kind in enumerate(spec.sublayers)]
+        subs = [
+            Sublayer(kind, cfg.d_model, _mixer(kind, cfg, i * len(spec.sublayers) + j), cfg.dropout)
+            for j, kind in enumerate(spec.sublayers)
+        ]
         blocks.append(Block(subs))
     return Backbone(name, spec.text_mode, blocks)

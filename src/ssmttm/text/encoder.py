@@ -123,8 +123,9 @@ class TextEncoder:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size")
-                   else self.model.config.d_model)
+        return int(
+            self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model
+        )
 
     @torch.no_grad()
     def encode(self, captions: list[str]) -> TextEncoding:
@@ -133,16 +134,23 @@ class TextEncoder:
             raise TypeError("encode expects a list of captions, not a single string")
         hiddens, masks = [], []
         for i in range(0, len(captions), self.cfg.batch_size):
-            batch = self.tokenizer(list(captions[i : i + self.cfg.batch_size]), padding="max_length",
-                                   truncation=True, max_length=self.cfg.max_length, return_tensors="pt")
+            batch = self.tokenizer(
+                list(captions[i : i + self.cfg.batch_size]),
+                padding="max_length",
+                truncation=True,
+                max_length=self.cfg.max_length,
+                return_tensors="pt",
+            )
             mask = batch["attention_mask"].to(self.device)  # (b, S)
             out = self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=mask)
             hidden = out.last_hidden_state.float() * mask[..., None]  # (b, S, d_text), padding zeroed
             hiddens.append(hidden)
             masks.append(mask.bool())
         if not hiddens:
-            return TextEncoding(torch.zeros(0, self.cfg.max_length, self.hidden_size, device=self.device),
-                                torch.zeros(0, self.cfg.max_length, dtype=torch.bool, device=self.device))
+            return TextEncoding(
+                torch.zeros(0, self.cfg.max_length, self.hidden_size, device=self.device),
+                torch.zeros(0, self.cfg.max_length, dtype=torch.bool, device=self.device),
+            )
         return TextEncoding(torch.cat(hiddens), torch.cat(masks))
 
     @cached_property
@@ -154,9 +162,15 @@ class TextEncoder:
         return self._uncond.expand(batch_size)
 
 
-def caption_dropout(hidden: torch.Tensor, mask: torch.Tensor, uncond_hidden: torch.Tensor,
-                    uncond_mask: torch.Tensor, p_caption: float, p_token: float,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def caption_dropout(
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    uncond_hidden: torch.Tensor,
+    uncond_mask: torch.Tensor,
+    p_caption: float,
+    p_token: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Classifier-free-guidance dropout of a batch of encoded captions.
 
     hidden (B, S, E), mask (B, S); uncond_hidden (S, E) or (1, S, E) and uncond_mask (S,) or (1, S): the encoding of
@@ -165,8 +179,10 @@ def caption_dropout(hidden: torch.Tensor, mask: torch.Tensor, uncond_hidden: tor
     """
     b, s, _ = hidden.shape
     if uncond_mask.shape[-1] != s:
-        raise ValueError(f"caption dropout: the unconditional encoding has {uncond_mask.shape[-1]} tokens, the "
-                         f"captions {s}; encode both with the same text.max_length")
+        raise ValueError(
+            f"caption dropout: the unconditional encoding has {uncond_mask.shape[-1]} tokens, the "
+            f"captions {s}; encode both with the same text.max_length"
+        )
     uncond_hidden = uncond_hidden.reshape(1, s, -1).to(hidden.device, hidden.dtype)
     uncond_mask = uncond_mask.reshape(1, s).to(mask.device, torch.bool)
     dropped = torch.rand(b, generator=generator, device=hidden.device) < p_caption  # (B,)

@@ -77,13 +77,19 @@ def prune_checkpoints(out_dir: str | Path, keep_last: int | None) -> list[Path]:
 
 # ----------------------------------------------------------------------------------------------- RNG states
 
+
 def capture_rng_state() -> dict[str, Any]:
     """torch (CPU and every CUDA device), numpy and python RNG states as tensors and plain containers."""
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -94,8 +100,15 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
-    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
@@ -103,6 +116,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- Lightning plugin
+
 
 class StepFolderIO(CheckpointIO):
     """Lightning CheckpointIO writing and reading `step-NNNNNNN/` folders.
@@ -134,8 +148,9 @@ class StepFolderIO(CheckpointIO):
             torch.save(state, tmp / TRAINER_STATE_FILE)
         log.info("checkpoint %s", path)
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         path = Path(path)
         if path.is_file() and path.name != TRAINER_STATE_FILE:  # bare weights (see save_checkpoint)
             from safetensors.torch import load_file
@@ -159,9 +174,11 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     if folder.name == TRAINER_STATE_FILE:
         folder = folder.parent
     if not is_complete(folder):
-        raise UserFacingError(f"checkpoint {folder} is incomplete or missing ({WEIGHTS_FILE}, {CONFIG_FILE} and "
-                              f"{TRAINER_STATE_FILE} expected); delete it to resume from an earlier one, or train "
-                              "from scratch without --resume")
+        raise UserFacingError(
+            f"checkpoint {folder} is incomplete or missing ({WEIGHTS_FILE}, {CONFIG_FILE} and "
+            f"{TRAINER_STATE_FILE} expected); delete it to resume from an earlier one, or train "
+            "from scratch without --resume"
+        )
     state = torch.load(folder / TRAINER_STATE_FILE, map_location="cpu", weights_only=True)
     weights = load_file(str(folder / WEIGHTS_FILE), device="cpu")
     state["state_dict"] = {MODEL_PREFIX + k: v for k, v in weights.items()}

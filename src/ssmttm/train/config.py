@@ -53,8 +53,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.also_train = tuple(self.also_train)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
-        positive = ("batch_size", "accumulate_grad_batches", "max_steps", "checkpoint_every", "val_every",
-                    "log_every", "num_nodes")
+        positive = (
+            "batch_size",
+            "accumulate_grad_batches",
+            "max_steps",
+            "checkpoint_every",
+            "val_every",
+            "log_every",
+            "num_nodes",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"train_lm.{name} must be >= 1, got {getattr(self, name)}")
@@ -65,10 +72,15 @@ class TrainConfig:
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"train_lm.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.keep_last_checkpoints is not None and self.keep_last_checkpoints < 1:
-            raise ValueError("train_lm.keep_last_checkpoints must be >= 1 or null (keep all), "
-                             f"got {self.keep_last_checkpoints}")
-        for name, allowed in (("accelerator", ACCELERATORS), ("strategy", STRATEGIES), ("precision", PRECISIONS),
-                              ("text_cache_dtype", TEXT_CACHE_DTYPES)):
+            raise ValueError(
+                f"train_lm.keep_last_checkpoints must be >= 1 or null (keep all), got {self.keep_last_checkpoints}"
+            )
+        for name, allowed in (
+            ("accelerator", ACCELERATORS),
+            ("strategy", STRATEGIES),
+            ("precision", PRECISIONS),
+            ("text_cache_dtype", TEXT_CACHE_DTYPES),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train_lm.{name} = {getattr(self, name)!r}; must be one of {', '.join(allowed)}")
 

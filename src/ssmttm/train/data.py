@@ -33,8 +33,10 @@ def read_captions(shards_dir: str | Path, splits: tuple[str, ...] = ("train", "v
     """Distinct captions of the given splits (only the small caption/split columns are read)."""
     shards = list_shards(shards_dir)
     if not shards:
-        raise UserFacingError(f"{shards_dir}: no token shards (shard-NNNNN.parquet); run `ssmttm tokenize` first or "
-                              "pass --shards with the tokenize output folder")
+        raise UserFacingError(
+            f"{shards_dir}: no token shards (shard-NNNNN.parquet); run `ssmttm tokenize` first or "
+            "pass --shards with the tokenize output folder"
+        )
     captions: set[str] = set()
     for shard in shards:
         table = pq.read_table(str(shard), columns=["caption", "split"], filters=[("split", "in", list(splits))])
@@ -50,8 +52,10 @@ class EndlessStream(IterableDataset):
         self.dataset, self.batch_size, self.start_batch = dataset, batch_size, start_batch
         self.batches_per_epoch = len(dataset) // batch_size
         if self.batches_per_epoch == 0:
-            raise UserFacingError(f"only {len(dataset)} train clips per data-parallel process for a batch of "
-                                  f"{batch_size}: lower train_lm.batch_size or tokenize more clips")
+            raise UserFacingError(
+                f"only {len(dataset)} train clips per data-parallel process for a batch of "
+                f"{batch_size}: lower train_lm.batch_size or tokenize more clips"
+            )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -78,15 +82,27 @@ class TrainData:
         self.shards_dir, self.lm_cfg, self.train_cfg, self.seed = Path(shards_dir), lm_cfg, train_cfg, seed
         self._valid: dict[tuple[int, int], TokenShardDataset] = {}
         if not list_shards(self.shards_dir):
-            raise UserFacingError(f"{shards_dir}: no token shards (shard-NNNNN.parquet); run `ssmttm tokenize` "
-                                  "first or pass --shards with the tokenize output folder")
+            raise UserFacingError(
+                f"{shards_dir}: no token shards (shard-NNNNN.parquet); run `ssmttm tokenize` "
+                "first or pass --shards with the tokenize output folder"
+            )
 
     def dataset(self, split: str, rank: int, world_size: int) -> TokenShardDataset:
         cfg = self.lm_cfg
-        return TokenShardDataset(self.shards_dir, seq_len=cfg.seq_len, n_codebooks=cfg.n_codebooks,
-                                 special_id=cfg.special_id, split=split, shuffle=split == "train", seed=self.seed,
-                                 rank=rank, world_size=world_size, batch_size=self.train_cfg.batch_size,
-                                 delay=True, drop_uneven=split == "train")
+        return TokenShardDataset(
+            self.shards_dir,
+            seq_len=cfg.seq_len,
+            n_codebooks=cfg.n_codebooks,
+            special_id=cfg.special_id,
+            split=split,
+            shuffle=split == "train",
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            batch_size=self.train_cfg.batch_size,
+            delay=True,
+            drop_uneven=split == "train",
+        )
 
     def captions(self) -> list[str]:
         return read_captions(self.shards_dir)
@@ -94,8 +110,13 @@ class TrainData:
     def train_loader(self, rank: int, world_size: int, start_batch: int) -> DataLoader:
         stream = EndlessStream(self.dataset("train", rank, world_size), self.train_cfg.batch_size, start_batch)
         workers = self.train_cfg.num_workers
-        return DataLoader(stream, batch_size=self.train_cfg.batch_size, collate_fn=collate, num_workers=workers,
-                          persistent_workers=workers > 0)
+        return DataLoader(
+            stream,
+            batch_size=self.train_cfg.batch_size,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
 
     def val_loader(self, rank: int, world_size: int) -> DataLoader:
         key = (rank, world_size)

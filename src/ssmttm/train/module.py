@@ -49,8 +49,7 @@ def micro_batch_seed(seed: int, rank: int, micro_step: int) -> int:
 
 
 class LMTrainModule(L.LightningModule):
-    def __init__(self, lm_cfg: LMConfig, train_cfg: TrainConfig, text: TextSource, data: DataSource | None,
-                 seed: int):
+    def __init__(self, lm_cfg: LMConfig, train_cfg: TrainConfig, text: TextSource, data: DataSource | None, seed: int):
         super().__init__()
         self.lm_cfg, self.train_cfg, self.text, self.data, self.seed = lm_cfg, train_cfg, text, data, seed
         with torch.random.fork_rng(devices=[]):
@@ -131,8 +130,9 @@ class LMTrainModule(L.LightningModule):
     def configure_optimizers(self):
         # Weight decay on every parameter, as in the official code (no norm/bias exclusion).
         cfg = self.train_cfg
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                      weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
         scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": lightning_scheduler_config(scheduler)}
 

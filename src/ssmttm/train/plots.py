@@ -47,11 +47,24 @@ def plot_loss_curves(metrics_paths: list[str | Path], out_path: str | Path) -> P
         colour = f"C{i}"
         for ax, x_index in ((axes[0], 0), (axes[1], 1)):
             if run["train"]:
-                ax.plot([r[x_index] for r in run["train"]], [r[2] for r in run["train"]], color=colour, lw=1,
-                        label=f"{run['name']} train")
+                ax.plot(
+                    [r[x_index] for r in run["train"]],
+                    [r[2] for r in run["train"]],
+                    color=colour,
+                    lw=1,
+                    label=f"{run['name']} train",
+                )
             if run["val"]:
-                ax.plot([r[x_index] for r in run["val"]], [r[2] for r in run["val"]], color=colour, lw=1.5,
-                        ls="--", marker="o", ms=3, label=f"{run['name']} valid")
+                ax.plot(
+                    [r[x_index] for r in run["val"]],
+                    [r[2] for r in run["val"]],
+                    color=colour,
+                    lw=1.5,
+                    ls="--",
+                    marker="o",
+                    ms=3,
+                    label=f"{run['name']} valid",
+                )
     axes[0].set_xlabel("optimizer step")
     axes[1].set_xlabel("training FLOPs (6 N D)")
     axes[1].set_xscale("log")

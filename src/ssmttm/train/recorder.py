@@ -38,8 +38,14 @@ HISTORY_FILE = "history.jsonl"
 METRICS_FILE = "metrics.json"
 DVCLIVE_DIR = "dvclive"
 FINAL_DIR = "final"
-DVCLIVE_KEYS = {"loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/tokens_per_s",
-                "tokens": "train/tokens", "flops": "train/flops", "val_loss": "val/loss"}
+DVCLIVE_KEYS = {
+    "loss": "train/loss",
+    "lr": "train/lr",
+    "tokens_per_s": "train/tokens_per_s",
+    "tokens": "train/tokens",
+    "flops": "train/flops",
+    "val_loss": "val/loss",
+}
 
 
 def read_history(path: str | Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
@@ -81,8 +87,15 @@ def summarise(history: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
 
 
 class RunRecorder(L.Callback):
-    def __init__(self, out_dir: str | Path, train_cfg: TrainConfig, flops_params: int, tokens_per_clip: int,
-                 summary_extra: dict[str, Any], resume_step: int = 0):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        train_cfg: TrainConfig,
+        flops_params: int,
+        tokens_per_clip: int,
+        summary_extra: dict[str, Any],
+        resume_step: int = 0,
+    ):
         self.out_dir = Path(out_dir)
         self.cfg = train_cfg
         self.flops_params = flops_params
@@ -134,8 +147,9 @@ class RunRecorder(L.Callback):
 
     # ------------------------------------------------------------------------------------------------ per step
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step == self._last_step:  # still accumulating gradients
             return
@@ -167,16 +181,24 @@ class RunRecorder(L.Callback):
         self._last_log = (step, now)
         tokens = self._tokens(trainer, step)
         rate = (tokens - self._tokens(trainer, prev_step)) / max(now - prev_time, 1e-9)
-        row = {"step": step, "loss": loss, "lr": module.step_lr, "tokens": tokens,
-               "flops": training_flops(self.flops_params, tokens), "tokens_per_s": rate,
-               "elapsed_s": self._elapsed(), "micro_batches": module.micro_step}
+        row = {
+            "step": step,
+            "loss": loss,
+            "lr": module.step_lr,
+            "tokens": tokens,
+            "flops": training_flops(self.flops_params, tokens),
+            "tokens_per_s": rate,
+            "elapsed_s": self._elapsed(),
+            "micro_batches": module.micro_step,
+        }
         self._append(row)
         log.info("step %d/%d loss %.4f lr %.2e %.0f tokens/s", step, trainer.max_steps, loss, module.step_lr, rate)
 
     def _validate(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
         total, clips = module.validation_loss(self.cfg.val_batches)
-        sums = trainer.strategy.reduce(torch.tensor([total, float(clips)], device=module.device, dtype=torch.float64),
-                                       reduce_op="sum")
+        sums = trainer.strategy.reduce(
+            torch.tensor([total, float(clips)], device=module.device, dtype=torch.float64), reduce_op="sum"
+        )
         if not trainer.is_global_zero:
             return
         if sums[1] == 0:
@@ -184,8 +206,15 @@ class RunRecorder(L.Callback):
             return
         tokens = self._tokens(trainer, step)
         val_loss = float(sums[0] / sums[1])
-        self._append({"step": step, "val_loss": val_loss, "tokens": tokens,
-                      "flops": training_flops(self.flops_params, tokens), "elapsed_s": self._elapsed()})
+        self._append(
+            {
+                "step": step,
+                "val_loss": val_loss,
+                "tokens": tokens,
+                "flops": training_flops(self.flops_params, tokens),
+                "elapsed_s": self._elapsed(),
+            }
+        )
         log.info("step %d validation loss %.4f (%d clips)", step, val_loss, int(sums[1]))
 
     def _append(self, row: dict[str, Any]) -> None:
@@ -200,9 +229,15 @@ class RunRecorder(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if module.record_clip_ids:  # per-rank record for the data-parallel tests
-            write_json(self.out_dir / f"rank{trainer.global_rank}.json",
-                       {"clip_ids": module.clip_ids, "weights_sha256": module.weights_sha256(),
-                        "micro_step": module.micro_step, "world_size": trainer.world_size})
+            write_json(
+                self.out_dir / f"rank{trainer.global_rank}.json",
+                {
+                    "clip_ids": module.clip_ids,
+                    "weights_sha256": module.weights_sha256(),
+                    "micro_step": module.micro_step,
+                    "world_size": trainer.world_size,
+                },
+            )
         if not trainer.is_global_zero:
             return
         if self.live is not None:

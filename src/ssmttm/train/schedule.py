@@ -41,8 +41,9 @@ def lr_at(step: int, lr: float, warmup_steps: int, max_steps: int, min_lr_ratio:
     return lr * WarmupCosine(warmup_steps, max_steps, min_lr_ratio)(step)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int,
-                    min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, min_lr_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, max_steps, min_lr_ratio))
 
 

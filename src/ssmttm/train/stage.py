@@ -45,8 +45,17 @@ log = logging.getLogger(__name__)
 TEXT_CACHE_DIR = "text_cache"  # inside the run folder unless --text-cache names a shared one
 TEXT_CACHE_WAIT_S = 4 * 3600  # how long the other processes of a launch wait for the first to build the cache
 # train_lm keys that may change between a run and its resume without changing what is computed.
-RESUME_FREE_KEYS = {"log_every", "checkpoint_every", "keep_last_checkpoints", "val_every", "val_batches", "max_hours",
-                    "also_train", "num_workers", "num_threads"}
+RESUME_FREE_KEYS = {
+    "log_every",
+    "checkpoint_every",
+    "keep_last_checkpoints",
+    "val_every",
+    "val_batches",
+    "max_hours",
+    "also_train",
+    "num_workers",
+    "num_threads",
+}
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
@@ -59,8 +68,12 @@ def resolve_precision(cfg: TrainConfig) -> str:
 
 def run_config(lm_cfg: LMConfig, text_cfg: TextConfig, train_cfg: TrainConfig, seed: int) -> dict[str, Any]:
     """What goes into each checkpoint's config.json (besides format and step)."""
-    return {"lm": dataclass_to_dict(lm_cfg), "text": dataclass_to_dict(text_cfg),
-            "train_lm": dataclass_to_dict(train_cfg), "seed": seed}
+    return {
+        "lm": dataclass_to_dict(lm_cfg),
+        "text": dataclass_to_dict(text_cfg),
+        "train_lm": dataclass_to_dict(train_cfg),
+        "seed": seed,
+    }
 
 
 def check_resumable(checkpoint: Path, config: dict[str, Any]) -> None:
@@ -71,12 +84,15 @@ def check_resumable(checkpoint: Path, config: dict[str, Any]) -> None:
         if saved.get(section) != config[section]:
             differences.append(section)
     saved_train = saved.get("train_lm", {})
-    differences += [f"train_lm.{k}" for k, v in config["train_lm"].items()
-                    if k not in RESUME_FREE_KEYS and saved_train.get(k) != v]
+    differences += [
+        f"train_lm.{k}" for k, v in config["train_lm"].items() if k not in RESUME_FREE_KEYS and saved_train.get(k) != v
+    ]
     if differences:
-        raise UserFacingError(f"{checkpoint} was trained with other params ({', '.join(differences)} differ); "
-                              "restore those params, or train from scratch with `--no-resume` (it deletes the old "
-                              "checkpoints of this run)")
+        raise UserFacingError(
+            f"{checkpoint} was trained with other params ({', '.join(differences)} differ); "
+            "restore those params, or train from scratch with `--no-resume` (it deletes the old "
+            "checkpoints of this run)"
+        )
 
 
 def is_primary_process() -> bool:
@@ -85,16 +101,17 @@ def is_primary_process() -> bool:
     Before the Trainer exists, only the environment tells which process this is; the side effects on the run folder
     (clearing it, building the text cache) belong to the first one.
     """
-    return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK",
-                                                                    "SLURM_PROCID"))
+    return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def wait_for(path: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not path.is_file():
         if time.monotonic() > deadline:
-            raise UserFacingError(f"{path} did not appear within {timeout_s:.0f} s (built by the first process); "
-                                  "build the text cache beforehand with `ssmttm train-lm --build-text-cache`")
+            raise UserFacingError(
+                f"{path} did not appear within {timeout_s:.0f} s (built by the first process); "
+                "build the text cache beforehand with `ssmttm train-lm --build-text-cache`"
+            )
         time.sleep(5)
 
 
@@ -128,10 +145,21 @@ def finished_metrics(out_dir: Path, config: dict[str, Any], max_steps: int) -> d
     return metrics
 
 
-def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, train_cfg: TrainConfig,
-             out_dir: str | Path, seed: int, backbone: str | None = None, *, resume: bool = True,
-             text_cache_dir: str | Path | None = None, text_encoder: Any | None = None,
-             callbacks: list[Any] | None = None, record_clip_ids: bool = False) -> dict[str, Any]:
+def train_lm(
+    shards_dir: str | Path,
+    lm_cfg: LMConfig,
+    text_cfg: TextConfig,
+    train_cfg: TrainConfig,
+    out_dir: str | Path,
+    seed: int,
+    backbone: str | None = None,
+    *,
+    resume: bool = True,
+    text_cache_dir: str | Path | None = None,
+    text_encoder: Any | None = None,
+    callbacks: list[Any] | None = None,
+    record_clip_ids: bool = False,
+) -> dict[str, Any]:
     """Train `backbone` (default lm_cfg.backbone) on the shards in `shards_dir`; returns the summary metrics.
 
     `text_encoder` (anything with `encode`) replaces the configured encoder when the text cache is built (tests);
@@ -172,9 +200,16 @@ def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, tra
     module = LMTrainModule(lm_cfg, train_cfg, text, data, seed)
     module.record_clip_ids = record_clip_ids
     n_flops, n_params = flops_params(module.model), trainable_params(module.model)
-    summary_extra = {"backbone": lm_cfg.backbone, "params": n_params, "flops_params": n_flops,
-                     "max_steps": train_cfg.max_steps, "clips_per_step_per_device": train_cfg.clips_per_step,
-                     "seq_len": lm_cfg.seq_len, "precision": resolve_precision(train_cfg), "seed": seed}
+    summary_extra = {
+        "backbone": lm_cfg.backbone,
+        "params": n_params,
+        "flops_params": n_flops,
+        "max_steps": train_cfg.max_steps,
+        "clips_per_step_per_device": train_cfg.clips_per_step,
+        "seq_len": lm_cfg.seq_len,
+        "precision": resolve_precision(train_cfg),
+        "seed": seed,
+    }
     if resume_step >= train_cfg.max_steps:  # killed after its last checkpoint: only the summary is missing
         if is_primary_process():
             write_provenance(out_dir, "train_lm", config, seed, shards=str(shards_dir))
@@ -182,14 +217,26 @@ def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, tra
         return {}
     recorder = RunRecorder(out_dir, train_cfg, n_flops, lm_cfg.seq_len, summary_extra, resume_step=resume_step)
     trainer = L.Trainer(
-        accelerator=train_cfg.accelerator, devices=train_cfg.devices, num_nodes=train_cfg.num_nodes,
-        strategy=train_cfg.strategy, precision=resolve_precision(train_cfg),
-        max_steps=train_cfg.max_steps, max_epochs=-1, accumulate_grad_batches=train_cfg.accumulate_grad_batches,
-        gradient_clip_val=train_cfg.gradient_clip_val, deterministic=train_cfg.deterministic,
-        callbacks=[recorder, *(callbacks or [])], plugins=[StepFolderIO(config)],
+        accelerator=train_cfg.accelerator,
+        devices=train_cfg.devices,
+        num_nodes=train_cfg.num_nodes,
+        strategy=train_cfg.strategy,
+        precision=resolve_precision(train_cfg),
+        max_steps=train_cfg.max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=train_cfg.accumulate_grad_batches,
+        gradient_clip_val=train_cfg.gradient_clip_val,
+        deterministic=train_cfg.deterministic,
+        callbacks=[recorder, *(callbacks or [])],
+        plugins=[StepFolderIO(config)],
         # Validation, checkpoints and logging are the recorder's: Lightning's own are switched off.
-        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
         default_root_dir=str(out_dir),
     )
     deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
@@ -213,17 +260,29 @@ def train_lm(shards_dir: str | Path, lm_cfg: LMConfig, text_cfg: TextConfig, tra
 
 # --------------------------------------------------------------------------------------------------- CLI
 
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", default="data/tokenize", help="token shards folder (default: data/tokenize)")
     parser.add_argument("--backbone", help="backbone to train (overrides lm.backbone)")
     parser.add_argument("--out", help="run folder (default: results/train_lm/<backbone>)")
-    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                        help="resume from the newest checkpoint in --out (default); --no-resume starts over")
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="resume from the newest checkpoint in --out (default); --no-resume starts over",
+    )
     parser.add_argument("--text-cache", help="folder of shared text-encoder caches (default: <out>/text_cache)")
-    parser.add_argument("--build-text-cache", action="store_true",
-                        help="only encode the captions of --shards into --text-cache, then exit")
-    parser.add_argument("--plot", nargs="+", metavar="METRICS_JSON",
-                        help="instead of training: plot the loss curves of these runs' metrics.json")
+    parser.add_argument(
+        "--build-text-cache",
+        action="store_true",
+        help="only encode the captions of --shards into --text-cache, then exit",
+    )
+    parser.add_argument(
+        "--plot",
+        nargs="+",
+        metavar="METRICS_JSON",
+        help="instead of training: plot the loss curves of these runs' metrics.json",
+    )
     parser.add_argument("--plot-out", default="results/train_lm/loss_curves.png", help="PNG written by --plot")
 
 
@@ -248,9 +307,25 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(build_text_cache(data.captions(), text_cfg, args.text_cache, train_cfg.text_cache_dtype))
         return 0
     out = args.out or f"results/train_lm/{backbone}"
-    metrics = train_lm(args.shards, lm_cfg, text_cfg, train_cfg, out, seed, backbone=backbone, resume=args.resume,
-                       text_cache_dir=args.text_cache)
+    metrics = train_lm(
+        args.shards,
+        lm_cfg,
+        text_cfg,
+        train_cfg,
+        out,
+        seed,
+        backbone=backbone,
+        resume=args.resume,
+        text_cache_dir=args.text_cache,
+    )
     if metrics:
-        print(json.dumps({k: metrics[k] for k in ("backbone", "steps", "first_loss", "last_loss", "best_val_loss",
-                                                  "tokens_per_s")}, indent=2))
+        print(
+            json.dumps(
+                {
+                    k: metrics[k]
+                    for k in ("backbone", "steps", "first_loss", "last_loss", "best_val_loss", "tokens_per_s")
+                },
+                indent=2,
+            )
+        )
     return 0

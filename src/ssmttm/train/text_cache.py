@@ -45,8 +45,9 @@ def caption_key(caption: str) -> str:
 
 def cache_key(text_cfg: TextConfig, dtype: str = "float32") -> str:
     """Folder name of the cache for this encoder setting (batch_size and device do not change the outputs)."""
-    return hash_params({"format": CACHE_FORMAT, "encoder": text_cfg.encoder, "max_length": text_cfg.max_length,
-                        "dtype": dtype})[:16]
+    return hash_params(
+        {"format": CACHE_FORMAT, "encoder": text_cfg.encoder, "max_length": text_cfg.max_length, "dtype": dtype}
+    )[:16]
 
 
 def cache_folder(root: str | Path, text_cfg: TextConfig, dtype: str = "float32") -> Path:
@@ -58,8 +59,9 @@ def read_cache_info(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def build_text_cache(captions: Iterable[str], text_cfg: TextConfig, root: str | Path, dtype: str = "float32",
-                     encoder: Any | None = None) -> Path:
+def build_text_cache(
+    captions: Iterable[str], text_cfg: TextConfig, root: str | Path, dtype: str = "float32", encoder: Any | None = None
+) -> Path:
     """Encode every distinct caption (plus "") into `root/<key>/` unless a complete cache there covers them.
 
     `encoder` defaults to `TextEncoder(text_cfg)`; anything with `encode(list[str]) -> TextEncoding` works.
@@ -94,8 +96,15 @@ def build_text_cache(captions: Iterable[str], text_cfg: TextConfig, root: str | 
             name = f"captions-{start // CAPTIONS_PER_FILE:05d}.safetensors"
             save_file(tensors, str(tmp / name), metadata={"format": CACHE_FORMAT})
             files.append(name)
-        info = {"format": CACHE_FORMAT, "encoder": text_cfg.encoder, "max_length": text_cfg.max_length,
-                "d_text": d_text, "dtype": dtype, "captions": [caption_key(c) for c in wanted], "files": files}
+        info = {
+            "format": CACHE_FORMAT,
+            "encoder": text_cfg.encoder,
+            "max_length": text_cfg.max_length,
+            "d_text": d_text,
+            "dtype": dtype,
+            "captions": [caption_key(c) for c in wanted],
+            "files": files,
+        }
         write_json(tmp / CACHE_FILE, info)
         write_provenance(tmp, "text_cache", asdict(text_cfg), None, dtype=dtype, n_captions=len(wanted))
     return folder
@@ -108,8 +117,10 @@ class TextCache:
         self.folder = Path(folder)
         info = read_cache_info(self.folder)
         if info is None:
-            raise UserFacingError(f"text cache {self.folder}: {CACHE_FILE} not found; build it with "
-                                  "`ssmttm train-lm --build-text-cache` (or delete the folder to rebuild it)")
+            raise UserFacingError(
+                f"text cache {self.folder}: {CACHE_FILE} not found; build it with "
+                "`ssmttm train-lm --build-text-cache` (or delete the folder to rebuild it)"
+            )
         self.info = info
         self.max_length = int(info["max_length"])
         self.hidden_size = int(info["d_text"])
@@ -142,9 +153,11 @@ class TextCache:
             key = caption_key(caption)
             handle = index.get(key)
             if handle is None:
-                raise UserFacingError(f"text cache {self.folder} has no encoding of caption {caption[:60]!r}; the "
-                                      "shards changed since it was built: rebuild it with `ssmttm train-lm "
-                                      "--build-text-cache`")
+                raise UserFacingError(
+                    f"text cache {self.folder} has no encoding of caption {caption[:60]!r}; the "
+                    "shards changed since it was built: rebuild it with `ssmttm train-lm "
+                    "--build-text-cache`"
+                )
             mask[i] = handle.get_tensor(f"{key}.mask").bool()
             hidden[i, mask[i]] = handle.get_tensor(key).float()
         return TextEncoding(hidden, mask)
