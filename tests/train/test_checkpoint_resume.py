@@ -144,3 +144,10 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     assert _losses(tmp_path / "cut") == got
     with pytest.raises(Exception, match="other params"):
         train_lm(out_dir=tmp_path / "cut", **{**common, "train_cfg": tiny_train(max_steps=8, lr=1e-2)})
+    # The workflow's mode: checkpoints made with other params are replaced by a fresh run, not mixed in.
+    changed = tiny_train(max_steps=8, lr=1e-2)
+    fresh = train_lm(out_dir=tmp_path / "fresh", **{**common, "train_cfg": changed})
+    restarted = train_lm(out_dir=tmp_path / "cut", restart_if_params_changed=True, **{**common, "train_cfg": changed})
+    assert restarted["first_loss"] == pytest.approx(fresh["first_loss"], abs=1e-6)
+    assert restarted["last_loss"] == pytest.approx(fresh["last_loss"], abs=1e-6)
+    assert restarted["last_loss"] != pytest.approx(resumed["last_loss"], abs=1e-6)

@@ -37,7 +37,7 @@ def dry_run_output(repo_root, tmp_path_factory) -> str:
             "--profile",
             "workflow/profiles/slurm",
             "--dry-run",
-            "results/train_lm/prefix_simba",
+            "results/train_lm/prefix_simba/metrics.json",
         ],
         cwd=root,
         capture_output=True,

@@ -155,6 +155,7 @@ def train_lm(
     backbone: str | None = None,
     *,
     resume: bool = True,
+    restart_if_params_changed: bool = False,
     text_cache_dir: str | Path | None = None,
     text_encoder: Any | None = None,
     callbacks: list[Any] | None = None,
@@ -163,6 +164,8 @@ def train_lm(
     """Train `backbone` (default lm_cfg.backbone) on the shards in `shards_dir`; returns the summary metrics.
 
     `text_encoder` (anything with `encode`) replaces the configured encoder when the text cache is built (tests);
+    `restart_if_params_changed` starts over, instead of stopping, when the newest checkpoint was made with other
+    params (the workflow's behaviour: it reruns a run only when its params changed, or to resume a killed one);
     `callbacks` are extra Lightning callbacks; `record_clip_ids` makes each rank write the clip ids it trained on and
     a hash of its final weights to `rank<R>.json` (data-parallel tests).
     """
@@ -184,12 +187,19 @@ def train_lm(
     lm_cfg = resolve_d_text(lm_cfg, text.hidden_size)
     config = run_config(lm_cfg, text_cfg, train_cfg, seed)
 
-    if resume and (done := finished_metrics(out_dir, config, train_cfg.max_steps)) is not None:
-        log.info("%s already trained to step %d; nothing to do", out_dir, train_cfg.max_steps)
-        return done
     checkpoint = latest_checkpoint(out_dir) if resume else None
     if checkpoint is not None:
-        check_resumable(checkpoint, config)
+        try:
+            check_resumable(checkpoint, config)
+        except UserFacingError as exc:
+            if not restart_if_params_changed:
+                raise
+            log.warning("%s; starting over", str(exc).split(";")[0])
+            checkpoint = None
+    if checkpoint is not None and (done := finished_metrics(out_dir, config, train_cfg.max_steps)) is not None:
+        log.info("%s already trained to step %d; nothing to do", out_dir, train_cfg.max_steps)
+        return done
+    if checkpoint is not None:
         log.info("resuming from %s", checkpoint)
     if is_primary_process():
         remove_temporaries(out_dir)
@@ -271,6 +281,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="resume from the newest checkpoint in --out (default); --no-resume starts over",
     )
+    parser.add_argument(
+        "--restart-if-params-changed",
+        action="store_true",
+        help="with --resume: start over (deleting the old checkpoints) instead of stopping when they were trained "
+        "with other params; the Snakemake rule uses it",
+    )
     parser.add_argument("--text-cache", help="folder of shared text-encoder caches (default: <out>/text_cache)")
     parser.add_argument(
         "--build-text-cache",
@@ -316,6 +332,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         seed,
         backbone=backbone,
         resume=args.resume,
+        restart_if_params_changed=args.restart_if_params_changed,
         text_cache_dir=args.text_cache,
     )
     if metrics:
