@@ -94,3 +94,29 @@ def test_code_deps_exist(stages, repo_root):
         for dep in stage.get("deps", []):
             if dep.startswith(("src/", "workflow/")):
                 assert (repo_root / dep).exists(), f"dvc stage {name}: dependency {dep} does not exist"
+
+
+def test_committed_lock_covers_every_stage_with_the_demo_params(stages, repo_root):
+    """dvc.lock pins the demo's artifacts: every stage is there, recorded with the params now in params.yaml."""
+    lock = yaml.safe_load((repo_root / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(stages)
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    for name, entry in lock.items():
+        recorded = entry.get("params", {}).get("params.yaml", {})
+        assert set(recorded) == set(stages[name].get("params", [])), name
+        for section, value in recorded.items():
+            assert _normal(value) == _normal(params[section]), f"dvc.lock {name}: params.yaml:{section} changed"
+
+
+def _normal(value):
+    """DVC writes 1e-07 where params.yaml has 1.0e-7; YAML 1.1 reads the former as a string."""
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
