@@ -11,6 +11,7 @@ from ssmttm.data.shards import TokenRow, finalize_manifest, write_shard
 from ssmttm.models.lm import LMConfig
 from ssmttm.text.encoder import TextConfig, TextEncoding
 from ssmttm.train.config import TrainConfig
+from tests.models._lm_utils import tiny_cfg
 
 VOCAB = 16  # codebook size of the synthetic codes; the special id is 16
 CODEC = {
@@ -74,20 +75,10 @@ def make_shards(
 
 
 def tiny_lm(backbone: str = "prefix_simba", **overrides) -> LMConfig:
-    base = dict(
-        backbone=backbone,
-        d_model=32,
-        n_layers=2,
-        d_state=8,
-        d_conv=4,
-        expand=2,
-        headdim=8,
-        ngroups=1,
+    """The LM tests' tiny config, with training-time regularisation on (dropout, caption dropout, smoothing)."""
+    training = dict(
         chunk_size=8,
-        n_heads=4,
-        mlp_hidden=64,
         dropout=0.1,
-        n_codebooks=1,
         codebook_size=VOCAB,
         special_id=VOCAB,
         seq_len=33,
@@ -96,8 +87,7 @@ def tiny_lm(backbone: str = "prefix_simba", **overrides) -> LMConfig:
         p_drop_token=0.1,
         label_smoothing=0.1,
     )
-    base.update(overrides)
-    return LMConfig(**base)
+    return tiny_cfg(backbone, **{**training, **overrides})
 
 
 def tiny_train(**overrides) -> TrainConfig:
