@@ -142,24 +142,28 @@ def run_one(lm_cfg: LMConfig, train_cfg: TrainConfig, d_text: int, workdir: Path
     }
 
 
+def throughput_train_config(steps: int, **hardware) -> TrainConfig:
+    """A short run that only measures speed: one checkpoint and one validation batch at the end."""
+    return TrainConfig(
+        accumulate_grad_batches=1,
+        max_steps=steps,
+        warmup_steps=2,
+        checkpoint_every=steps,
+        keep_last_checkpoints=1,
+        val_every=steps,
+        val_batches=1,
+        log_every=1,
+        deterministic=False,
+        **hardware,
+    )
+
+
 def bench_cpu(cfg: BenchConfig) -> list[dict]:
     params = yaml.safe_load(Path(cfg.params).read_text())
     base = section_to_dataclass(LMConfig, params["lm"])
     train_section = params.get("train_lm", {})
-    train = TrainConfig(
-        batch_size=train_section.get("batch_size", 8),
-        accumulate_grad_batches=1,
-        max_steps=cfg.steps,
-        lr=1e-3,
-        warmup_steps=2,
-        checkpoint_every=cfg.steps,
-        keep_last_checkpoints=1,
-        val_every=cfg.steps,
-        val_batches=1,
-        log_every=1,
-        accelerator="cpu",
-        precision="32-true",
-        deterministic=False,
+    train = throughput_train_config(
+        cfg.steps, batch_size=train_section.get("batch_size", 8), lr=1e-3, accelerator="cpu", precision="32-true"
     )
     results = []
     for backbone in cfg.backbones:
@@ -172,21 +176,8 @@ def bench_cpu(cfg: BenchConfig) -> list[dict]:
 def bench_gpu(cfg: BenchConfig) -> list[dict] | dict:
     if not torch.cuda.is_available():
         return {"skipped": "CUDA is not available"}
-    train = TrainConfig(
-        batch_size=4,
-        accumulate_grad_batches=1,
-        max_steps=cfg.gpu_steps,
-        warmup_steps=2,
-        checkpoint_every=cfg.gpu_steps,
-        keep_last_checkpoints=1,
-        val_every=cfg.gpu_steps,
-        val_batches=1,
-        log_every=1,
-        accelerator="gpu",
-        devices=1,
-        precision="bf16-mixed",
-        deterministic=False,
-        num_workers=2,
+    train = throughput_train_config(
+        cfg.gpu_steps, batch_size=4, accelerator="gpu", devices=1, precision="bf16-mixed", num_workers=2
     )
     results = []
     for backbone in cfg.gpu_backbones:
