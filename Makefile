@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup demo test lint bench profile clean-demo help
+.PHONY: setup demo test lint bench profile experiments help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,9 +26,16 @@ $(STAMP): pyproject.toml requirements/constraints.txt scripts/setup_env.sh
 		bash scripts/setup_env.sh
 	touch $@
 
-demo: setup  ## run the whole pipeline on the embedded offline demo profile (params.yaml)
+demo: setup  ## run the whole pipeline on the embedded offline demo profile (params.yaml), then record it in DVC
 	$(VENV)/bin/ssmttm validate params.yaml
-	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES) --profile workflow/profiles/default
+	$(VENV)/bin/snakemake --cores $(CORES)
+	@# Record what Snakemake built as DVC's versioned state (dvc.lock + cache): `dvc status` is then clean,
+	@# `dvc repro` has nothing to do and `dvc push` sends the run to the default remote.
+	$(VENV)/bin/dvc commit --force --quiet
+	$(VENV)/bin/dvc status
+
+experiments:  ## `dvc exp show`, readable at 120 columns: params that differ, the metrics of each backbone
+	$(VENV)/bin/dvc exp show --only-changed --drop 'deps:.*|data/codec/metrics.json:.*|.*:(params|flops|steps|last_loss)$$' --md
 
 test: setup  ## run the test suite (offline, CPU)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -35,7 +35,7 @@ from ssmttm.models.lm import LMConfig
 from ssmttm.text.encoder import TextConfig, TextEncoding
 from ssmttm.train.config import TrainConfig
 from ssmttm.train.flops import H100_BF16_DENSE_FLOPS, mfu
-from ssmttm.train.recorder import HISTORY_FILE, read_history
+from ssmttm.train.recorder import TIMING_LOG_FILE, read_history
 from ssmttm.train.stage import train_lm
 
 WARMUP_STEPS = 3  # logged steps left out of the median (first-call overheads, allocator warm-up)
@@ -123,7 +123,7 @@ def run_one(lm_cfg: LMConfig, train_cfg: TrainConfig, d_text: int, workdir: Path
         resume=False,
     )
     wall = time.perf_counter() - start
-    rows = [r for r in read_history(workdir / "run" / HISTORY_FILE) if "loss" in r][WARMUP_STEPS:]
+    rows = [r for r in read_history(workdir / "run" / TIMING_LOG_FILE) if "tokens_per_s" in r][WARMUP_STEPS:]
     rate = statistics.median(r["tokens_per_s"] for r in rows)
     tokens_per_step = train_cfg.batch_size * train_cfg.accumulate_grad_batches * lm_cfg.seq_len
     return {

@@ -114,3 +114,14 @@ def test_section_to_dataclass_nested_and_defaults():
     assert cfg == _Outer(name="x", inner=_Inner(a=1, b=(2.0, 3.0)))
     with pytest.raises(ParamsError, match="unknown key"):
         section_to_dataclass(_Outer, {"nme": "y"})
+
+
+def test_text_cache_dtype_is_in_the_text_section(demo_params, repo_root):
+    assert demo_params["text"]["cache_dtype"] == "float32"
+    assert load_params(repo_root / "configs/paper.yaml")["text"]["cache_dtype"] == "bfloat16"
+    params = copy.deepcopy(demo_params)
+    params["text"]["cache_dtype"] = "int8"
+    _check_rejected(params, "text.cache_dtype", "'int8'", "'bfloat16'")
+    params = copy.deepcopy(demo_params)
+    params["train_lm"]["text_cache_dtype"] = "float32"  # moved to text.cache_dtype
+    _check_rejected(params, "train_lm.text_cache_dtype")

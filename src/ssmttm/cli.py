@@ -26,7 +26,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "caption": ("ssmttm.data.caption", "write one caption per clip (tags, imported file, or a model)"),
     "codec": ("ssmttm.codec.stage", "train a small DAC or verify/download pretrained DAC weights"),
     "tokenize": ("ssmttm.data.tokenize", "encode clips to DAC codes (and latents) in Parquet shards"),
-    "train-lm": ("ssmttm.train.stage", "train a language model backbone on the token shards"),
+    "text-cache": ("ssmttm.train.text_cache", "encode every caption of the token shards with the frozen text encoder"),
+    "train-lm": ("ssmttm.train.stage", "train (or resume, or reuse) a language model backbone on the token shards"),
+    "lm-plot": ("ssmttm.train.plots", "loss curves, final losses and loss CSVs of several train-lm runs"),
     "generate": ("ssmttm.generate", "generate audio tokens from captions with a trained LM"),
 }
 

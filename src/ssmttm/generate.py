@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ssmttm.artifacts import atomic_path
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.errors import UserFacingError
 from ssmttm.models.delay import delay_valid_mask, delayed_length, undo_delay
 from ssmttm.models.lm import MusicLM, load_lm
+from ssmttm.progress import progress as report_progress
 from ssmttm.text.encoder import TextConfig, TextEncoder, TextEncoding
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _generate_batch(
     valid = delay_valid_mask(n_frames, K, device=device)  # (K, L): where a real code goes
     seq = torch.full((len(text), K, length), special, dtype=torch.long, device=device)  # (2n or n, K, L)
     cache = None
-    for t in tqdm(range(length), desc="generate", unit="tok", disable=not progress, leave=False):
+    for t in report_progress(range(length), "generate", "token", enabled=progress, leave=False):
         if recurrent:
             if t == 0:
                 logits, cache = model.start(text.hidden, text.mask, max_new=length)  # (2n, K, V)

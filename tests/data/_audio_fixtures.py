@@ -11,8 +11,11 @@ import numpy as np
 import soundfile as sf
 
 SOUNDFILE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
-FFMPEG_CODECS = {".mp3": ["-c:a", "libmp3lame", "-b:a", "128k"], ".opus": ["-c:a", "libopus", "-b:a", "96k"],
-                 ".m4a": ["-c:a", "aac", "-b:a", "128k"]}
+FFMPEG_CODECS = {
+    ".mp3": ["-c:a", "libmp3lame", "-b:a", "128k"],
+    ".opus": ["-c:a", "libopus", "-b:a", "96k"],
+    ".m4a": ["-c:a", "aac", "-b:a", "128k"],
+}
 
 
 def ffmpeg_exe() -> str:
@@ -60,16 +63,35 @@ def write_kept(selected_dir: Path, rows: list[dict[str, Any]]) -> Path:
 def kept_row(track_id: str, audio_path: Path, tags: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     info = sf.info(str(audio_path)) if audio_path.suffix in SOUNDFILE_FORMATS else None
     return {
-        "id": track_id, "audio_path": str(audio_path), "licence": "CC-BY-4.0", "licence_sources": {},
-        "tags": tags or {}, "source": "demo", "sha256": "0" * 64, "bytes": audio_path.stat().st_size,
-        "duration_s": info.duration if info else None, "sample_rate": info.samplerate if info else None,
-        "channels": info.channels if info else None, **extra,
+        "id": track_id,
+        "audio_path": str(audio_path),
+        "licence": "CC-BY-4.0",
+        "licence_sources": {},
+        "tags": tags or {},
+        "source": "demo",
+        "sha256": "0" * 64,
+        "bytes": audio_path.stat().st_size,
+        "duration_s": info.duration if info else None,
+        "sample_rate": info.samplerate if info else None,
+        "channels": info.channels if info else None,
+        **extra,
     }
 
 
-TINY_HTDEMUCS_KWARGS = {"sources": ["drums", "bass", "other", "vocals"], "audio_channels": 2, "samplerate": 44100,
-                        "segment": 1, "channels": 4, "depth": 3, "nfft": 256, "t_layers": 1, "t_heads": 2,
-                        "dconv_comp": 2, "t_hidden_scale": 1.0, "norm_starts": 10}
+TINY_HTDEMUCS_KWARGS = {
+    "sources": ["drums", "bass", "other", "vocals"],
+    "audio_channels": 2,
+    "samplerate": 44100,
+    "segment": 1,
+    "channels": 4,
+    "depth": 3,
+    "nfft": 256,
+    "t_layers": 1,
+    "t_heads": 2,
+    "dconv_comp": 2,
+    "t_hidden_scale": 1.0,
+    "norm_starts": 10,
+}
 
 
 def tiny_htdemucs(seed: int = 0):

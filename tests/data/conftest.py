@@ -99,8 +99,9 @@ def http_server(tmp_path):
         server.server_close()
 
 
-def write_tone(path: Path, seconds: float, sample_rate: int = 8000, freq: float = 440.0, channels: int = 1,
-               fmt: str | None = None) -> Path:
+def write_tone(
+    path: Path, seconds: float, sample_rate: int = 8000, freq: float = 440.0, channels: int = 1, fmt: str | None = None
+) -> Path:
     """A sine tone file (WAV unless `fmt`): small, deterministic, decodable."""
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     tone = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)  # (N,)

@@ -22,12 +22,15 @@ def test_lossless_formats_round_trip(tmp_path, suffix):
     np.testing.assert_allclose(samples, src, atol=1.5 / 32768)  # 16-bit quantisation only
 
 
-@pytest.mark.parametrize(("suffix", "rate", "channels"), [
-    (".ogg", 44100, 2),  # vorbis via soundfile
-    (".mp3", 44100, 2),  # libmp3lame via ffmpeg, decoded by libsndfile
-    (".opus", 48000, 1),  # libopus via ffmpeg (opus always decodes at 48 kHz)
-    (".m4a", 44100, 2),  # AAC: libsndfile cannot read it, so this exercises the ffmpeg fallback
-])
+@pytest.mark.parametrize(
+    ("suffix", "rate", "channels"),
+    [
+        (".ogg", 44100, 2),  # vorbis via soundfile
+        (".mp3", 44100, 2),  # libmp3lame via ffmpeg, decoded by libsndfile
+        (".opus", 48000, 1),  # libopus via ffmpeg (opus always decodes at 48 kHz)
+        (".m4a", 44100, 2),  # AAC: libsndfile cannot read it, so this exercises the ffmpeg fallback
+    ],
+)
 def test_lossy_formats_decode_to_the_right_tone(tmp_path, suffix, rate, channels):
     seconds = 1.0
     path = write_audio(tmp_path / f"x{suffix}", tone(440, seconds, rate, channels=channels), rate)
@@ -37,10 +40,10 @@ def test_lossy_formats_decode_to_the_right_tone(tmp_path, suffix, rate, channels
     assert samples.dtype == np.float32
     # Encoders add priming/padding samples: allow a few codec frames.
     assert abs(samples.shape[1] / rate - seconds) < 0.1
-    middle = samples[0, rate // 4: 3 * rate // 4]
+    middle = samples[0, rate // 4 : 3 * rate // 4]
     assert abs(dominant_freq(middle, rate) - 440) < 5
     if channels == 2:  # the right channel carries the octave: channels are not swapped or merged
-        assert abs(dominant_freq(samples[1, rate // 4: 3 * rate // 4], rate) - 880) < 5
+        assert abs(dominant_freq(samples[1, rate // 4 : 3 * rate // 4], rate) - 880) < 5
 
 
 def test_audio_info_reads_headers(tmp_path):

@@ -34,14 +34,26 @@ def clips_dir(tmp_path) -> Path:
     """A segment shard: 3 clips of track 'a' and 2 of track 'b', with short tones of different pitch."""
     folder = tmp_path / "segment" / "shard-00000"
     rows = []
-    for i, (track, k, tags) in enumerate([("a", 0, TAGS), ("a", 1, TAGS), ("a", 3, TAGS),
-                                          ("b", 0, {"genre": "rock"}), ("b", 1, {})]):
+    for i, (track, k, tags) in enumerate(
+        [("a", 0, TAGS), ("a", 1, TAGS), ("a", 3, TAGS), ("b", 0, {"genre": "rock"}), ("b", 1, {})]
+    ):
         clip_id = f"{track}-{k:04d}"
         path = folder / "clips" / f"{clip_id}.wav"
         write_wav(path, tone(220 * (i + 1), 0.5 + 0.25 * i, CLIP_RATE)[0], CLIP_RATE)
-        rows.append({"clip_id": clip_id, "track_id": track, "audio_path": str(path), "start_s": 0.0,
-                     "duration_s": 0.5, "num_samples": 8000, "sample_rate": CLIP_RATE, "licence": "CC-BY-4.0",
-                     "tags": tags, "vocals_removed": False})
+        rows.append(
+            {
+                "clip_id": clip_id,
+                "track_id": track,
+                "audio_path": str(path),
+                "start_s": 0.0,
+                "duration_s": 0.5,
+                "num_samples": 8000,
+                "sample_rate": CLIP_RATE,
+                "licence": "CC-BY-4.0",
+                "tags": tags,
+                "vocals_removed": False,
+            }
+        )
     (folder / "clips.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in reversed(rows)))
     return folder
 
@@ -54,6 +66,7 @@ def run(clips_dir: Path, cfg: cap.CaptionConfig, out: Path | None = None, **kw) 
 
 # ----------------------------------------------------------------------------------------------- tags
 
+
 def test_tag_caption_example_and_determinism():
     texts = {tag_caption(TAGS, f"t-{i:04d}", seed=0) for i in range(60)}
     assert len(texts) >= len(TEMPLATES) >= 5  # several phrasings, chosen by clip id
@@ -65,23 +78,41 @@ def test_tag_caption_example_and_determinism():
 
 
 def test_tag_parsing_cleans_values():
-    parts = parse_tags({"genre": ["genre---Rock", "pop", "rock"], "style": "lo_fi", "mood": None, "bpm": "121.6",
-                        "key": "F#min", "instruments": "guitar, drums"})
+    parts = parse_tags(
+        {
+            "genre": ["genre---Rock", "pop", "rock"],
+            "style": "lo_fi",
+            "mood": None,
+            "bpm": "121.6",
+            "key": "F#min",
+            "instruments": "guitar, drums",
+        }
+    )
     assert parts.genres == ("rock", "pop", "lo fi") and parts.moods == ()
     assert parts.bpm == 122 and parts.key == "F# minor" and parts.instruments == ("guitar", "drums")
     assert parse_tags({"bpm": "fast", "key": "", "mood": ["None", ""]}) == parse_tags({})
     assert parse_tags({"key": "Bb"}).key == "Bb major" and parse_tags({"key": "Dorian on D"}).key == "Dorian on D"
 
 
-WORDS = st.one_of(st.text(alphabet="abcxyz _-#,;0123456789", max_size=12),
-                  st.sampled_from(["None", "nan", "null", "", "Calm", "upbeat", "Rock", "C major", "Am", "lo_fi"]))
-TAG_VALUES = st.one_of(st.none(), st.booleans(), WORDS, st.lists(st.one_of(st.none(), WORDS), max_size=3),
-                       st.integers(-5, 500), st.floats(allow_nan=True, allow_infinity=True))
+WORDS = st.one_of(
+    st.text(alphabet="abcxyz _-#,;0123456789", max_size=12),
+    st.sampled_from(["None", "nan", "null", "", "Calm", "upbeat", "Rock", "C major", "Am", "lo_fi"]),
+)
+TAG_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    WORDS,
+    st.lists(st.one_of(st.none(), WORDS), max_size=3),
+    st.integers(-5, 500),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
 
 
 @settings(max_examples=120, deadline=None)
-@given(tags=st.dictionaries(st.sampled_from(["mood", "genre", "style", "instruments", "bpm", "key", "title"]),
-                            TAG_VALUES), clip_id=st.text(min_size=1, max_size=10))
+@given(
+    tags=st.dictionaries(st.sampled_from(["mood", "genre", "style", "instruments", "bpm", "key", "title"]), TAG_VALUES),
+    clip_id=st.text(min_size=1, max_size=10),
+)
 def test_tag_caption_never_empty_or_none(tags, clip_id):
     text = tag_caption(tags, clip_id, seed=0)
     assert text and not text[0].islower() and text.endswith(".")
@@ -98,7 +129,9 @@ def test_tags_mode_writes_the_contract(clips_dir):
         assert set(row) == {"clip_id", "track_id", "caption", "caption_source"}
         assert row["caption_source"] == "tags" and row["caption"] == tag_caption(
             TAGS if row["track_id"] == "a" else ({"genre": "rock"} if row["clip_id"] == "b-0000" else {}),
-            row["clip_id"], seed=3)
+            row["clip_id"],
+            seed=3,
+        )
     out = clips_dir.parent.parent / "caption" / "shard-00000"
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["stage"] == "caption" and prov["counts"] == {"tags": 5} and prov["seed"] == 3
@@ -108,6 +141,7 @@ def test_tags_mode_writes_the_contract(clips_dir):
 
 
 # ----------------------------------------------------------------------------------------------- import
+
 
 def _write_import(path: Path, records: list[dict], fmt: str) -> Path:
     if fmt == "csv":
@@ -124,12 +158,18 @@ def _write_import(path: Path, records: list[dict], fmt: str) -> Path:
     return path
 
 
-IMPORTED = [{"id": "a", "caption": "Track a, gentle piano."}, {"id": "a-0003", "caption": "Clip a-0003, its own."},
-            {"id": "b", "caption": "Track b,   loud   guitars."}, {"id": "zzz", "caption": "Not in this shard."}]
+IMPORTED = [
+    {"id": "a", "caption": "Track a, gentle piano."},
+    {"id": "a-0003", "caption": "Clip a-0003, its own."},
+    {"id": "b", "caption": "Track b,   loud   guitars."},
+    {"id": "zzz", "caption": "Not in this shard."},
+]
 
 
-@pytest.mark.parametrize(("fmt", "suffix"), [("csv", ".csv"), ("json_list", ".json"), ("json_map", ".json"),
-                                             ("jsonl", ".jsonl"), ("parquet", ".parquet")])
+@pytest.mark.parametrize(
+    ("fmt", "suffix"),
+    [("csv", ".csv"), ("json_list", ".json"), ("json_map", ".json"), ("jsonl", ".jsonl"), ("parquet", ".parquet")],
+)
 def test_import_every_format_clip_id_before_track_id(clips_dir, tmp_path, fmt, suffix):
     path = _write_import(tmp_path / f"captions{suffix}", IMPORTED, fmt)
     rows = {r["clip_id"]: r for r in run(clips_dir, make_cfg(mode="import", import_path=str(path)))}
@@ -156,10 +196,13 @@ def test_import_missing_clip_is_an_error_or_falls_back_to_tags(clips_dir, tmp_pa
     with pytest.raises(UserFacingError, match=r"c.jsonl: no caption for clip b-0000 \(nor its track b\); 2 of 5"):
         cap.caption_shard(clips_dir, make_cfg(mode="import", import_path=str(path)), out)
     assert not out.exists()
-    rows = {r["clip_id"]: r for r in run(clips_dir, make_cfg(mode="import", import_path=str(path),
-                                                             import_missing="tags"), out=out)}
+    rows = {
+        r["clip_id"]: r
+        for r in run(clips_dir, make_cfg(mode="import", import_path=str(path), import_missing="tags"), out=out)
+    }
     assert rows["b-0000"]["caption_source"] == "tags" and rows["b-0000"]["caption"] == tag_caption(
-        {"genre": "rock"}, "b-0000", seed=3)
+        {"genre": "rock"}, "b-0000", seed=3
+    )
     assert rows["a-0001"]["caption_source"] == "import"
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["counts"] == {"import": 3, "tags": 2} and len(prov["inputs"]["import"]) == 64
@@ -180,6 +223,7 @@ def test_import_path_errors(clips_dir, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- model
+
 
 @pytest.fixture(scope="module")
 def tiny_qwen2_audio(tmp_path_factory) -> Path:
@@ -205,19 +249,38 @@ def tiny_qwen2_audio(tmp_path_factory) -> Path:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=special,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     bpe.train_from_iterator(["a calm acoustic piece with piano and strings", "an upbeat electronic track"], trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        additional_special_tokens=special[1:])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=special[1:]
+    )
     features = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=2, n_fft=400)
     processor = Qwen2AudioProcessor(feature_extractor=features, tokenizer=tokenizer)
-    text = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    audio = Qwen2AudioEncoderConfig(num_mel_bins=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
-                                    d_model=16, max_source_positions=100)  # 200 mel frames = 2 s
-    config = Qwen2AudioConfig(audio_config=audio, text_config=text,
-                              audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    text = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    audio = Qwen2AudioEncoderConfig(
+        num_mel_bins=16,
+        encoder_layers=1,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        d_model=16,
+        max_source_positions=100,
+    )  # 200 mel frames = 2 s
+    config = Qwen2AudioConfig(
+        audio_config=audio, text_config=text, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    )
     torch.manual_seed(0)
     model = Qwen2AudioForConditionalGeneration(config)
     folder = tmp_path_factory.mktemp("tiny-qwen2-audio")
@@ -227,8 +290,15 @@ def tiny_qwen2_audio(tmp_path_factory) -> Path:
 
 
 def model_cfg(folder: Path, **overrides) -> cap.CaptionConfig:
-    section = {"name_or_path": str(folder), "batch_size": 2, "max_new_tokens": 6, "device": "cpu", "dtype": "float32",
-               "sample_rate": 16000, "prompt": "Describe this music."}
+    section = {
+        "name_or_path": str(folder),
+        "batch_size": 2,
+        "max_new_tokens": 6,
+        "device": "cpu",
+        "dtype": "float32",
+        "sample_rate": 16000,
+        "prompt": "Describe this music.",
+    }
     section.update(overrides)
     return make_cfg(mode="model", model=section)
 
@@ -303,12 +373,15 @@ class FakeRunner:
 
 
 def test_injected_runner_empty_reply_falls_back_to_tags(clips_dir):
-    rows = {r["clip_id"]: r for r in run(clips_dir, model_cfg(Path("unused"), batch_size=4),
-                                         model_runner=FakeRunner())}
+    rows = {r["clip_id"]: r for r in run(clips_dir, model_cfg(Path("unused"), batch_size=4), model_runner=FakeRunner())}
     assert rows["a-0000"]["caption_source"] == "tags"  # 0.5 s at 8 kHz = 4000 samples -> empty reply
     assert rows["a-0000"]["caption"] == tag_caption(TAGS, "a-0000", seed=3)
-    assert rows["a-0001"] == {"clip_id": "a-0001", "track_id": "a", "caption": "clip of 6000 samples",
-                              "caption_source": "model"}
+    assert rows["a-0001"] == {
+        "clip_id": "a-0001",
+        "track_id": "a",
+        "caption": "clip of 6000 samples",
+        "caption_source": "model",
+    }
 
 
 def test_killed_run_leaves_no_complete_looking_output(clips_dir, tmp_path):

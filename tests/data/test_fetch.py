@@ -35,11 +35,14 @@ def _cfg(**kw) -> FetchConfig:
 def test_fetch_http_through_ytdlp(http_server, in_tmp, tone):
     tone(http_server.root / "one.wav", 1.0)
     tone(http_server.root / "two.flac", 0.5, fmt="FLAC")
-    manifest = _manifest(in_tmp / "manifest.jsonl", [
-        {"id": "t1", "url": http_server.url("one.wav"), "tags": {"mood": "calm"}},
-        {"id": "t2", "url": http_server.url("two.flac"), "licence": "CC BY 4.0"},
-        {"id": "other", "url": http_server.url("nothere.wav"), "shard": 1},
-    ])
+    manifest = _manifest(
+        in_tmp / "manifest.jsonl",
+        [
+            {"id": "t1", "url": http_server.url("one.wav"), "tags": {"mood": "calm"}},
+            {"id": "t2", "url": http_server.url("two.flac"), "licence": "CC BY 4.0"},
+            {"id": "other", "url": http_server.url("nothere.wav"), "shard": 1},
+        ],
+    )
     summary = fetch_shard(manifest, 0, _cfg(), "data/fetch/shard-00000")
     assert (summary.items, summary.fetched, summary.failed) == (2, 2, 0)
     out = in_tmp / "data/fetch/shard-00000"
@@ -49,8 +52,12 @@ def test_fetch_http_through_ytdlp(http_server, in_tmp, tone):
     assert t1["audio_path"] == "data/fetch/shard-00000/audio/t1.wav"
     assert t1["sha256"] == hashlib.sha256((http_server.root / "one.wav").read_bytes()).hexdigest()
     assert t1["bytes"] == (http_server.root / "one.wav").stat().st_size
-    assert (t1["source"], t1["licence_manifest"], t1["licence_info"], t1["tags"]) == ("manifest", "MIT", None,
-                                                                                     {"mood": "calm"})
+    assert (t1["source"], t1["licence_manifest"], t1["licence_info"], t1["tags"]) == (
+        "manifest",
+        "MIT",
+        None,
+        {"mood": "calm"},
+    )
     assert tracks[1]["audio_path"].endswith("t2.flac")
     info = json.loads((out / "info/t1.json").read_text())
     assert set(info) == {"title", "license", "duration", "uploader", "webpage_url", "ext"}
@@ -64,9 +71,13 @@ def test_fetch_http_through_ytdlp(http_server, in_tmp, tone):
 def test_rerun_is_idempotent_and_byte_identical(http_server, in_tmp, tone):
     tone(http_server.root / "a.wav", 0.5)
     tone(http_server.root / "b.wav", 0.5, freq=330)
-    manifest = _manifest(in_tmp / "manifest.jsonl", [
-        {"id": "a", "url": http_server.url("a.wav")}, {"id": "b", "url": http_server.url("b.wav")},
-    ])
+    manifest = _manifest(
+        in_tmp / "manifest.jsonl",
+        [
+            {"id": "a", "url": http_server.url("a.wav")},
+            {"id": "b", "url": http_server.url("b.wav")},
+        ],
+    )
     fetch_shard(manifest, 0, _cfg(), "out")
     first = _snapshot(in_tmp / "out")
     requests = http_server.count()
@@ -105,9 +116,9 @@ def test_other_schemes_are_refused(in_tmp):
 def test_failures_recorded_threshold_enforced_and_rerun_resumes(http_server, in_tmp, tone):
     for name in ("a", "b", "c"):
         tone(http_server.root / f"{name}.wav", 0.3)
-    manifest = _manifest(in_tmp / "manifest.jsonl", [
-        {"id": n, "url": http_server.url(f"{n}.wav")} for n in ("a", "b", "c", "missing")
-    ])
+    manifest = _manifest(
+        in_tmp / "manifest.jsonl", [{"id": n, "url": http_server.url(f"{n}.wav")} for n in ("a", "b", "c", "missing")]
+    )
     with pytest.raises(UserFacingError, match=r"1 of 4 item\(s\) failed.*missing"):
         fetch_shard(manifest, 0, _cfg(max_failure_fraction=0.2, retries=1), "data/fetch/shard-00000")
     assert not (in_tmp / "data/fetch/shard-00000").exists()
@@ -146,9 +157,13 @@ def test_expected_sha256_is_checked(http_server, in_tmp, tone):
 def test_killed_run_leaves_nothing_that_looks_complete(http_server, in_tmp, tone, monkeypatch):
     tone(http_server.root / "a.wav", 0.3)
     tone(http_server.root / "b.wav", 0.3)
-    manifest = _manifest(in_tmp / "manifest.jsonl", [
-        {"id": "a", "url": http_server.url("a.wav")}, {"id": "b", "url": http_server.url("b.wav")},
-    ])
+    manifest = _manifest(
+        in_tmp / "manifest.jsonl",
+        [
+            {"id": "a", "url": http_server.url("a.wav")},
+            {"id": "b", "url": http_server.url("b.wav")},
+        ],
+    )
     calls = []
 
     def crash_on_second(source, dest):
@@ -171,10 +186,20 @@ def test_killed_run_leaves_nothing_that_looks_complete(http_server, in_tmp, tone
 
 def test_start_end_cut_with_download_ranges(http_server, in_tmp, tone):
     tone(http_server.root / "long.wav", 4.0, sample_rate=16000)
-    manifest = _manifest(in_tmp / "manifest.jsonl", [{
-        "id": "clip", "url": http_server.url("long.wav"), "source": "musiccaps", "licence": "unknown",
-        "start_s": 1.0, "end_s": 2.5, "caption": "a tone",
-    }])
+    manifest = _manifest(
+        in_tmp / "manifest.jsonl",
+        [
+            {
+                "id": "clip",
+                "url": http_server.url("long.wav"),
+                "source": "musiccaps",
+                "licence": "unknown",
+                "start_s": 1.0,
+                "end_s": 2.5,
+                "caption": "a tone",
+            }
+        ],
+    )
     fetch_shard(manifest, 0, _cfg(), "out")
     track = read_jsonl(in_tmp / "out/tracks.jsonl")[0]
     assert (track["start_s"], track["end_s"], track["caption"], track["source"]) == (1.0, 2.5, "a tone", "musiccaps")

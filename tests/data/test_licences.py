@@ -23,10 +23,16 @@ ID_RE = re.compile(r"CC-BY(-NC)?(-ND|-SA)?-\d\.\d|CC0-1\.0|PUBLIC-DOMAIN|MIT")
         ("creativecommons.org/licenses/by-sa/4.0", "CC-BY-SA-4.0"),
         ("https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
         ("https://creativecommons.org/publicdomain/mark/1.0/", "PUBLIC-DOMAIN"),
-        ("Available under a Creative Commons Attribution-NonCommercial license: "
-         "http://creativecommons.org/licenses/by-nc/3.0/", "CC-BY-NC-3.0"),
-        ("2009 Artist Licensed to the public under http://creativecommons.org/licenses/by-sa/3.0/ verify at "
-         "http://www.jamendo.com/", "CC-BY-SA-3.0"),
+        (
+            "Available under a Creative Commons Attribution-NonCommercial license: "
+            "http://creativecommons.org/licenses/by-nc/3.0/",
+            "CC-BY-NC-3.0",
+        ),
+        (
+            "2009 Artist Licensed to the public under http://creativecommons.org/licenses/by-sa/3.0/ verify at "
+            "http://www.jamendo.com/",
+            "CC-BY-SA-3.0",
+        ),
         ("CC BY-SA 4.0", "CC-BY-SA-4.0"),
         ("cc-by-sa-4.0", "CC-BY-SA-4.0"),
         ("CC-BY-NC-SA-3.0", "CC-BY-NC-SA-3.0"),
@@ -55,11 +61,26 @@ def test_known_spellings(raw, expected):
 @pytest.mark.parametrize(
     "raw",
     [
-        None, "", "   ", "unknown", "CC BY-SA", "Attribution-NoDerivs", "All rights reserved",
-        "(c) 2012 Some Artist", "GPL-3.0", "Standard YouTube License", "CC BY-ND-SA 4.0", "CC BY 5.0",
-        "CC BY-SA 4.0 or CC BY 3.0", "by-sa 4.0", "Submit", "https://example.com/licence",
+        None,
+        "",
+        "   ",
+        "unknown",
+        "CC BY-SA",
+        "Attribution-NoDerivs",
+        "All rights reserved",
+        "(c) 2012 Some Artist",
+        "GPL-3.0",
+        "Standard YouTube License",
+        "CC BY-ND-SA 4.0",
+        "CC BY 5.0",
+        "CC BY-SA 4.0 or CC BY 3.0",
+        "by-sa 4.0",
+        "Submit",
+        "https://example.com/licence",
         "http://creativecommons.org/licenses/by/3.0/ http://creativecommons.org/licenses/by-nd/3.0/",
-        "http://creativecommons.org/licenses/sampling+/1.0/", "CC BY-SA 4.0 with extra terms", 42,
+        "http://creativecommons.org/licenses/sampling+/1.0/",
+        "CC BY-SA 4.0 with extra terms",
+        42,
     ],
 )
 def test_unrecognised_or_ambiguous_is_none(raw):
@@ -74,6 +95,7 @@ def test_mentions_licence_ignores_plain_copyright_notices():
 
 
 # ----------------------------------------------------------------------------------------------- properties
+
 
 def _case(draw, text: str) -> str:
     flips = draw(st.lists(st.booleans(), min_size=len(text), max_size=len(text)))

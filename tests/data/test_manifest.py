@@ -42,8 +42,13 @@ def test_demo_manifest(in_tmp):
     assert {r["tags"]["mood"] for r in demo} == {"calm", "energetic", "happy", "nostalgic", "tender"}
     assert {r["tags"]["style"] for r in demo} == {"acoustic", "electronic"}
     by_id = {r["id"]: r for r in rows}
-    assert by_id["calm_acoustic_1"]["tags"] == {"mood": "calm", "style": "acoustic", "bpm": 68, "key": "C major",
-                                                 "title": "calm acoustic 1"}
+    assert by_id["calm_acoustic_1"]["tags"] == {
+        "mood": "calm",
+        "style": "acoustic",
+        "bpm": 68,
+        "key": "C major",
+        "title": "calm acoustic 1",
+    }
     assert by_id["nostalgic_electronic_2"]["tags"]["key"] == "Bb minor"
     assert all(_local_path(r["url"]).is_file() for r in rows)
     # portable: no absolute path of this machine in the manifest
@@ -73,17 +78,21 @@ def test_demo_manifest_is_byte_identical_on_rerun_and_max_tracks(in_tmp):
 
 
 def test_licence_table_parser():
-    table = parse_licence_table("calm/\n  calm_acoustic_1.opus   68 bpm  C major   seed 101  [acoustic]\n"
-                                "  x_electronic_2.opus  150 bpm  Bb minor  seed 202  [electronic]\n")
-    assert table == {"calm_acoustic_1.opus": {"bpm": 68, "key": "C major", "style": "acoustic", "seed": 101},
-                     "x_electronic_2.opus": {"bpm": 150, "key": "Bb minor", "style": "electronic", "seed": 202}}
+    table = parse_licence_table(
+        "calm/\n  calm_acoustic_1.opus   68 bpm  C major   seed 101  [acoustic]\n"
+        "  x_electronic_2.opus  150 bpm  Bb minor  seed 202  [electronic]\n"
+    )
+    assert table == {
+        "calm_acoustic_1.opus": {"bpm": 68, "key": "C major", "style": "acoustic", "seed": 101},
+        "x_electronic_2.opus": {"bpm": 150, "key": "Bb minor", "style": "electronic", "seed": 202},
+    }
 
 
 MUSICCAPS = (
     "ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,is_audioset_eval\n"
-    "b-yt_2,30,40,\"/m/04rlf,/m/0342h\",\"['guitar']\",A calm guitar piece.,1,False,True\n"
-    "a-yt_1,0,10,/m/04rlf,\"['piano']\",\"Piano, slow.\",2,False,False\n"
-    "c-yt_3,15,25,\"/m/04rlf,/m/015lz1\",\"['singing']\",A woman sings.,3,False,True\n"
+    'b-yt_2,30,40,"/m/04rlf,/m/0342h","[\'guitar\']",A calm guitar piece.,1,False,True\n'
+    'a-yt_1,0,10,/m/04rlf,"[\'piano\']","Piano, slow.",2,False,False\n'
+    'c-yt_3,15,25,"/m/04rlf,/m/015lz1","[\'singing\']",A woman sings.,3,False,True\n'
 )
 
 
@@ -93,9 +102,17 @@ def test_musiccaps_manifest(in_tmp):
     mc = MusicCapsConfig(csv_path=str(csv_path), url_template="https://example.org/v/{ytid}", no_singing_only=True)
     rows = read_jsonl(build_manifest(CorpusConfig(source="musiccaps", n_shards=2, musiccaps=mc), "m", 0))
     assert [r["id"] for r in rows] == ["a-yt_1", "b-yt_2"]  # sorted; the singing clip is dropped
-    assert rows[0] == {"id": "a-yt_1", "url": "https://example.org/v/a-yt_1", "licence": "unknown",
-                       "source": "musiccaps", "tags": {}, "start_s": 0.0, "end_s": 10.0, "caption": "Piano, slow.",
-                       "shard": shard_of("a-yt_1", 2)}
+    assert rows[0] == {
+        "id": "a-yt_1",
+        "url": "https://example.org/v/a-yt_1",
+        "licence": "unknown",
+        "source": "musiccaps",
+        "tags": {},
+        "start_s": 0.0,
+        "end_s": 10.0,
+        "caption": "Piano, slow.",
+        "shard": shard_of("a-yt_1", 2),
+    }
     everything = MusicCapsConfig(csv_path=str(csv_path), no_singing_only=False, audioset_eval_only=True)
     rows = read_jsonl(build_manifest(CorpusConfig(source="musiccaps", musiccaps=everything), "m", 0))
     assert [r["id"] for r in rows] == ["b-yt_2", "c-yt_3"]
@@ -123,8 +140,10 @@ def test_user_manifest_csv_tsv_jsonl(in_tmp):
     assert rows[1]["tags"] == {"mood": "sad", "bpm": 90} and rows[1]["shard"] == shard_of("z.2", 5)
     (in_tmp / "m.tsv").write_text("id\turl\tlicence\nb\thttp://x/b.mp3\tMIT\n")
     assert read_jsonl(build_manifest(CorpusConfig(source="manifest", manifest_path="m.tsv"), "o", 0))[0]["id"] == "b"
-    (in_tmp / "m.jsonl").write_text(json.dumps({"id": "j", "url": "http://x/j.mp3", "license": "MIT",
-                                                "start_s": 1, "end_s": 3, "sha256": "A" * 64}) + "\n")
+    (in_tmp / "m.jsonl").write_text(
+        json.dumps({"id": "j", "url": "http://x/j.mp3", "license": "MIT", "start_s": 1, "end_s": 3, "sha256": "A" * 64})
+        + "\n"
+    )
     row = read_jsonl(build_manifest(CorpusConfig(source="manifest", manifest_path="m.jsonl"), "o", 0))[0]
     assert (row["licence"], row["start_s"], row["end_s"], row["sha256"]) == ("MIT", 1.0, 3.0, "a" * 64)
 

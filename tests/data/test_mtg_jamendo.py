@@ -54,6 +54,7 @@ def make_tar(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | N
 
 # ----------------------------------------------------------------------------------------------- parsing
 
+
 def test_parse_tags_tsv_and_tag_fields():
     tracks = mtg.parse_tags_tsv(TSV)
     assert [t.track_id for t in tracks] == ["track_0000214", "track_0000314", "track_0000507"]
@@ -91,11 +92,15 @@ def test_parse_sha256_list(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- TARs
 
+
 def test_extract_members_is_safe(tmp_path):
     outside = tmp_path / "evil.mp3"
     tar = tmp_path / "a.tar"
-    make_tar(tar, {"./14/214.mp3": b"good", "../evil.mp3": b"bad", "/abs/14/999.mp3": b"bad", "14/777.mp3": b"x"},
-             symlinks={"14/314.mp3": "/etc/passwd"})
+    make_tar(
+        tar,
+        {"./14/214.mp3": b"good", "../evil.mp3": b"bad", "/abs/14/999.mp3": b"bad", "14/777.mp3": b"x"},
+        symlinks={"14/314.mp3": "/etc/passwd"},
+    )
     dest = tmp_path / "out"
     wanted = {p: dest / Path(p).name for p in ("14/214.mp3", "14/314.mp3", "14/999.mp3", "14/555.mp3")}
     done, problems = mtg.extract_members(tar, wanted)
@@ -133,6 +138,7 @@ def test_download_retries_transient_errors(http_server):
 
 # ----------------------------------------------------------------------------------------------- stages
 
+
 def _serve_corpus(server, tmp_path, sha_override: str | None = None) -> tuple[CorpusConfig, dict[str, bytes]]:
     (server.root / "raw_30s_cleantags.tsv").write_text(TSV)
     (server.root / "audio_licenses.txt").write_text(LICENSES)
@@ -142,10 +148,13 @@ def _serve_corpus(server, tmp_path, sha_override: str | None = None) -> tuple[Co
     sums = tmp_path / "sums.txt"
     sums.write_text(f"{sha_override or sha14} raw_30s_audio-14.tar\n{sha07} raw_30s_audio-07.tar\n")
     cfg = CorpusConfig(
-        source="mtg_jamendo", n_shards=4,
+        source="mtg_jamendo",
+        n_shards=4,
         mtg_jamendo=MtgJamendoConfig(
-            metadata_url=server.url("raw_30s_cleantags.tsv"), licenses_url=server.url("audio_licenses.txt"),
-            tar_url_template=server.url("raw_30s_audio-{index:02d}.tar"), tar_sha256_path=str(sums),
+            metadata_url=server.url("raw_30s_cleantags.tsv"),
+            licenses_url=server.url("audio_licenses.txt"),
+            tar_url_template=server.url("raw_30s_audio-{index:02d}.tar"),
+            tar_sha256_path=str(sums),
         ),
     )
     return cfg, members
@@ -160,11 +169,17 @@ def test_manifest_from_served_metadata(http_server, in_tmp):
     assert row["url"] == http_server.url("raw_30s_audio-14.tar") + "#14/214.mp3"
     assert (row["archive"], row["shard"], row["source"]) == (14, 14 % 4, "mtg_jamendo")
     assert row["licence"] == "http://creativecommons.org/licenses/by-nc-sa/3.0/"
-    assert row["tags"] == {"genre": "rock, pop", "mood": "happy", "instruments": ["guitar", "drums"],
-                           "title": "Song A", "artist": "Some Band"}
+    assert row["tags"] == {
+        "genre": "rock, pop",
+        "mood": "happy",
+        "instruments": ["guitar", "drums"],
+        "title": "Song A",
+        "artist": "Some Band",
+    }
     assert by_id["track_0000507"]["licence"] == "unknown" and by_id["track_0000507"]["shard"] == 7 % 4
-    only7 = CorpusConfig(**{**cfg.__dict__, "mtg_jamendo": MtgJamendoConfig(
-        **{**cfg.mtg_jamendo.__dict__, "tar_indices": (7,)})})
+    only7 = CorpusConfig(
+        **{**cfg.__dict__, "mtg_jamendo": MtgJamendoConfig(**{**cfg.mtg_jamendo.__dict__, "tar_indices": (7,)})}
+    )
     assert [r["id"] for r in read_jsonl(build_manifest(only7, "data/m7", 0))] == ["track_0000507"]
 
 
@@ -198,8 +213,9 @@ def test_fetch_refuses_a_tar_with_the_wrong_sha256_before_unpacking(http_server,
     cfg, _ = _serve_corpus(http_server, in_tmp, sha_override="f" * 64)
     manifest = build_manifest(cfg, "data/manifest", 0)
     with pytest.raises(mtg.ChecksumError) as info:
-        fetch_shard(manifest, 2, FetchConfig(cache_dir="cache", retries=0, keep_archives=True),
-                    "data/fetch/shard-00002", cfg)
+        fetch_shard(
+            manifest, 2, FetchConfig(cache_dir="cache", retries=0, keep_archives=True), "data/fetch/shard-00002", cfg
+        )
     assert "raw_30s_audio-14.tar" in str(info.value) and "f" * 64 in str(info.value)
     assert not list((in_tmp / "cache/audio").iterdir())  # nothing unpacked
     assert not (in_tmp / "cache/archives/raw_30s_audio-14.tar").exists()  # the bad archive is deleted

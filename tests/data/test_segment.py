@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+import ssmttm
 from ssmttm import audio
 from ssmttm.artifacts import read_jsonl
 from ssmttm.config import section_to_dataclass
@@ -21,8 +25,16 @@ RATE = 16000  # small codec rate keeps the tests fast
 
 
 def make_cfg(**overrides) -> seg.SegmentConfig:
-    section = {"sample_rate": RATE, "clip_seconds": 1.0, "hop_seconds": 1.0, "tail": "drop", "min_tail_seconds": 0.3,
-               "silence_db": -50, "max_clips_per_track": None, "vocal_removal": {"enabled": False}}
+    section = {
+        "sample_rate": RATE,
+        "clip_seconds": 1.0,
+        "hop_seconds": 1.0,
+        "tail": "drop",
+        "min_tail_seconds": 0.3,
+        "silence_db": -50,
+        "max_clips_per_track": None,
+        "vocal_removal": {"enabled": False},
+    }
     section.update(overrides)
     return section_to_dataclass(seg.SegmentConfig, section)
 
@@ -32,8 +44,9 @@ def shard(tmp_path) -> Path:
     """A select shard with three tracks in three formats and rates; 'quiet' has a silent second second."""
     audio_dir = tmp_path / "fetch" / "audio"
     loud = write_audio(audio_dir / "loud.flac", tone(440, 2.5, 22050, channels=2), 22050)  # 2 clips + 0.5 s tail
-    quiet_src = np.concatenate([tone(330, 1.0, 44100), np.zeros((1, 44100), np.float32),
-                                tone(330, 1.0, 44100)], axis=1)  # tone | silence | tone
+    quiet_src = np.concatenate(
+        [tone(330, 1.0, 44100), np.zeros((1, 44100), np.float32), tone(330, 1.0, 44100)], axis=1
+    )  # tone | silence | tone
     quiet = write_audio(audio_dir / "quiet.wav", quiet_src, 44100)
     short = write_audio(audio_dir / "short.ogg", tone(550, 0.4, 48000), 48000)  # only a tail
     rows = [
@@ -54,22 +67,27 @@ def run(shard: Path, cfg: seg.SegmentConfig, out: Path | None = None, **kw) -> t
 
 # ----------------------------------------------------------------------------------------------- cut plan
 
-@pytest.mark.parametrize(("n", "clip", "hop", "expected"), [
-    (10, 5, 5, [(0, 0, 5, False), (1, 5, 5, False)]),  # exact fit: no tail
-    (12, 5, 5, [(0, 0, 5, False), (1, 5, 5, False), (2, 10, 2, True)]),
-    (12, 5, 3, [(0, 0, 5, False), (1, 3, 5, False), (2, 6, 5, False), (3, 9, 3, True)]),  # overlap: one tail only
-    (11, 5, 3, [(0, 0, 5, False), (1, 3, 5, False), (2, 6, 5, False)]),  # the end is covered: no tail
-    (12, 4, 6, [(0, 0, 4, False), (1, 6, 4, False)]),  # gaps between clips; the last window fits
-    (13, 4, 6, [(0, 0, 4, False), (1, 6, 4, False), (2, 12, 1, True)]),
-    (3, 5, 5, [(0, 0, 3, True)]),  # shorter than a clip
-    (0, 5, 5, []),
-])
+
+@pytest.mark.parametrize(
+    ("n", "clip", "hop", "expected"),
+    [
+        (10, 5, 5, [(0, 0, 5, False), (1, 5, 5, False)]),  # exact fit: no tail
+        (12, 5, 5, [(0, 0, 5, False), (1, 5, 5, False), (2, 10, 2, True)]),
+        (12, 5, 3, [(0, 0, 5, False), (1, 3, 5, False), (2, 6, 5, False), (3, 9, 3, True)]),  # overlap: one tail only
+        (11, 5, 3, [(0, 0, 5, False), (1, 3, 5, False), (2, 6, 5, False)]),  # the end is covered: no tail
+        (12, 4, 6, [(0, 0, 4, False), (1, 6, 4, False)]),  # gaps between clips; the last window fits
+        (13, 4, 6, [(0, 0, 4, False), (1, 6, 4, False), (2, 12, 1, True)]),
+        (3, 5, 5, [(0, 0, 3, True)]),  # shorter than a clip
+        (0, 5, 5, []),
+    ],
+)
 def test_plan_pieces(n, clip, hop, expected):
     got = [(p.index, p.start, p.length, p.is_tail) for p in seg.plan_pieces(n, clip, hop)]
     assert got == expected
 
 
 # ----------------------------------------------------------------------------------------------- stage
+
 
 def test_drop_tail_and_silence(shard):
     clips, dropped, out = run(shard, make_cfg(tail="drop"))
@@ -78,8 +96,18 @@ def test_drop_tail_and_silence(shard):
     reasons = {row[0]: row[1] for row in dropped[1:]}
     assert reasons == {"loud-0002": "short_tail", "quiet-0001": "silent", "short-0000": "short_tail"}
     for clip in clips:
-        assert set(clip) == {"clip_id", "track_id", "audio_path", "start_s", "duration_s", "num_samples",
-                             "sample_rate", "licence", "tags", "vocals_removed"}
+        assert set(clip) == {
+            "clip_id",
+            "track_id",
+            "audio_path",
+            "start_s",
+            "duration_s",
+            "num_samples",
+            "sample_rate",
+            "licence",
+            "tags",
+            "vocals_removed",
+        }
         assert clip["num_samples"] == RATE and clip["duration_s"] == 1.0 and clip["sample_rate"] == RATE
         assert clip["vocals_removed"] is False and clip["licence"] == "CC-BY-4.0"
         path = Path(clip["audio_path"])
@@ -101,7 +129,7 @@ def test_clip_audio_is_the_downmixed_resampled_track(shard, tmp_path):
     for clip in clips[:2]:
         got, got_rate = sf.read(clip["audio_path"], dtype="float32")
         start = round(clip["start_s"] * RATE)
-        np.testing.assert_allclose(got, expected[start: start + RATE], atol=1.5 / 32768)
+        np.testing.assert_allclose(got, expected[start : start + RATE], atol=1.5 / 32768)
 
 
 def test_pad_tail_zero_pads_and_records_real_duration(shard):
@@ -110,7 +138,7 @@ def test_pad_tail_zero_pads_and_records_real_duration(shard):
     tail = by_id["loud-0002"]
     assert tail["num_samples"] == RATE and tail["duration_s"] == 0.5 and tail["start_s"] == 2.0
     samples, _ = sf.read(tail["audio_path"], dtype="float32")
-    assert np.all(samples[RATE // 2:] == 0) and np.abs(samples[: RATE // 2]).max() > 0.3
+    assert np.all(samples[RATE // 2 :] == 0) and np.abs(samples[: RATE // 2]).max() > 0.3
     assert by_id["short-0000"]["num_samples"] == RATE and by_id["short-0000"]["duration_s"] == 0.4
     assert "quiet-0003" not in by_id  # quiet is exactly 3 s: no tail piece at all
     assert [r[0] for r in dropped[1:]] == ["quiet-0001"]
@@ -153,8 +181,10 @@ def test_excerpt_window_is_honoured_only_when_the_file_holds_it(tmp_path):
     full = np.concatenate([tone(440, 1.0, RATE), tone(880, 1.0, RATE), tone(440, 1.0, RATE)], axis=1)
     whole = write_audio(tmp_path / "whole.wav", full, RATE)
     cut = write_audio(tmp_path / "cut.wav", tone(880, 1.0, RATE), RATE)  # already cut to the excerpt
-    write_kept(tmp_path / "sel", [kept_row("whole", whole, start_s=1.0, end_s=2.0),
-                                  kept_row("cut", cut, start_s=1.0, end_s=2.0)])
+    write_kept(
+        tmp_path / "sel",
+        [kept_row("whole", whole, start_s=1.0, end_s=2.0), kept_row("cut", cut, start_s=1.0, end_s=2.0)],
+    )
     clips, _, _ = run(tmp_path / "sel", make_cfg(), out=tmp_path / "out")
     assert [c["clip_id"] for c in clips] == ["cut-0000", "whole-0000"]
     for clip in clips:
@@ -224,11 +254,14 @@ def test_vocal_removal_with_an_injected_tiny_htdemucs(tmp_path):
     for clip in clips:
         got, _ = sf.read(clip["audio_path"], dtype="float32")
         start = round(clip["start_s"] * RATE)
-        np.testing.assert_allclose(got, np.clip(expected[start: start + RATE], -1, 1), atol=1.5 / 32768)
-        assert not np.allclose(got, plain[start: start + RATE], atol=1e-2)  # not the untouched mixture
+        np.testing.assert_allclose(got, np.clip(expected[start : start + RATE], -1, 1), atol=1.5 / 32768)
+        assert not np.allclose(got, plain[start : start + RATE], atol=1e-2)  # not the untouched mixture
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["vocal_removal"]["model"] == "tiny" and prov["vocal_removal"]["kept_sources"] == [
-        "drums", "bass", "other"]
+        "drums",
+        "bass",
+        "other",
+    ]
 
 
 def test_empty_shard_writes_empty_tables(tmp_path):
@@ -253,3 +286,23 @@ def test_cli(shard, repo_root, tmp_path, monkeypatch):
     assert {c["clip_id"] for c in clips} >= {"loud-0002", "short-0000"}
     rc = main(["segment", "--params", str(params_file), "--selected", str(tmp_path / "x"), "--out", "o"])
     assert rc == 1  # a user error: one line, no traceback
+
+
+def test_cli_log_file_has_progress_lines_without_carriage_returns(shard, repo_root, tmp_path):
+    """Like Snakemake: `ssmttm segment ... 2> logs/segment/shard-00000.log`, stderr a file, not a terminal."""
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["segment"].update(sample_rate=RATE, clip_seconds=1.0, hop_seconds=1.0, tail="keep", min_tail_seconds=0.3)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    log_path = tmp_path / "logs" / "segment" / "shard-00000.log"
+    log_path.parent.mkdir(parents=True)
+    src = str(Path(ssmttm.__file__).resolve().parents[1])  # the child imports the package under test
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    with log_path.open("w") as stderr:
+        cli = ["-m", "ssmttm", "segment", "--params", "params.yaml", "--out", "data/segment/shard-00000"]
+        proc = subprocess.run([sys.executable, *cli, "--selected", str(shard)], cwd=tmp_path, env=env, stderr=stderr)
+    log = log_path.read_text()
+    assert proc.returncode == 0, log
+    assert "\r" not in log
+    lines = log.splitlines()
+    assert any("segment shard-00000: 1/3 tracks (33%)" in line for line in lines), log
+    assert any("segment shard-00000: 3/3 tracks (100%)" in line and "done in" in line for line in lines), log

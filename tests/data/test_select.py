@@ -49,8 +49,18 @@ def _fetched(folder: Path, tracks: list[tuple[dict, Path]]) -> Path:
     for row, file in tracks:
         name = f"{row['id']}{file.suffix}"
         os.link(file, folder / "audio" / name)
-        rows.append({"audio_path": f"{folder.name}/audio/{name}", "sha256": "x", "bytes": 1, "source": "manifest",
-                     "licence_manifest": None, "licence_info": None, "tags": {}, **row})
+        rows.append(
+            {
+                "audio_path": f"{folder.name}/audio/{name}",
+                "sha256": "x",
+                "bytes": 1,
+                "source": "manifest",
+                "licence_manifest": None,
+                "licence_info": None,
+                "tags": {},
+                **row,
+            }
+        )
     write_jsonl(folder / "tracks.jsonl", sorted(rows, key=lambda r: r["id"]))
     return folder
 
@@ -63,11 +73,14 @@ def _rejected(out: Path) -> dict[str, tuple[str, str]]:
 
 def test_tag_licences_reads_vorbis_and_id3(tmp_path):
     assert tag_licences(_flac_with_licence(tmp_path / "a.flac", "CC BY-ND 4.0")) == ["CC BY-ND 4.0"]
-    wav = _wav_with_id3(tmp_path / "b.wav", [
-        TXXX(encoding=3, desc="LICENSE", text=["CC BY 4.0"]),
-        WCOP(url="https://creativecommons.org/licenses/by/4.0/"),
-        TCOP(encoding=3, text=["(c) 2020 Some Artist"]),  # a plain notice: not a licence statement
-    ])
+    wav = _wav_with_id3(
+        tmp_path / "b.wav",
+        [
+            TXXX(encoding=3, desc="LICENSE", text=["CC BY 4.0"]),
+            WCOP(url="https://creativecommons.org/licenses/by/4.0/"),
+            TCOP(encoding=3, text=["(c) 2020 Some Artist"]),  # a plain notice: not a licence statement
+        ],
+    )
     assert sorted(tag_licences(wav)) == ["CC BY 4.0", "https://creativecommons.org/licenses/by/4.0/"]
     reserved = _wav_with_id3(tmp_path / "c.wav", [TCOP(encoding=3, text=["2020 Label. All rights reserved"])])
     assert tag_licences(reserved) == ["2020 Label. All rights reserved"]
@@ -85,31 +98,46 @@ def test_select_reasons(tmp_path, in_tmp):
     nd_tagged = _flac_with_licence(tmp_path / "src/nd.flac", "CC BY-ND 4.0")
     by_tagged = _wav_with_id3(tmp_path / "src/by.wav", [WCOP(url="http://creativecommons.org/licenses/by/4.0/")])
     reserved = _wav_with_id3(tmp_path / "src/rr.wav", [TCOP(encoding=3, text=["All rights reserved"])])
-    fetched = _fetched(in_tmp / "shard-00000", [
-        ({"id": "mit", "licence_manifest": "MIT", "tags": {"mood": "calm"}}, wav),
-        ({"id": "agree", "licence_manifest": "CC-BY-4.0", "licence_info": "CC BY 4.0"}, by_tagged),
-        ({"id": "yt", "licence_manifest": "unknown",
-          "licence_info": "Creative Commons Attribution license (reuse allowed)", "start_s": 0, "end_s": 3}, wav),
-        ({"id": "url", "licence_manifest": "http://creativecommons.org/licenses/by-nc-sa/3.0/"}, wav),
-        ({"id": "disagree", "licence_manifest": "MIT"}, nd_tagged),
-        ({"id": "disagree-info", "licence_manifest": "MIT", "licence_info": "CC BY-SA 4.0"}, wav),
-        ({"id": "nolicence"}, wav),
-        ({"id": "unknown", "licence_manifest": "unknown"}, wav),
-        ({"id": "weird", "licence_manifest": "Free for personal use"}, wav),
-        ({"id": "reserved", "licence_manifest": None}, reserved),
-        ({"id": "nd", "licence_manifest": "CC BY-ND 4.0"}, nd_tagged),
-        ({"id": "nc", "licence_manifest": "http://creativecommons.org/licenses/by-nc/3.0/"}, wav),
-        ({"id": "junk", "licence_manifest": "MIT"}, junk),
-        ({"id": "short", "licence_manifest": "MIT"}, short),
-        ({"id": "long", "licence_manifest": "MIT"}, long_),
-    ])
+    fetched = _fetched(
+        in_tmp / "shard-00000",
+        [
+            ({"id": "mit", "licence_manifest": "MIT", "tags": {"mood": "calm"}}, wav),
+            ({"id": "agree", "licence_manifest": "CC-BY-4.0", "licence_info": "CC BY 4.0"}, by_tagged),
+            (
+                {
+                    "id": "yt",
+                    "licence_manifest": "unknown",
+                    "licence_info": "Creative Commons Attribution license (reuse allowed)",
+                    "start_s": 0,
+                    "end_s": 3,
+                },
+                wav,
+            ),
+            ({"id": "url", "licence_manifest": "http://creativecommons.org/licenses/by-nc-sa/3.0/"}, wav),
+            ({"id": "disagree", "licence_manifest": "MIT"}, nd_tagged),
+            ({"id": "disagree-info", "licence_manifest": "MIT", "licence_info": "CC BY-SA 4.0"}, wav),
+            ({"id": "nolicence"}, wav),
+            ({"id": "unknown", "licence_manifest": "unknown"}, wav),
+            ({"id": "weird", "licence_manifest": "Free for personal use"}, wav),
+            ({"id": "reserved", "licence_manifest": None}, reserved),
+            ({"id": "nd", "licence_manifest": "CC BY-ND 4.0"}, nd_tagged),
+            ({"id": "nc", "licence_manifest": "http://creativecommons.org/licenses/by-nc/3.0/"}, wav),
+            ({"id": "junk", "licence_manifest": "MIT"}, junk),
+            ({"id": "short", "licence_manifest": "MIT"}, short),
+            ({"id": "long", "licence_manifest": "MIT"}, long_),
+        ],
+    )
     summary = select_shard(fetched, CFG, "data/select/shard-00000")
     out = in_tmp / "data/select/shard-00000"
     kept = read_jsonl(out / "kept.jsonl")
     assert [r["id"] for r in kept] == ["agree", "mit", "url", "yt"]
     mit = next(r for r in kept if r["id"] == "mit")
     assert (mit["licence"], mit["licence_sources"], mit["sample_rate"], mit["channels"]) == (
-        "MIT", {"manifest": "MIT"}, 8000, 2)
+        "MIT",
+        {"manifest": "MIT"},
+        8000,
+        2,
+    )
     assert mit["duration_s"] == pytest.approx(3.0) and mit["tags"] == {"mood": "calm"}
     assert mit["audio_path"] == "shard-00000/audio/mit.wav"  # the fetch row is carried over
     agree = next(r for r in kept if r["id"] == "agree")
@@ -120,10 +148,17 @@ def test_select_reasons(tmp_path, in_tmp):
     rejected = _rejected(out)
     reasons = {k: v[0] for k, v in rejected.items()}
     assert reasons == {
-        "disagree": "licence_disagreement", "disagree-info": "licence_disagreement",
-        "nolicence": "licence_unknown", "unknown": "licence_unknown", "weird": "licence_unknown",
-        "reserved": "licence_unknown", "nd": "licence_not_allowed", "nc": "licence_not_allowed",
-        "junk": "undecodable", "short": "too_short", "long": "too_long",
+        "disagree": "licence_disagreement",
+        "disagree-info": "licence_disagreement",
+        "nolicence": "licence_unknown",
+        "unknown": "licence_unknown",
+        "weird": "licence_unknown",
+        "reserved": "licence_unknown",
+        "nd": "licence_not_allowed",
+        "nc": "licence_not_allowed",
+        "junk": "undecodable",
+        "short": "too_short",
+        "long": "too_long",
     }
     assert "CC-BY-ND-4.0" in rejected["disagree"][1] and "MIT" in rejected["disagree"][1]
     assert "Free for personal use" in rejected["weird"][1]
@@ -166,32 +201,57 @@ def test_cli_select(tmp_path, in_tmp, repo_root):
 # ----------------------------------------------------------------------------------------------- property
 
 _ND_OR_UNKNOWN_SPELLINGS = st.one_of(
-    st.builds(lambda nc, v, sep, upper: (sep.join(["CC", "BY"] + (["NC"] if nc else []) + ["ND", v])).upper()
-              if upper else sep.join(["cc", "by"] + (["nc"] if nc else []) + ["nd", v]),
-              st.booleans(), st.sampled_from(["3.0", "4.0", "2.5", "4"]), st.sampled_from([" ", "-", "_"]),
-              st.booleans()),
-    st.builds(lambda code, v, scheme, tail: f"{scheme}creativecommons.org/licenses/{code}/{v}{tail}",
-              st.sampled_from(["by-nd", "by-nc-nd", "by-nd-nc", "BY-ND"]), st.sampled_from(["3.0", "4.0", "1.0"]),
-              st.sampled_from(["http://", "https://", "https://www."]), st.sampled_from(["", "/", "/deed.fr"])),
-    st.sampled_from(["Attribution-NoDerivs 3.0", "Attribution-NonCommercial-NoDerivatives 4.0 International",
-                     "CC BY-SA", "All rights reserved", "Standard YouTube License", "GPL", "CC BY 4.0 + extras",
-                     "Creative Commons", "proprietary", "Attribution", "BY-SA 4.0", "cc by-nd-sa 4.0"]),
+    st.builds(
+        lambda nc, v, sep, upper: (
+            (sep.join(["CC", "BY"] + (["NC"] if nc else []) + ["ND", v])).upper()
+            if upper
+            else sep.join(["cc", "by"] + (["nc"] if nc else []) + ["nd", v])
+        ),
+        st.booleans(),
+        st.sampled_from(["3.0", "4.0", "2.5", "4"]),
+        st.sampled_from([" ", "-", "_"]),
+        st.booleans(),
+    ),
+    st.builds(
+        lambda code, v, scheme, tail: f"{scheme}creativecommons.org/licenses/{code}/{v}{tail}",
+        st.sampled_from(["by-nd", "by-nc-nd", "by-nd-nc", "BY-ND"]),
+        st.sampled_from(["3.0", "4.0", "1.0"]),
+        st.sampled_from(["http://", "https://", "https://www."]),
+        st.sampled_from(["", "/", "/deed.fr"]),
+    ),
+    st.sampled_from(
+        [
+            "Attribution-NoDerivs 3.0",
+            "Attribution-NonCommercial-NoDerivatives 4.0 International",
+            "CC BY-SA",
+            "All rights reserved",
+            "Standard YouTube License",
+            "GPL",
+            "CC BY 4.0 + extras",
+            "Creative Commons",
+            "proprietary",
+            "Attribution",
+            "BY-SA 4.0",
+            "cc by-nd-sa 4.0",
+        ]
+    ),
 )
 # Random text: kept in the property only when the normaliser does not read an allowed licence into it.
 _RANDOM_TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz -./04", min_size=1, max_size=20).filter(
-    lambda t: t.strip().lower() not in ("", "unknown", "none", "null"))
+    lambda t: t.strip().lower() not in ("", "unknown", "none", "null")
+)
 _LICENCES = st.one_of(_ND_OR_UNKNOWN_SPELLINGS.map(lambda s: (s, False)), _RANDOM_TEXT.map(lambda s: (s, True)))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(licences=st.lists(_LICENCES, min_size=1, max_size=4),
-       where=st.sampled_from(["manifest", "info", "tags"]))
+@given(licences=st.lists(_LICENCES, min_size=1, max_size=4), where=st.sampled_from(["manifest", "info", "tags"]))
 def test_nd_or_unknown_licences_never_reach_kept(tmp_path_factory, licences, where):
     """Whatever the spelling, a no-derivatives or unknown licence in any one source is never kept."""
     from ssmttm.data.licences import normalise_licence
 
-    licences = [spelling for spelling, is_random in licences
-                if not is_random or normalise_licence(spelling) not in ALLOWED]
+    licences = [
+        spelling for spelling, is_random in licences if not is_random or normalise_licence(spelling) not in ALLOWED
+    ]
     if not licences:
         return
     root = tmp_path_factory.mktemp("prop")
@@ -222,11 +282,18 @@ def test_demo_corpus_end_to_end(in_tmp):
     manifest = build_manifest(CorpusConfig(source="demo", n_shards=n_shards), "data/manifest", seed=1234)
     rows = [r for r in read_jsonl(manifest) if r["shard"] == shard]
     assert "local-000" in {r["id"] for r in rows} and len(rows) >= 2
-    summary = fetch_shard(manifest, shard, FetchConfig(allow_file_urls=True, cache_dir="cache", retries=0),
-                          f"data/fetch/shard-{shard:05d}")
+    summary = fetch_shard(
+        manifest,
+        shard,
+        FetchConfig(allow_file_urls=True, cache_dir="cache", retries=0),
+        f"data/fetch/shard-{shard:05d}",
+    )
     assert summary.fetched == len(rows) and summary.failed == 0
-    select_shard(f"data/fetch/shard-{shard:05d}", SelectConfig(allowed_licences=ALLOWED, min_duration_s=10),
-                 f"data/select/shard-{shard:05d}")
+    select_shard(
+        f"data/fetch/shard-{shard:05d}",
+        SelectConfig(allowed_licences=ALLOWED, min_duration_s=10),
+        f"data/select/shard-{shard:05d}",
+    )
     kept = read_jsonl(in_tmp / f"data/select/shard-{shard:05d}/kept.jsonl")
     assert {r["id"] for r in kept} == {r["id"] for r in rows} - {"local-000"}
     assert all(r["licence"] == "MIT" and r["sample_rate"] == 48000 and r["duration_s"] > 10 for r in kept)

@@ -68,8 +68,9 @@ def test_stems_come_from_demucs_apply_model_on_the_standardised_mixture(remover)
     x = mixture(1.1, MODEL_RATE, 2)
     mix = torch.from_numpy(x)
     ref = mix.mean(0)
-    direct = apply_model(remover.model, ((mix - ref.mean()) / (ref.std() + 1e-8))[None], shifts=0, split=True,
-                         overlap=0.25, segment=1.0)[0] * (ref.std() + 1e-8)  # (S, 2, N)
+    direct = apply_model(
+        remover.model, ((mix - ref.mean()) / (ref.std() + 1e-8))[None], shifts=0, split=True, overlap=0.25, segment=1.0
+    )[0] * (ref.std() + 1e-8)  # (S, 2, N)
     stems, _ = remover.separate(x, MODEL_RATE)
     np.testing.assert_allclose(stems, direct.numpy(), atol=1e-6)
 
@@ -108,8 +109,11 @@ def test_configuration_errors():
 def _save_demucs_safetensors(model, path):
     """The single-model safetensors layout demucs' Hugging Face loader reads (class and kwargs in metadata)."""
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"klass": "demucs.htdemucs.HTDemucs", "args": "[]",
-                                          "kwargs": json.dumps(TINY_HTDEMUCS_KWARGS)})
+    save_file(
+        state,
+        str(path),
+        metadata={"klass": "demucs.htdemucs.HTDemucs", "args": "[]", "kwargs": json.dumps(TINY_HTDEMUCS_KWARGS)},
+    )
 
 
 def test_load_from_local_safetensors_and_bag_folder(tmp_path, remover):

@@ -134,7 +134,7 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     config = json.loads((latest_checkpoint(tmp_path / "cut") / "config.json").read_text())
     assert config["step"] == 8 and config["train_lm"]["max_steps"] == 8
 
-    # A finished run is not retrained; changed params are refused instead of silently mixed.
+    # A finished run is not retrained.
     assert train_lm(out_dir=tmp_path / "cut", **common)["steps"] == 8
     # Killed between the last checkpoint and the summary: the resume only writes the summary.
     (tmp_path / "cut" / METRICS_FILE).unlink()
@@ -142,12 +142,12 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     again = train_lm(out_dir=tmp_path / "cut", **common)
     assert again["last_loss"] == resumed["last_loss"] and (tmp_path / "cut" / "final" / "model.safetensors").is_file()
     assert _losses(tmp_path / "cut") == got
-    with pytest.raises(Exception, match="other params"):
-        train_lm(out_dir=tmp_path / "cut", **{**common, "train_cfg": tiny_train(max_steps=8, lr=1e-2)})
-    # The workflow's mode: checkpoints made with other params are replaced by a fresh run, not mixed in.
+    # Other params: the old run is moved to previous/<its key>/, never mixed with (or deleted by) the new one.
     changed = tiny_train(max_steps=8, lr=1e-2)
     fresh = train_lm(out_dir=tmp_path / "fresh", **{**common, "train_cfg": changed})
-    restarted = train_lm(out_dir=tmp_path / "cut", restart_if_params_changed=True, **{**common, "train_cfg": changed})
+    restarted = train_lm(out_dir=tmp_path / "cut", **{**common, "train_cfg": changed})
     assert restarted["first_loss"] == pytest.approx(fresh["first_loss"], abs=1e-6)
     assert restarted["last_loss"] == pytest.approx(fresh["last_loss"], abs=1e-6)
     assert restarted["last_loss"] != pytest.approx(resumed["last_loss"], abs=1e-6)
+    (archived,) = (tmp_path / "cut" / "previous").iterdir()
+    assert _losses(archived) == got

@@ -1,4 +1,4 @@
-"""train_lm end to end on tiny synthetic shards: learning, LR per optimizer step, data stream, text cache, CLI, plot."""
+"""train_lm end to end on tiny synthetic shards: learning, LR schedule, data stream, text cache, CLI, lm-plot."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import pytest
 import torch
 import yaml
 
+from ssmttm.artifacts import write_jsonl
 from ssmttm.cli import main as cli_main
 from ssmttm.errors import UserFacingError
 from ssmttm.train.data import TrainData
 from ssmttm.train.module import LMTrainModule
+from ssmttm.train.plots import lm_plot
 from ssmttm.train.recorder import HISTORY_FILE, read_history
 from ssmttm.train.schedule import lr_at
 from ssmttm.train.stage import train_lm
-from ssmttm.train.text_cache import TextCache, build_text_cache, cache_folder
+from ssmttm.train.text_cache import TextCache, build_text_cache, cache_folder, caption_key, shard_captions
 
 from ._fixtures import TEXT_CFG, FakeTextEncoder, make_shards, tiny_lm, tiny_train
 
@@ -175,23 +177,94 @@ def test_cli_trains_with_the_minilm_encoder_and_plots(shards, tmp_path, repo_roo
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     shutil.copytree(shards, tmp_path / "data" / "tokenize")
-    assert cli_main(["train-lm", "--params", "params.yaml", "--backbone", "prefix_transformer"]) == 0
+    assert cli_main(["text-cache", "--params", "params.yaml", "--shards", "data/tokenize", "--out", "data/cache"]) == 0
+    (cache,) = [p for p in (tmp_path / "data" / "cache").iterdir() if p.is_dir()]
+    assert json.loads((cache / "cache.json").read_text())["dtype"] == "float32"
+    assert set(TextCache(cache).info["captions"]) >= {caption_key(c) for c in shard_captions(shards)}
+    assert json.loads((tmp_path / "data" / "cache" / "provenance.json").read_text())["stage"] == "text_cache"
+    train = ["train-lm", "--params", "params.yaml", "--backbone", "prefix_transformer", "--text-cache", "data/cache"]
+    assert cli_main(train) == 0
     run = tmp_path / "results" / "train_lm" / "prefix_transformer"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["backbone"] == "prefix_transformer"
     assert [p.name for p in run.glob("step-*")] == ["step-0000004"]
+    assert not (run / "text_cache").exists()  # the shared cache was used
     config = json.loads((run / "final" / "config.json").read_text())
     assert config["lm"]["d_text"] == 384  # taken from MiniLM
     assert (run / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
     dvclive_summary = json.loads((run / "dvclive" / "metrics.json").read_text())
     assert dvclive_summary["step"] == 4 and "loss" in dvclive_summary["train"]
+    assert "tokens_per_s" in dvclive_summary["train"]  # from timing.jsonl
 
     # A second call finds the run finished and does not train again.
     before = (run / HISTORY_FILE).read_text()
-    assert cli_main(["train-lm", "--params", "params.yaml", "--backbone", "prefix_transformer"]) == 0
+    assert cli_main(train) == 0
     assert (run / HISTORY_FILE).read_text() == before
 
-    out = tmp_path / "curves.png"
-    assert cli_main(["train-lm", "--plot", str(run / "metrics.json"), "--plot-out", str(out)]) == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli_main(["lm-plot", "--params", "params.yaml", "--runs", str(run), "--out", "results/lm_plot"]) == 0
+    out = tmp_path / "results" / "lm_plot"
+    assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "metrics.json").read_text())["prefix_transformer"]["steps"] == 4
     assert cli_main(["train-lm", "--params", "params.yaml", "--backbone", "nope"]) == 1
+
+
+def _fake_run(folder: Path, backbone: str, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True)
+    write_jsonl(folder / HISTORY_FILE, rows)
+    train, val = [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
+    metrics = {
+        "backbone": backbone,
+        "best_val_loss": min(r["val_loss"] for r in val),
+        "last_val_loss": val[-1]["val_loss"],
+        "last_loss": train[-1]["loss"],
+        "steps": rows[-1]["step"],
+        "params": 1000,
+        "flops": rows[-1]["flops"],
+        "precision": "32-true",
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_lm_plot_writes_long_csvs_and_identical_bytes(tmp_path):
+    a = _fake_run(
+        tmp_path / "runs" / "a",
+        "prefix_simba",
+        [
+            {"step": 1, "loss": 3.0, "flops": 10.0},
+            {"step": 2, "loss": 2.5, "flops": 20.0},
+            {"step": 2, "val_loss": 2.75, "flops": 20.0},
+        ],
+    )
+    b = _fake_run(
+        tmp_path / "runs" / "b",
+        "cross_transformer",
+        [
+            {"step": 1, "loss": 3.5, "flops": 12.0},
+            {"step": 3, "loss": 2.0, "flops": 36.0},
+            {"step": 3, "val_loss": 2.25, "flops": 36.0},
+        ],
+    )
+    first = lm_plot([a, b], tmp_path / "plot1")
+    lm_plot([b, a], tmp_path / "plot2")
+    assert (first / "train_loss.csv").read_text() == (
+        "step,backbone,loss\n1,cross_transformer,3.5\n3,cross_transformer,2.0\n1,prefix_simba,3.0\n2,prefix_simba,2.5\n"
+    )
+    assert (first / "val_loss.csv").read_text() == (
+        "step,backbone,val_loss\n3,cross_transformer,2.25\n2,prefix_simba,2.75\n"
+    )
+    summary = json.loads((first / "metrics.json").read_text())
+    assert summary["prefix_simba"] == {
+        "best_val_loss": 2.75,
+        "last_val_loss": 2.75,
+        "last_loss": 2.5,
+        "steps": 2,
+        "params": 1000,
+        "flops": 20.0,
+    }
+    names = ["loss_curves.png", "metrics.json", "train_loss.csv", "val_loss.csv", "provenance.json"]
+    assert sorted(p.name for p in first.iterdir()) == sorted(names)
+    for name in names[:4]:  # provenance names the input folders, the rest is byte-identical
+        assert (first / name).read_bytes() == (tmp_path / "plot2" / name).read_bytes(), name
+    with pytest.raises(UserFacingError, match="not found"):
+        lm_plot([tmp_path / "runs" / "missing"], tmp_path / "plot3")

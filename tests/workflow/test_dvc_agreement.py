@@ -9,6 +9,7 @@ import re
 import pytest
 import yaml
 
+from ssmttm.pipeline import STAGES
 from tests.workflow.smk import read_rules
 
 
@@ -23,7 +24,7 @@ def stages(repo_root):
 
 
 def _allowed_rules(cmd: str) -> list[str]:
-    match = re.search(r"--allowed-rules ((?:\w+ ?)+) -- ", cmd)
+    match = re.search(r"--allowed-rules ((?:\w+ ?)+) --forcerun ", cmd)
     assert match, f"stage command must name its rules with --allowed-rules ... -- TARGET: {cmd}"
     return match.group(1).split()
 
@@ -48,10 +49,28 @@ def test_every_stage_runs_existing_rules_and_target(stages, rules):
         assert target in allowed or target in produced, f"dvc stage {name}: target {target} not built by {allowed}"
 
 
-def test_stage_params_are_exactly_the_sections_its_rules_hash(stages, rules):
-    for name, stage in stages.items():
-        hashed = {s for rule in _job_rules(stage, rules) for s in rule.params_sections}
-        assert set(stage.get("params", [])) == hashed, f"dvc stage {name}"
+def test_each_stage_follows_the_pipeline_table(stages):
+    """Params, source files, upstream folders, outputs and command of every DVC stage come from ssmttm.pipeline."""
+    assert list(stages) == list(STAGES)
+    for name, spec in STAGES.items():
+        stage = stages[name]
+        assert stage.get("params", []) == list(spec.params), f"dvc stage {name}: params"
+        upstream = [out for up in spec.upstream for out in STAGES[up].outs]
+        assert stage["deps"] == upstream + list(spec.code_paths), f"dvc stage {name}: deps"
+        assert sorted(_outs(stage)) == sorted(spec.outs), f"dvc stage {name}: outs"
+        assert _allowed_rules(stage["cmd"]) == list(spec.rules), f"dvc stage {name}: rules"
+        forced = re.search(r"--forcerun ((?:\w+ ?)+) -- ", stage["cmd"]).group(1).split()
+        assert forced == list(spec.job_rules), f"dvc stage {name}: DVC must force its own job rules"
+
+
+def test_every_rule_hashes_the_recipe_of_its_own_stage(rules, repo_root):
+    text = "".join(p.read_text() for p in sorted((repo_root / "workflow/rules").glob("*.smk")))
+    for name, spec in STAGES.items():
+        for rule in spec.job_rules:
+            body = re.search(rf"^rule {rule}:\n((?:[ \t]+.*\n|\n)*)", text, re.MULTILINE).group(1)
+            assert f'recipe=recipe("{name}")' in body, f"rule {rule} must record the recipe of stage {name}"
+            assert f'changed("{name}",' in body, f"rule {rule} must rerun when the recipe of {name} changed"
+            assert "+ record(" in body, f"rule {rule} must write its recipe beside its output"
 
 
 def _covers(out: str, path: str) -> bool:

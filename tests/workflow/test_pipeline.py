@@ -1,174 +1,61 @@
-"""The whole DAG on a tiny config, through Snakemake and through DVC.
+"""The whole DAG on a tiny config, through Snakemake and through DVC, and a snapshot that travels between clones.
 
-One Snakemake run and one `dvc repro` run build the same tiny project in two scratch folders (3 demo tracks + 1
-track whose licence is not allowed, 5 s clips, a tiny codec, two tiny LMs). The tests then check that:
-- every stage's output exists with its provenance, and the disallowed track never passes select;
-- both tools produce byte-identical data artifacts (which is also a rerun-determinism check);
-- a second Snakemake run has nothing to do;
-- swapping `lm.backbone` rebuilds only train_lm, through Snakemake (dry-run) and through DVC (status and repro).
+Clone A builds the tiny project with a bare `snakemake`, records it with `dvc commit` (as `make demo` does) and
+`dvc push`es it to the default remote (a folder beside the clones, as configured in .dvc/config). A second project
+builds the same config with `dvc repro` alone. The tests check that:
+- every stage's output exists with its provenance and recipe, and the disallowed track never passes select;
+- both engines produce byte-identical artifacts (also a same-machine rerun-determinism check);
+- clone B (`git clone` of A) gets byte-identical artifacts with `dvc pull`, and then neither `dvc status` nor
+  `snakemake -n` has anything to do; a targeted pull brings only what training a new backbone needs;
+- swapping `lm.backbone` rebuilds only train_lm and lm_plot, and the new experiment's metrics are its own.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ssmttm.artifacts import read_jsonl, shard_of
-from ssmttm.data.urls import package_url
+from tests.workflow.project import (
+    DEMO_TRACKS,
+    N_SHARDS,
+    ND_TRACK,
+    TINY_OVERRIDES,
+    commit,
+    dvc,
+    make_project,
+    run,
+    scheduled_jobs,
+    set_param,
+    snakemake,
+    tree_hashes,
+)
 
 pytestmark = pytest.mark.slow
 
-DEMO_TRACKS = ["calm/calm_acoustic_1.opus", "energetic/energetic_electronic_2.opus", "happy/happy_acoustic_2.opus"]
-ND_TRACK = "tender/tender_acoustic_1.opus"  # a real demo file, declared under a licence select must refuse
-N_SHARDS = 2
 
-TINY_OVERRIDES = {
-    "corpus": {"source": "manifest", "manifest_path": "tiny_manifest.jsonl", "n_shards": N_SHARDS},
-    "segment": {"clip_seconds": 5, "hop_seconds": 5, "max_clips_per_track": 3, "tail": "drop"},
-    "codec": {
-        "train": {
-            "steps": 4,
-            "batch_size": 2,
-            "segment_s": 0.2,
-            "eval_clips": 2,
-            "eval_seconds": 1.0,
-            "log_every": 2,
-            "n_codebooks": 2,
-            "codebook_size": 64,
-        }
-    },
-    "tokenize": {"encode_window_s": 5.0, "row_group_size": 4, "valid_fraction": 0.34, "test_fraction": 0.0},
-    "lm": {
-        "d_model": 32,
-        "n_layers": 2,
-        "d_state": 16,
-        "headdim": 16,
-        "chunk_size": 16,
-        "n_heads": 2,
-        "mlp_hidden": 64,
-        "seq_len": 64,
-        "codebook_size": 64,
-        "special_id": 64,
-        "n_codebooks": 1,
-    },
-    "train_lm": {
-        "max_steps": 6,
-        "batch_size": 2,
-        "accumulate_grad_batches": 1,
-        "warmup_steps": 2,
-        "checkpoint_every": 3,
-        "val_every": 3,
-        "log_every": 1,
-    },
-}
-
-PROJECT_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore"]
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
-def _tiny_params(repo_root: Path) -> dict:
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    return _merge(params, TINY_OVERRIDES)
-
-
-def _manifest_rows() -> list[dict]:
-    rows = []
-    for relative in DEMO_TRACKS + [ND_TRACK]:
-        track_id = Path(relative).stem
-        rows.append(
-            {
-                "id": track_id,
-                "url": package_url("immich_memories_music", f"tracks/{relative}"),
-                "licence": "CC BY-ND 4.0" if relative == ND_TRACK else "MIT",
-                "source": "manifest",
-                "tags": {"mood": relative.split("/")[0], "style": track_id.split("_")[1]},
-            }
-        )
-    return rows
-
-
-def _make_project(repo_root: Path, folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source = repo_root / name
-        if source.is_dir():
-            shutil.copytree(source, folder / name, symlinks=False)
-        elif source.exists():
-            shutil.copy(source, folder / name)
-    params = _tiny_params(repo_root)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    with open(folder / "tiny_manifest.jsonl", "w") as handle:
-        for row in _manifest_rows():
-            handle.write(json.dumps(row) + "\n")
-    # dvc.yaml's code dependencies point into src/: give the scratch project a copy so DVC can hash them
-    shutil.copytree(repo_root / "src", folder / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    return folder
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONHASHSEED="0")
-    return env
-
-
-def _run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        logs = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted((cwd / "logs").rglob("*.log")))
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}{logs}")
-    return output
-
-
-def _snakemake(*args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2", *args]
-
-
-def _dvc(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "dvc"), *args]
-
-
-def _tree_hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file under data/ (the fetch download cache is a convenience, not an artifact)."""
-    out = {}
-    for path in sorted((root / "data").rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and not rel.startswith("data/cache/") and path.name != ".gitignore":  # DVC's own
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
+@pytest.fixture(scope="module")
+def clones(tmp_path_factory) -> Path:
+    """A folder for clones that share the default DVC remote (`../../ssmttm-dvc-remote` from each .dvc/)."""
+    return tmp_path_factory.mktemp("clones")
 
 
 @pytest.fixture(scope="module")
-def snakemake_project(repo_root, tmp_path_factory):
-    project = _make_project(repo_root, tmp_path_factory.mktemp("wf") / "snakemake")
-    _run(_snakemake(), project)
+def snakemake_project(repo_root, clones):
+    project = make_project(repo_root, clones / "clone-a")
+    run(snakemake(), project)
+    run(dvc("commit", "--force", "--quiet"), project)
+    commit(project, "tiny run")
     return project
 
 
 @pytest.fixture(scope="module")
 def dvc_project(repo_root, tmp_path_factory):
-    project = _make_project(repo_root, tmp_path_factory.mktemp("wf") / "dvc")
-    _run(["git", "init", "-q"], project)
-    _run(_dvc("init", "-q"), project)
-    # a clone of the project has commits; dvclive reads the current revision
-    _run(["git", "add", "-A"], project)
-    _run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "tiny project"], project)
-    _run(_dvc("repro"), project)
+    project = make_project(repo_root, tmp_path_factory.mktemp("wf") / "dvc")
+    run(dvc("repro"), project)
+    commit(project, "tiny run through dvc repro")
     return project
 
 
@@ -178,6 +65,7 @@ def test_snakemake_builds_every_stage(snakemake_project):
     for stage in ("fetch", "select", "segment", "caption"):
         for shard in shards:
             assert (root / "data" / stage / shard / "provenance.json").is_file(), (stage, shard)
+            assert len((root / "data" / stage / shard / "_recipe").read_text().strip()) == 64
     kept = [row["id"] for shard in shards for row in read_jsonl(root / "data/select" / shard / "kept.jsonl")]
     assert sorted(kept) == sorted(Path(t).stem for t in DEMO_TRACKS)
     nd_shard = f"shard-{shard_of(Path(ND_TRACK).stem, N_SHARDS):05d}"
@@ -188,50 +76,87 @@ def test_snakemake_builds_every_stage(snakemake_project):
     captions = [row for shard in shards for row in read_jsonl(root / "data/caption" / shard / "captions.jsonl")]
     assert {c["clip_id"] for c in captions} == {c["clip_id"] for c in clips}
     assert (root / "data/codec/codec.json").is_file() and (root / "data/codec/provenance.json").is_file()
-    manifest = json.loads((root / "data/tokenize/_manifest.json").read_text())
-    assert sum(manifest["counts"].values()) == len(clips) if "counts" in manifest else manifest
+    assert (root / "data/text_cache/provenance.json").is_file() or any((root / "data/text_cache").rglob("cache.json"))
     for backbone in ("prefix_simba", "cross_transformer"):
         metrics = json.loads((root / f"results/train_lm/{backbone}/metrics.json").read_text())
         assert metrics["steps"] == TINY_OVERRIDES["train_lm"]["max_steps"], metrics
+    summary = json.loads((root / "results/lm_plot/metrics.json").read_text())
+    assert set(summary) == {"prefix_simba", "cross_transformer"}
+    assert (root / "results/lm_plot/loss_curves.png").stat().st_size > 1000
 
 
-def test_second_snakemake_run_has_nothing_to_do(snakemake_project):
-    output = _run(_snakemake("--dry-run"), snakemake_project)
-    assert "Nothing to be done" in output, output[-2000:]
+def test_logs_are_plain_lines(snakemake_project):
+    logs = list((snakemake_project / "logs").rglob("*.log"))
+    assert logs and not [p for p in logs if "\r" in p.read_text()]
 
 
-def test_dvc_and_snakemake_build_byte_identical_data(snakemake_project, dvc_project):
-    via_snakemake = _tree_hashes(snakemake_project)
-    via_dvc = _tree_hashes(dvc_project)
+def test_dvc_and_snakemake_build_byte_identical_artifacts(snakemake_project, dvc_project):
+    via_snakemake = tree_hashes(snakemake_project)
+    via_dvc = tree_hashes(dvc_project)
     assert via_snakemake.keys() == via_dvc.keys()
     different = [path for path in via_snakemake if via_snakemake[path] != via_dvc[path]]
     assert not different, f"artifacts differ between the two runs: {different[:10]}"
     assert any(p.endswith(".parquet") for p in via_snakemake) and any(p.endswith(".wav") for p in via_snakemake)
+    assert any(p.startswith("results/train_lm/") for p in via_snakemake)
 
 
-def _swap_backbone(project: Path, backbone: str) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["lm"]["backbone"] = backbone
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def test_the_dvc_run_is_up_to_date_in_both_engines(dvc_project):
+    assert json.loads(run(dvc("status", "--json"), dvc_project).strip() or "{}") == {}
+    assert scheduled_jobs(run(snakemake("--dry-run"), dvc_project)) == {}
 
 
-def test_backbone_swap_reruns_only_train_lm_in_snakemake(snakemake_project):
-    _swap_backbone(snakemake_project, "prefix_mamba")
-    output = _run(_snakemake("--dry-run", "--quiet", "rules"), snakemake_project)
-    job_lines = [line.split() for line in output.splitlines() if line.strip() and line.split()[-1].isdigit()]
-    jobs = {parts[0]: int(parts[-1]) for parts in job_lines if len(parts) == 2}
-    assert jobs.get("train_lm") == 1, output[-2000:]  # the new backbone only; cross_transformer stays
-    data_rules = {"manifest", "fetch", "select", "segment", "caption", "codec", "tokenize", "tokenize_manifest"}
-    assert not data_rules & set(jobs), jobs
+def test_a_pushed_run_pulls_byte_identical_into_another_clone(snakemake_project, clones):
+    run(dvc("push", "--quiet"), snakemake_project)
+    assert (clones / "ssmttm-dvc-remote").is_dir()  # the default remote of .dvc/config, beside the clones
+    clone_b = clones / "clone-b"
+    run(["git", "clone", "-q", str(snakemake_project), str(clone_b)], clones)
+    run(dvc("pull", "--quiet"), clone_b)
+    assert tree_hashes(clone_b) == tree_hashes(snakemake_project)
+    assert json.loads(run(dvc("status", "--json"), clone_b).strip() or "{}") == {}
+    assert scheduled_jobs(run(snakemake("--dry-run"), clone_b)) == {}
+    assert "Nothing to be done" in run(snakemake("--dry-run"), clone_b)
 
 
-def test_backbone_swap_reruns_only_train_lm_in_dvc(dvc_project):
-    assert json.loads(_run(_dvc("status", "--json"), dvc_project).strip() or "{}") == {}
-    _swap_backbone(dvc_project, "prefix_mamba")
-    status = json.loads(_run(_dvc("status", "--json"), dvc_project))
-    assert set(status) == {"train_lm"}, status
-    before = _tree_hashes(dvc_project)
-    _run(_dvc("repro"), dvc_project)
-    assert _tree_hashes(dvc_project) == before  # no data stage reran
-    assert (dvc_project / "results/train_lm/prefix_mamba/metrics.json").is_file()
-    assert (dvc_project / "results/train_lm/prefix_simba/metrics.json").is_file()  # kept, not retrained
+def test_a_targeted_pull_brings_what_training_needs(snakemake_project, clones):
+    clone_c = clones / "clone-c"
+    run(["git", "clone", "-q", str(snakemake_project), str(clone_c)], clones)
+    run(dvc("pull", "--quiet", "tokenize", "text_cache"), clone_c)
+    assert (clone_c / "data/tokenize/_manifest.json").is_file() and (clone_c / "data/text_cache").is_dir()
+    assert not (clone_c / "data/segment").exists() and not (clone_c / "data/fetch").exists()
+    set_param(clone_c, "train_lm.also_train", ["cross_transformer", "prefix_mamba"])
+    jobs = scheduled_jobs(run(snakemake("--dry-run", "lm_all"), clone_c))
+    assert jobs == {"train_lm": 3}, jobs  # no run was pulled: every backbone trains; no data stage runs
+
+
+def test_backbone_swap_reruns_only_what_follows_train_lm(snakemake_project):
+    project = snakemake_project
+    set_param(project, "lm.backbone", "prefix_mamba")
+    jobs = scheduled_jobs(run(snakemake("--dry-run"), project))
+    assert jobs == {"train_lm": 1, "lm_plot": 1}, jobs  # the new backbone only; cross_transformer stays
+    status = json.loads(run(dvc("status", "--json"), project))
+    assert set(status) == {"train_lm", "lm_plot"}, status
+    run(["git", "checkout", "--", "params.yaml"], project)
+
+
+def test_experiments_report_their_own_backbone(dvc_project):
+    before = tree_hashes(dvc_project, folders=("data",))
+    run(dvc("exp", "run", "--quiet", "-S", "lm.backbone=prefix_mamba"), dvc_project)
+    assert tree_hashes(dvc_project, folders=("data",)) == before  # no data stage reran
+    shown = json.loads(run(dvc("exp", "show", "--json"), dvc_project))
+    experiments = [
+        exp
+        for commit_entry in shown
+        for exp in [commit_entry, *[e for branch in commit_entry.get("experiments") or [] for e in branch["revs"]]]
+    ]
+    by_backbone = {}
+    for exp in experiments:
+        data = exp.get("data") or {}
+        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+        metrics = data.get("metrics", {}).get("results/lm_plot/metrics.json", {}).get("data", {})
+        if params:
+            by_backbone[params["lm"]["backbone"]] = set(metrics)
+    assert by_backbone["prefix_mamba"] == {"prefix_mamba", "cross_transformer"}, by_backbone
+    assert by_backbone["prefix_simba"] == {"prefix_simba", "cross_transformer"}, by_backbone
+    # the baseline's run was not replaced: both prefix_simba and prefix_mamba runs are in the workspace
+    for backbone in ("prefix_simba", "prefix_mamba", "cross_transformer"):
+        assert (dvc_project / f"results/train_lm/{backbone}/metrics.json").is_file(), backbone

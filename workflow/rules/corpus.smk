@@ -1,75 +1,82 @@
 # Corpus stages: manifest -> fetch -> select -> segment -> caption, fanned out per shard of tracks.
-# Inputs made by an upstream DVC stage are ancient(): `dvc pull`/`dvc checkout` timestamps never trigger rebuilds.
+# Each job's `changed(...)` input and `record(...)` suffix implement the rerun contract of workflow/Snakefile.
 
 
 rule manifest:
+    input:
+        changed("manifest", "data/manifest"),
     output:
         directory("data/manifest"),
     params:
-        hash=params_hash("seed", "corpus"),
+        recipe=recipe("manifest"),
     log:
         "logs/manifest.log",
     shell:
-        "ssmttm manifest --params {PARAMS} --out {output} 2> {log}"
+        "ssmttm manifest --params {PARAMS} --out {output} 2> {log}" + record("{output}")
 
 
 rule fetch:
     input:
-        ancient("data/manifest"),
+        "data/manifest",
+        changed("fetch", "data/fetch/shard-{shard}"),
     output:
         directory("data/fetch/shard-{shard}"),
     params:
-        hash=params_hash("fetch", "corpus"),
+        recipe=recipe("fetch"),
         shard=lambda wildcards: int(wildcards.shard),
     resources:
         downloads=1,
     log:
         "logs/fetch/shard-{shard}.log",
     shell:
-        "ssmttm fetch --params {PARAMS} --manifest {input}/manifest.jsonl --shard {params.shard} --out {output} 2> {log}"
+        "ssmttm fetch --params {PARAMS} --manifest {input[0]}/manifest.jsonl --shard {params.shard} --out {output}"
+        " 2> {log}" + record("{output}")
 
 
 rule select:
     input:
-        ancient("data/fetch/shard-{shard}"),
+        "data/fetch/shard-{shard}",
+        changed("select", "data/select/shard-{shard}"),
     output:
         directory("data/select/shard-{shard}"),
     params:
-        hash=params_hash("select"),
+        recipe=recipe("select"),
     log:
         "logs/select/shard-{shard}.log",
     shell:
-        "ssmttm select --params {PARAMS} --fetched {input} --out {output} 2> {log}"
+        "ssmttm select --params {PARAMS} --fetched {input[0]} --out {output} 2> {log}" + record("{output}")
 
 
 rule segment:
     input:
-        ancient("data/select/shard-{shard}"),
+        "data/select/shard-{shard}",
+        changed("segment", "data/segment/shard-{shard}"),
     output:
         directory("data/segment/shard-{shard}"),
     params:
-        hash=params_hash("seed", "segment"),
+        recipe=recipe("segment"),
     resources:
         gpu=lambda wildcards: 1 if config["segment"]["vocal_removal"]["enabled"] else 0,
     log:
         "logs/segment/shard-{shard}.log",
     shell:
-        "ssmttm segment --params {PARAMS} --selected {input} --out {output} 2> {log}"
+        "ssmttm segment --params {PARAMS} --selected {input[0]} --out {output} 2> {log}" + record("{output}")
 
 
 rule caption:
     input:
-        ancient("data/segment/shard-{shard}"),
+        "data/segment/shard-{shard}",
+        changed("caption", "data/caption/shard-{shard}"),
     output:
         directory("data/caption/shard-{shard}"),
     params:
-        hash=params_hash("seed", "caption"),
+        recipe=recipe("caption"),
     resources:
         gpu=lambda wildcards: 1 if config["caption"]["mode"] == "model" else 0,
     log:
         "logs/caption/shard-{shard}.log",
     shell:
-        "ssmttm caption --params {PARAMS} --clips {input} --out {output} 2> {log}"
+        "ssmttm caption --params {PARAMS} --clips {input[0]} --out {output} 2> {log}" + record("{output}")
 
 
 # One target per stage, for `snakemake <stage>_all` and for the DVC stage that runs it.
@@ -89,10 +96,5 @@ rule segment_all:
 
 
 rule caption_all:
-    input:
-        expand("data/caption/shard-{shard}", shard=SHARDS),
-
-
-rule corpus_all:
     input:
         expand("data/caption/shard-{shard}", shard=SHARDS),

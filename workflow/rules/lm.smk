@@ -1,32 +1,36 @@
-# Language models: one training run per backbone, all sharing the same token shards and text-encoder cache.
-# A run's params hash covers only the sections that shape it, with its own backbone name, so swapping
-# `lm.backbone` trains the new backbone and rebuilds what follows it, and no data job.
-# The declared output is the run's metrics.json, written when training ends, not the run folder: Snakemake deletes
-# a job's outputs before rerunning it, and a killed run (e.g. at a slurm time limit) must keep its checkpoints to
-# resume from. Checkpoints made with other params are replaced (--restart-if-params-changed).
+# Language models: one training run per backbone, all sharing the token shards and the text-encoder cache.
+# A run's recipe hashes its own resolved config (its backbone name in `lm.backbone`, `train_lm.also_train` left
+# out), so making another backbone the default, or training one more, retrains no other backbone.
+# The declared output is the run's metrics.json, not the run folder: Snakemake deletes a job's outputs before
+# rerunning it, and a killed run (e.g. at a slurm time limit) must keep its checkpoints to resume from. A run made
+# with other params is moved to `previous/<run key>/` in the run folder, never deleted.
 
 
 rule text_cache:
     input:
-        ancient("data/tokenize/_manifest.json"),
+        "data/tokenize/_manifest.json",
+        changed("text_cache", "data/text_cache"),
     output:
         directory("data/text_cache"),
     params:
-        hash=params_hash("text", "train_lm"),
+        recipe=recipe("text_cache"),
+    resources:
+        gpu=lambda wildcards: 1 if config["text"].get("device") == "cuda" else 0,
     log:
         "logs/text_cache.log",
     shell:
-        "ssmttm train-lm --params {PARAMS} --shards data/tokenize --build-text-cache --text-cache {output} 2> {log}"
+        "ssmttm text-cache --params {PARAMS} --shards data/tokenize --out {output} 2> {log}" + record("{output}")
 
 
 rule train_lm:
     input:
-        shards=ancient("data/tokenize/_manifest.json"),
-        text_cache=ancient("data/text_cache"),
+        shards="data/tokenize/_manifest.json",
+        text_cache="data/text_cache",
+        changed=changed("train_lm", "results/train_lm/{backbone}/metrics.json", is_dir=False),
     output:
         "results/train_lm/{backbone}/metrics.json",
     params:
-        hash=lambda wildcards: params_hash("seed", "text", "lm", "train_lm", backbone=wildcards.backbone),
+        recipe=recipe("train_lm"),
         run="results/train_lm/{backbone}",
     threads: lambda wildcards: config["train_lm"].get("num_threads") or 1
     resources:
@@ -36,18 +40,22 @@ rule train_lm:
         "logs/train_lm/{backbone}.log",
     shell:
         "ssmttm train-lm --params {PARAMS} --shards data/tokenize --text-cache {input.text_cache}"
-        " --backbone {wildcards.backbone} --out {params.run} --resume --restart-if-params-changed 2> {log}"
+        " --backbone {wildcards.backbone} --out {params.run} 2> {log}" + record("{output}", is_dir=False)
 
 
 rule lm_plot:
     input:
-        ancient(expand("results/train_lm/{backbone}/metrics.json", backbone=BACKBONES)),
+        expand("results/train_lm/{backbone}/metrics.json", backbone=BACKBONES),
+        changed("lm_plot", "results/lm_plot"),
     output:
-        "results/plots/loss_curves.png",
+        directory("results/lm_plot"),
+    params:
+        recipe=recipe("lm_plot"),
+        runs=expand("results/train_lm/{backbone}", backbone=BACKBONES),
     log:
         "logs/lm_plot.log",
     shell:
-        "ssmttm train-lm --params {PARAMS} --plot {input} --plot-out {output} 2> {log}"
+        "ssmttm lm-plot --params {PARAMS} --runs {params.runs} --out {output} 2> {log}" + record("{output}")
 
 
 rule lm_all:

@@ -3,47 +3,51 @@
 
 rule codec:
     input:
-        ancient(expand("data/segment/shard-{shard}", shard=SHARDS)),
+        expand("data/segment/shard-{shard}", shard=SHARDS),
+        changed("codec", "data/codec"),
     output:
         directory("data/codec"),
     params:
-        hash=params_hash("seed", "codec"),
+        recipe=recipe("codec"),
+        clips=expand("data/segment/shard-{shard}", shard=SHARDS),
     resources:
         gpu=lambda wildcards: 1 if config["codec"]["mode"] == "train" and config["codec"].get("device") == "cuda" else 0,
     log:
         "logs/codec.log",
     shell:
-        "ssmttm codec --params {PARAMS} --clips {input} --out {output} 2> {log}"
+        "ssmttm codec --params {PARAMS} --clips {params.clips} --out {output} 2> {log}" + record("{output}")
 
 
 rule tokenize:
     input:
-        clips=ancient("data/segment/shard-{shard}"),
-        captions=ancient("data/caption/shard-{shard}"),
-        codec=ancient("data/codec"),
+        clips="data/segment/shard-{shard}",
+        captions="data/caption/shard-{shard}",
+        codec="data/codec",
+        changed=changed("tokenize", "data/tokenize/shard-{shard}.parquet", is_dir=False),
     output:
         shard="data/tokenize/shard-{shard}.parquet",
         failures="data/tokenize/shard-{shard}.failures.tsv",
     params:
-        hash=params_hash("seed", "tokenize"),
+        recipe=recipe("tokenize"),
     log:
         "logs/tokenize/shard-{shard}.log",
     shell:
         "ssmttm tokenize --params {PARAMS} --clips {input.clips} --captions {input.captions} --codec {input.codec}"
-        " --out {output.shard} 2> {log}"
+        " --out {output.shard} 2> {log}" + record("{output.shard}", is_dir=False)
 
 
 rule tokenize_manifest:
     input:
         expand("data/tokenize/shard-{shard}.parquet", shard=SHARDS),
+        changed("tokenize", "data/tokenize/_manifest.json", is_dir=False),
     output:
         "data/tokenize/_manifest.json",
     params:
-        hash=params_hash("seed", "tokenize"),
+        recipe=recipe("tokenize"),
     log:
         "logs/tokenize/manifest.log",
     shell:
-        "ssmttm tokenize --params {PARAMS} --finalize data/tokenize 2> {log}"
+        "ssmttm tokenize --params {PARAMS} --finalize data/tokenize 2> {log}" + record("{output}", is_dir=False)
 
 
 rule tokens_all:

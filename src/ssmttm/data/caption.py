@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ssmttm.artifacts import atomic_dir, read_jsonl, sha256_file, write_jsonl, write_provenance
 from ssmttm.audio import load_mono
@@ -34,6 +33,7 @@ from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.data.caption_model import CaptionModelConfig
 from ssmttm.data.caption_templates import tag_caption
 from ssmttm.errors import UserFacingError
+from ssmttm.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def _read_clips(clips_dir: Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- import
+
 
 def _records(path: Path, id_col: str, cap_col: str) -> list[tuple[Any, Any]]:
     """(id, caption) pairs in file order, whatever the format."""
@@ -166,13 +167,15 @@ def _track_of(clips: list[dict[str, Any]], clip_id: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- model
 
-def _model_captions(clips: list[dict[str, Any]], cfg: CaptionConfig, seed: int,
-                    runner: ModelRunner) -> list[dict[str, Any]]:
+
+def _model_captions(
+    clips: list[dict[str, Any]], cfg: CaptionConfig, seed: int, runner: ModelRunner
+) -> list[dict[str, Any]]:
     rate = int(runner.sample_rate)
     batch_size = cfg.model.batch_size
     rows: list[dict[str, Any]] = []
-    batches = [clips[i: i + batch_size] for i in range(0, len(clips), batch_size)]
-    for batch in tqdm(batches, desc="caption", unit="batch"):
+    batches = [clips[i : i + batch_size] for i in range(0, len(clips), batch_size)]
+    for batch in progress(batches, "caption", "batch"):
         audios = [load_mono(c["audio_path"], rate) for c in batch]  # each (N,) at the model's rate
         texts = runner(audios)
         if len(texts) != len(batch):
@@ -189,12 +192,18 @@ def _model_captions(clips: list[dict[str, Any]], cfg: CaptionConfig, seed: int,
 
 # ----------------------------------------------------------------------------------------------- stage
 
+
 def _row(clip: dict[str, Any], caption: str, source: str) -> dict[str, Any]:
     return {"clip_id": clip["clip_id"], "track_id": clip["track_id"], "caption": caption, "caption_source": source}
 
 
-def caption_shard(clips_dir: str | Path, cfg: CaptionConfig, out_dir: str | Path, seed: int = 0,
-                  model_runner: ModelRunner | None = None) -> Path:
+def caption_shard(
+    clips_dir: str | Path,
+    cfg: CaptionConfig,
+    out_dir: str | Path,
+    seed: int = 0,
+    model_runner: ModelRunner | None = None,
+) -> Path:
     """Caption every clip of `clips_dir/clips.jsonl` into `out_dir/captions.jsonl`; returns `out_dir`.
 
     `model_runner` replaces the configured model in mode `model` (it must have a `sample_rate` attribute).
@@ -219,8 +228,15 @@ def caption_shard(clips_dir: str | Path, cfg: CaptionConfig, out_dir: str | Path
     rows.sort(key=lambda r: r["clip_id"])
     with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / "captions.jsonl", rows)
-        write_provenance(tmp, "caption", dataclass_to_dict(cfg), seed, inputs=inputs, model=model_info,
-                         counts=dict(sorted(Counter(r["caption_source"] for r in rows).items())))
+        write_provenance(
+            tmp,
+            "caption",
+            dataclass_to_dict(cfg),
+            seed,
+            inputs=inputs,
+            model=model_info,
+            counts=dict(sorted(Counter(r["caption_source"] for r in rows).items())),
+        )
     log.info("%s: %d captions", out_dir, len(rows))
     return out_dir
 

@@ -29,8 +29,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @dataclass(frozen=True)
 class CaptionModelConfig:
     name_or_path: str = "Qwen/Qwen2-Audio-7B-Instruct"
-    prompt: str = ("Generate a detailed caption for this music piece, primarily focusing on instrumentation, genre, "
-                   "mood, rhythm, and scenario.")
+    prompt: str = (
+        "Generate a detailed caption for this music piece, primarily focusing on instrumentation, genre, "
+        "mood, rhythm, and scenario."
+    )
     batch_size: int = 4
     max_new_tokens: int = 160
     device: str = "auto"  # auto | cpu | cuda
@@ -54,8 +56,11 @@ def _missing(name: str, exc: Exception) -> MissingWeightsError:
     from huggingface_hub import constants
 
     local = Path(name).expanduser()
-    where = (f"the folder {local}" if local.is_absolute() or name.startswith(".") or local.exists()
-             else f"the Hugging Face cache {constants.HF_HUB_CACHE}")
+    where = (
+        f"the folder {local}"
+        if local.is_absolute() or name.startswith(".") or local.exists()
+        else f"the Hugging Face cache {constants.HF_HUB_CACHE}"
+    )
     return MissingWeightsError(
         f"caption model '{name}' could not be loaded from {where} ({type(exc).__name__}: {str(exc)[:160]}); "
         f"on a machine with internet run: {fetch_command(name)} (then copy the cache, or set "
@@ -79,35 +84,53 @@ class AudioCaptioner:
             )
         # Decoder-only generation needs left padding so every prompt ends at the same position.
         processor.tokenizer.padding_side = "left"
-        conversation = [{"role": "user", "content": [
-            {"type": "audio", "audio_url": "clip.wav"},  # placeholder: the template only emits the audio tokens
-            {"type": "text", "text": cfg.prompt},
-        ]}]
+        conversation = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "audio", "audio_url": "clip.wav"},  # placeholder: the template only emits the audio tokens
+                    {"type": "text", "text": cfg.prompt},
+                ],
+            }
+        ]
         self.prompt_text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         self.max_seconds = float(getattr(processor.feature_extractor, "chunk_length", 30))
         self._warned_long = False
 
     def describe(self) -> dict[str, Any]:
-        return {"name_or_path": self.cfg.name_or_path, "model_type": self.model.config.model_type,
-                "commit": getattr(self.model.config, "_commit_hash", None), "sample_rate": self.sample_rate,
-                "prompt": self.cfg.prompt, "max_new_tokens": self.cfg.max_new_tokens, "decoding": "greedy"}
+        return {
+            "name_or_path": self.cfg.name_or_path,
+            "model_type": self.model.config.model_type,
+            "commit": getattr(self.model.config, "_commit_hash", None),
+            "sample_rate": self.sample_rate,
+            "prompt": self.cfg.prompt,
+            "max_new_tokens": self.cfg.max_new_tokens,
+            "decoding": "greedy",
+        }
 
     def __call__(self, audios: list[np.ndarray]) -> list[str]:
         if not audios:
             return []
         if not self._warned_long and max(a.shape[0] for a in audios) > self.max_seconds * self.sample_rate:
-            log.warning("clips longer than %.0f s: the model hears only their first %.0f s",
-                        self.max_seconds, self.max_seconds)
+            log.warning(
+                "clips longer than %.0f s: the model hears only their first %.0f s", self.max_seconds, self.max_seconds
+            )
             self._warned_long = True
         tokenizer = self.processor.tokenizer
-        inputs = self.processor(text=[self.prompt_text] * len(audios), audio=list(audios),
-                                sampling_rate=self.sample_rate, return_tensors="pt", padding=True)
+        inputs = self.processor(
+            text=[self.prompt_text] * len(audios),
+            audio=list(audios),
+            sampling_rate=self.sample_rate,
+            return_tensors="pt",
+            padding=True,
+        )
         inputs = inputs.to(self.device)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=self.cfg.max_new_tokens, do_sample=False, num_beams=1,
-                                      pad_token_id=pad_id)  # (B, prompt + new)
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]  # (B, new)
+            out = self.model.generate(
+                **inputs, max_new_tokens=self.cfg.max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id
+            )  # (B, prompt + new)
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]  # (B, new)
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True)
         return [" ".join(t.split()) for t in texts]
 
@@ -129,8 +152,7 @@ def load_captioner(cfg: CaptionModelConfig) -> AudioCaptioner:
     device = _resolve_device(cfg.device)
     try:
         processor = AutoProcessor.from_pretrained(name, local_files_only=True)
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(name, local_files_only=True,
-                                                                   dtype=DTYPES[cfg.dtype])
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(name, local_files_only=True, dtype=DTYPES[cfg.dtype])
     except (OSError, ValueError) as exc:
         raise _missing(name, exc) from exc
     log.info("caption model %s on %s (%s)", name, device, cfg.dtype)

@@ -50,7 +50,16 @@ def _words(value: Any, limit: int) -> tuple[str, ...]:
 def _meaningful(text: str) -> bool:
     """Words worth saying: some letters, and not a placeholder for a missing value."""
     return bool(re.search(r"[^\W\d_]", text)) and text.lower() not in (
-        "none", "null", "nan", "inf", "-inf", "true", "false", "unknown", "n/a")
+        "none",
+        "null",
+        "nan",
+        "inf",
+        "-inf",
+        "true",
+        "false",
+        "unknown",
+        "n/a",
+    )
 
 
 def _bpm(value: Any) -> int | None:
@@ -93,6 +102,7 @@ def parse_tags(tags: Mapping[str, Any] | None) -> TagParts:
 
 # ----------------------------------------------------------------------------------------------- phrasing helpers
 
+
 def join(words: tuple[str, ...] | list[str]) -> str:
     """('a',) -> 'a'; ('a', 'b') -> 'a and b'; ('a', 'b', 'c') -> 'a, b and c'."""
     words = list(words)
@@ -122,6 +132,7 @@ def _descriptor(parts: TagParts) -> str:
 
 # ----------------------------------------------------------------------------------------------- templates
 # Each template takes (parts, noun) and renders whatever is present. Keep at least five.
+
 
 def _t_plain(p: TagParts, noun: str) -> str:
     text = with_article(f"{_descriptor(p)} {noun}".strip())
@@ -198,7 +209,12 @@ def _t_style(p: TagParts, noun: str) -> str:
 
 
 TEMPLATES: tuple[Callable[[TagParts, str], str], ...] = (
-    _t_plain, _t_mood_clause, _t_fields, _t_this, _t_featuring, _t_style,
+    _t_plain,
+    _t_mood_clause,
+    _t_fields,
+    _t_this,
+    _t_featuring,
+    _t_style,
 )
 
 

@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from tqdm import tqdm
-
 from ssmttm.artifacts import (
     atomic_dir,
     read_jsonl,
@@ -48,6 +46,7 @@ from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.data.manifest import CorpusConfig
 from ssmttm.data.urls import is_local, resolve_url
 from ssmttm.errors import UserFacingError
+from ssmttm.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +95,7 @@ class ItemError(Exception):
 
 # ----------------------------------------------------------------------------------------------- cache
 
+
 class Cache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -139,8 +139,10 @@ class Cache:
             raise ItemError(f"sha256 mismatch: manifest expects {row['sha256']}, got {digest}", permanent=True)
         write_text(self.audio / f"{name}.sha256", f"{digest}  {name}\n")
         info = {**{k: info.get(k) for k in INFO_FIELDS}, "ext": ext}
-        write_json(self.items / f"{row['id']}.json",
-                   {"id": row["id"], "url": row["url"], "file": name, "sha256": digest, "bytes": size, "info": info})
+        write_json(
+            self.items / f"{row['id']}.json",
+            {"id": row["id"], "url": row["url"], "file": name, "sha256": digest, "bytes": size, "info": info},
+        )
         return CachedItem(dest, digest, size, info)
 
     @contextlib.contextmanager
@@ -155,6 +157,7 @@ class Cache:
 
 
 # ----------------------------------------------------------------------------------------------- yt-dlp
+
 
 class _YdlLogger:
     """Route yt-dlp's messages to logging (its errors also raise, so they are not lost)."""
@@ -259,19 +262,25 @@ def fetch_media(row: dict[str, Any], cfg: FetchConfig, cache: Cache) -> CachedIt
 
 # ----------------------------------------------------------------------------------------------- MTG TARs
 
-def fetch_archive(tar_url: str, rows: list[dict[str, Any]], cfg: FetchConfig, corpus: CorpusConfig | None,
-                  cache: Cache) -> tuple[dict[str, CachedItem], dict[str, str]]:
+
+def fetch_archive(
+    tar_url: str, rows: list[dict[str, Any]], cfg: FetchConfig, corpus: CorpusConfig | None, cache: Cache
+) -> tuple[dict[str, CachedItem], dict[str, str]]:
     """Unpack the members of `rows` (all from the TAR at `tar_url`) into the cache. Returns (items, failures)."""
     from ssmttm.data import mtg_jamendo as mtg
 
     if corpus is None:
-        raise UserFacingError("the manifest has MTG-Jamendo rows; fetch needs the corpus section "
-                              "(corpus.mtg_jamendo.tar_sha256_path) to check their archives")
+        raise UserFacingError(
+            "the manifest has MTG-Jamendo rows; fetch needs the corpus section "
+            "(corpus.mtg_jamendo.tar_sha256_path) to check their archives"
+        )
     name = mtg.tar_name(tar_url)
     expected = mtg.load_sha256_list(corpus.mtg_jamendo.tar_sha256_path).get(name)
     if expected is None:
-        raise UserFacingError(f"{name}: no sha256 listed in {corpus.mtg_jamendo.tar_sha256_path}; "
-                              "cannot check the archive, so it is not unpacked")
+        raise UserFacingError(
+            f"{name}: no sha256 listed in {corpus.mtg_jamendo.tar_sha256_path}; "
+            "cannot check the archive, so it is not unpacked"
+        )
     tar_path = cache.archives / name
     if tar_path.is_file() and sha256_file(tar_path) != expected:
         log.warning("%s: cached archive does not match its sha256; downloading it again", tar_path)
@@ -301,6 +310,7 @@ def fetch_archive(tar_url: str, rows: list[dict[str, Any]], cfg: FetchConfig, co
 
 # ----------------------------------------------------------------------------------------------- stage
 
+
 def _artifact_path(path: Path) -> str:
     """Paths inside artifacts are relative to the working directory (the repository root) when possible."""
     if not path.is_absolute():
@@ -328,8 +338,9 @@ def _shard_rows(manifest_path: Path, shard: int) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["id"])
 
 
-def fetch_shard(manifest_path: str | Path, shard: int, cfg: FetchConfig, out_dir: str | Path,
-                corpus: CorpusConfig | None = None) -> FetchSummary:
+def fetch_shard(
+    manifest_path: str | Path, shard: int, cfg: FetchConfig, out_dir: str | Path, corpus: CorpusConfig | None = None
+) -> FetchSummary:
     """Fetch every manifest row of `shard` and publish `out_dir` (audio/, info/, tracks.jsonl, failures.tsv)."""
     manifest_path, out_dir = Path(manifest_path), Path(out_dir)
     rows = _shard_rows(manifest_path, shard)
@@ -346,7 +357,7 @@ def fetch_shard(manifest_path: str | Path, shard: int, cfg: FetchConfig, out_dir
             continue
         archives.setdefault(row["url"].split("#", 1)[0], []).append(row)
 
-    for row in tqdm(media, desc=f"fetch shard {shard}", unit="track", disable=None):
+    for row in progress(media, f"fetch shard {shard}", "track"):
         cached = cache.lookup(row)
         if cached is not None:
             items[row["id"]] = cached
@@ -355,8 +366,7 @@ def fetch_shard(manifest_path: str | Path, shard: int, cfg: FetchConfig, out_dir
             items[row["id"]] = fetch_media(row, cfg, cache)
         except ItemError as exc:
             failures[row["id"]] = str(exc)
-    for tar_url, tar_rows in tqdm(sorted(archives.items()), desc=f"fetch shard {shard} archives", unit="tar",
-                                  disable=None):
+    for tar_url, tar_rows in progress(sorted(archives.items()), f"fetch shard {shard} archives", "tar"):
         missing = []
         for row in tar_rows:
             cached = cache.lookup(row)
@@ -401,8 +411,17 @@ def fetch_shard(manifest_path: str | Path, shard: int, cfg: FetchConfig, out_dir
         write_jsonl(tmp / "tracks.jsonl", tracks)
         lines = ["id\turl\treason"] + [f"{k}\t{by_id[k]['url']}\t{_clean(v)}" for k, v in sorted(failures.items())]
         write_text(tmp / "failures.tsv", "\n".join(lines) + "\n")
-        write_provenance(tmp, "fetch", dataclass_to_dict(cfg), None, shard=shard, items=len(rows),
-                         fetched=len(items), failed=len(failures), manifest_sha256=sha256_file(manifest_path))
+        write_provenance(
+            tmp,
+            "fetch",
+            dataclass_to_dict(cfg),
+            None,
+            shard=shard,
+            items=len(rows),
+            fetched=len(items),
+            failed=len(failures),
+            manifest_sha256=sha256_file(manifest_path),
+        )
     log.info("fetch shard %d: %d fetched, %d failed -> %s", shard, len(items), len(failures), out_dir)
     return FetchSummary(shard, len(rows), len(items), len(failures), out_dir)
 

@@ -34,15 +34,35 @@ _JOINS = (
     (re.compile(r"\bcc[\s_-]*(?:0|zero)\b"), "cc0"),
 )
 _ELEMENT_WORDS = {
-    "by": "BY", "attribution": "BY",
-    "nc": "NC", "noncommercial": "NC",
-    "nd": "ND", "noderivs": "ND",
-    "sa": "SA", "sharealike": "SA",
+    "by": "BY",
+    "attribution": "BY",
+    "nc": "NC",
+    "noncommercial": "NC",
+    "nd": "ND",
+    "noderivs": "ND",
+    "sa": "SA",
+    "sharealike": "SA",
 }
 # Words that carry no licence meaning in prose licence names.
 _FILLER_WORDS = {
-    "cc", "license", "licence", "licensed", "under", "the", "a", "international", "unported", "generic",
-    "version", "v", "universal", "deed", "legalcode", "public", "mark", "dedication",
+    "cc",
+    "license",
+    "licence",
+    "licensed",
+    "under",
+    "the",
+    "a",
+    "international",
+    "unported",
+    "generic",
+    "version",
+    "v",
+    "universal",
+    "deed",
+    "legalcode",
+    "public",
+    "mark",
+    "dedication",
 }
 # yt-dlp's `license` for YouTube videos marked Creative Commons; YouTube's only CC option is CC BY 3.0.
 _YOUTUBE_CC = "creative commons attribution license (reuse allowed)"

@@ -42,10 +42,20 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 UNKNOWN_LICENCE = "unknown"
 # AudioSet labels of the "Singing" subtree (singing, choir, yodeling, chant, rapping, humming, male/female/child/
 # synthetic singing): `musiccaps.no_singing_only` drops clips carrying any of them.
-SINGING_LABELS = frozenset({
-    "/m/015lz1", "/m/0l14jd", "/m/01swy6", "/m/02bk07", "/m/01c194", "/m/02fxyj",
-    "/t/dd00003", "/t/dd00004", "/t/dd00005", "/t/dd00006",
-})
+SINGING_LABELS = frozenset(
+    {
+        "/m/015lz1",
+        "/m/0l14jd",
+        "/m/01swy6",
+        "/m/02bk07",
+        "/m/01c194",
+        "/m/02fxyj",
+        "/t/dd00003",
+        "/t/dd00004",
+        "/t/dd00005",
+        "/t/dd00006",
+    }
+)
 METADATA_RETRIES = 3
 METADATA_TIMEOUT_S = 60.0
 
@@ -85,10 +95,15 @@ class CorpusConfig:
 
 # ----------------------------------------------------------------------------------------------- validation
 
+
 def check_id(track_id: object, where: str) -> str:
     """Return the id if it is safe as a file name in every stage; otherwise stop with a message naming it."""
-    if (not isinstance(track_id, str) or not ID_PATTERN.fullmatch(track_id) or track_id in (".", "..")
-            or ".." in track_id):
+    if (
+        not isinstance(track_id, str)
+        or not ID_PATTERN.fullmatch(track_id)
+        or track_id in (".", "..")
+        or ".." in track_id
+    ):
         raise UserFacingError(
             f"{where}: invalid track id {track_id!r}; ids must match [A-Za-z0-9._-]+ and contain no '..' "
             "(they become file names); fix the id in the source"
@@ -109,6 +124,7 @@ def _check_rows(rows: list[dict[str, Any]], where: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- sources
 
+
 def mtg_jamendo_rows(cfg: MtgJamendoConfig, n_shards: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of MTG-Jamendo raw_30s, and the sha256 of the metadata files read (for provenance)."""
     import hashlib
@@ -116,8 +132,9 @@ def mtg_jamendo_rows(cfg: MtgJamendoConfig, n_shards: int) -> tuple[list[dict[st
     from ssmttm.data import mtg_jamendo as mtg
 
     tsv = mtg.download_text(cfg.metadata_url, METADATA_RETRIES, METADATA_TIMEOUT_S, "corpus.mtg_jamendo.metadata_url")
-    licences_text = mtg.download_text(cfg.licenses_url, METADATA_RETRIES, METADATA_TIMEOUT_S,
-                                      "corpus.mtg_jamendo.licenses_url")
+    licences_text = mtg.download_text(
+        cfg.licenses_url, METADATA_RETRIES, METADATA_TIMEOUT_S, "corpus.mtg_jamendo.licenses_url"
+    )
     tracks = mtg.parse_tags_tsv(tsv, cfg.metadata_url)
     licences = mtg.parse_audio_licenses(licences_text)
     wanted = None if cfg.tar_indices is None else set(cfg.tar_indices)
@@ -129,15 +146,17 @@ def mtg_jamendo_rows(cfg: MtgJamendoConfig, n_shards: int) -> tuple[list[dict[st
         tags = mtg.tag_fields(track.tags)
         if info is not None:
             tags.update({k: v for k, v in (("title", info.title), ("artist", info.artist)) if v})
-        rows.append({
-            "id": track.track_id,
-            "url": cfg.tar_url_template.format(index=track.archive) + "#" + track.path,
-            "licence": info.licence if info is not None else UNKNOWN_LICENCE,
-            "source": "mtg_jamendo",
-            "tags": tags,
-            "archive": track.archive,
-            "shard": track.archive % n_shards,
-        })
+        rows.append(
+            {
+                "id": track.track_id,
+                "url": cfg.tar_url_template.format(index=track.archive) + "#" + track.path,
+                "licence": info.licence if info is not None else UNKNOWN_LICENCE,
+                "source": "mtg_jamendo",
+                "tags": tags,
+                "archive": track.archive,
+                "shard": track.archive % n_shards,
+            }
+        )
     inputs = {
         "metadata_sha256": hashlib.sha256(tsv.encode()).hexdigest(),
         "licenses_sha256": hashlib.sha256(licences_text.encode()).hexdigest(),
@@ -170,16 +189,18 @@ def musiccaps_rows(cfg: MusicCapsConfig) -> list[dict[str, Any]]:
                 start_s, end_s = float(record["start_s"]), float(record["end_s"])
             except ValueError as exc:
                 raise UserFacingError(f"{path}:{number}: start_s/end_s are not numbers") from exc
-            rows.append({
-                "id": ytid,
-                "url": cfg.url_template.format(ytid=ytid),
-                "licence": UNKNOWN_LICENCE,  # the audio's licence is not known; select decides from yt-dlp info
-                "source": "musiccaps",
-                "tags": {},
-                "start_s": start_s,
-                "end_s": end_s,
-                "caption": record["caption"],
-            })
+            rows.append(
+                {
+                    "id": ytid,
+                    "url": cfg.url_template.format(ytid=ytid),
+                    "licence": UNKNOWN_LICENCE,  # the audio's licence is not known; select decides from yt-dlp info
+                    "source": "musiccaps",
+                    "tags": {},
+                    "start_s": start_s,
+                    "end_s": end_s,
+                    "caption": record["caption"],
+                }
+            )
     return rows
 
 
@@ -256,6 +277,7 @@ def _parse_tags(value: Any, where: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- stage
 
+
 def build_manifest(cfg: CorpusConfig, out_dir: str | Path, seed: int) -> Path:
     """Write `<out_dir>/manifest.jsonl` (and the demo's local tracks) atomically; return the manifest path."""
     if cfg.source not in SOURCES:
@@ -268,8 +290,9 @@ def build_manifest(cfg: CorpusConfig, out_dir: str | Path, seed: int) -> Path:
 
             rows = demo_corpus.demo_rows()
             if cfg.demo.disallowed_tracks:
-                rows += demo_corpus.write_disallowed_tracks(tmp / LOCAL_DIR, out_dir / LOCAL_DIR,
-                                                            cfg.demo.disallowed_tracks, seed)
+                rows += demo_corpus.write_disallowed_tracks(
+                    tmp / LOCAL_DIR, out_dir / LOCAL_DIR, cfg.demo.disallowed_tracks, seed
+                )
         elif cfg.source == "mtg_jamendo":
             rows, inputs = mtg_jamendo_rows(cfg.mtg_jamendo, cfg.n_shards)
         elif cfg.source == "musiccaps":
@@ -279,7 +302,7 @@ def build_manifest(cfg: CorpusConfig, out_dir: str | Path, seed: int) -> Path:
         _check_rows(rows, f"corpus.source={cfg.source}")
         rows.sort(key=lambda r: r["id"])
         if cfg.max_tracks is not None:
-            for dropped in rows[cfg.max_tracks:]:
+            for dropped in rows[cfg.max_tracks :]:
                 if cfg.source == "demo" and dropped["id"].startswith("local-"):
                     (tmp / LOCAL_DIR / f"{dropped['id']}.flac").unlink(missing_ok=True)
             rows = rows[: cfg.max_tracks]
@@ -289,7 +312,10 @@ def build_manifest(cfg: CorpusConfig, out_dir: str | Path, seed: int) -> Path:
         write_jsonl(tmp / MANIFEST_FILE, rows)
         section = dataclass_to_dict(cfg)
         write_provenance(
-            tmp, "manifest", section, seed,
+            tmp,
+            "manifest",
+            section,
+            seed,
             source=cfg.source,
             tracks=len(rows),
             tracks_per_shard={str(k): v for k, v in sorted(Counter(r["shard"] for r in rows).items())},

@@ -52,6 +52,7 @@ class ChecksumError(UserFacingError):
 
 # ----------------------------------------------------------------------------------------------- downloads
 
+
 def _is_permanent(exc: Exception) -> bool:
     """HTTP 4xx (except 408/429) will not get better by retrying."""
     return isinstance(exc, urllib.error.HTTPError) and 400 <= exc.code < 500 and exc.code not in (408, 429)
@@ -106,13 +107,14 @@ def download_text(url: str, retries: int, timeout_s: float, what: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- metadata
 
+
 @dataclass(frozen=True)
 class MtgTrack:
     track_id: str
     artist_id: str
     album_id: str
-    path: str          # inside the TAR, e.g. "14/214.mp3"
-    archive: int       # TAR index: the folder number of `path`
+    path: str  # inside the TAR, e.g. "14/214.mp3"
+    archive: int  # TAR index: the folder number of `path`
     duration_s: float
     tags: tuple[str, ...]
 
@@ -142,8 +144,11 @@ def parse_tags_tsv(text: str, source: str = "raw_30s_cleantags.tsv") -> list[Mtg
         except ValueError as exc:
             raise UserFacingError(f"{source}:{number}: DURATION {duration!r} is not a number") from exc
         tags = tuple(t.strip() for t in fields[5:] if t.strip())
-        tracks.append(MtgTrack(track_id, artist_id, album_id, path, parse_track_path(path, f"{source}:{number}"),
-                               duration_s, tags))
+        tracks.append(
+            MtgTrack(
+                track_id, artist_id, album_id, path, parse_track_path(path, f"{source}:{number}"), duration_s, tags
+            )
+        )
     return tracks
 
 
@@ -166,7 +171,7 @@ def tag_fields(tags: tuple[str, ...]) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class MtgLicence:
-    licence: str            # as given: usually a creativecommons.org URL
+    licence: str  # as given: usually a creativecommons.org URL
     title: str | None
     artist: str | None
 
@@ -226,6 +231,7 @@ def load_sha256_list(path: str | Path) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- TARs
+
 
 def tar_name(url: str) -> str:
     return PurePosixPath(urlparse(url).path).name

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ssmttm.artifacts import atomic_dir, atomic_path, read_jsonl, sha256_file, write_jsonl, write_provenance
 from ssmttm.audio import load_audio, resample, rms_db, to_mono, write_wav
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.data.vocals import VocalRemovalConfig
 from ssmttm.errors import UserFacingError
+from ssmttm.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,12 @@ def _crop_excerpt(samples: np.ndarray, rate: int, row: dict[str, Any]) -> np.nda
     start_s, end_s = row.get("start_s"), row.get("end_s")
     if start_s is None or end_s is None or samples.shape[-1] < round(float(end_s) * rate):
         return samples
-    return samples[..., round(float(start_s) * rate): round(float(end_s) * rate)]
+    return samples[..., round(float(start_s) * rate) : round(float(end_s) * rate)]
 
 
-def load_track(path: str | Path, cfg: SegmentConfig, separator: Separator | None = None,
-               row: dict[str, Any] | None = None) -> np.ndarray:
+def load_track(
+    path: str | Path, cfg: SegmentConfig, separator: Separator | None = None, row: dict[str, Any] | None = None
+) -> np.ndarray:
     """Decode one track to (N,) float32 mono at cfg.sample_rate, vocals removed when a separator is given."""
     samples, rate = load_audio(path)  # (C, N)
     samples = _crop_excerpt(samples, rate, row or {})
@@ -131,8 +132,14 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def segment_track(samples: np.ndarray, row: dict[str, Any], cfg: SegmentConfig, clips_dir: Path,
-                  final_clips_dir: Path, vocals_removed: bool) -> tuple[list[dict[str, Any]], list[Dropped]]:
+def segment_track(
+    samples: np.ndarray,
+    row: dict[str, Any],
+    cfg: SegmentConfig,
+    clips_dir: Path,
+    final_clips_dir: Path,
+    vocals_removed: bool,
+) -> tuple[list[dict[str, Any]], list[Dropped]]:
     """Cut one track's (N,) samples; write kept clips into `clips_dir`. Returns (clip rows, dropped rows)."""
     rate = cfg.sample_rate
     clip_len = max(1, round(cfg.clip_seconds * rate))
@@ -153,7 +160,7 @@ def segment_track(samples: np.ndarray, row: dict[str, Any], cfg: SegmentConfig, 
         if cfg.max_clips_per_track is not None and len(clips) >= cfg.max_clips_per_track:
             dropped.append((clip_id, "max_clips", f"max_clips_per_track={cfg.max_clips_per_track}"))
             continue
-        audio = samples[piece.start: piece.start + piece.length]  # (n,)
+        audio = samples[piece.start : piece.start + piece.length]  # (n,)
         level = rms_db(audio)
         if level < cfg.silence_db:
             dropped.append((clip_id, "silent", f"rms {level:.1f} dBFS < silence_db {cfg.silence_db}"))
@@ -161,23 +168,26 @@ def segment_track(samples: np.ndarray, row: dict[str, Any], cfg: SegmentConfig, 
         if piece.is_tail and cfg.tail == "pad":
             audio = np.pad(audio, (0, clip_len - piece.length))  # (clip_len,), zeros after the real audio
         write_wav(clips_dir / f"{clip_id}.wav", audio, rate)
-        clips.append({
-            "clip_id": clip_id,
-            "track_id": track_id,
-            "audio_path": _display_path(final_clips_dir / f"{clip_id}.wav"),
-            "start_s": round(piece.start / rate, 6),
-            "duration_s": round(seconds, 6),
-            "num_samples": int(audio.shape[0]),
-            "sample_rate": rate,
-            "licence": row.get("licence"),
-            "tags": row.get("tags") or {},
-            "vocals_removed": vocals_removed,
-        })
+        clips.append(
+            {
+                "clip_id": clip_id,
+                "track_id": track_id,
+                "audio_path": _display_path(final_clips_dir / f"{clip_id}.wav"),
+                "start_s": round(piece.start / rate, 6),
+                "duration_s": round(seconds, 6),
+                "num_samples": int(audio.shape[0]),
+                "sample_rate": rate,
+                "licence": row.get("licence"),
+                "tags": row.get("tags") or {},
+                "vocals_removed": vocals_removed,
+            }
+        )
     return clips, dropped
 
 
-def segment_shard(selected_dir: str | Path, cfg: SegmentConfig, out_dir: str | Path, seed: int = 0,
-                  separator: Separator | None = None) -> Path:
+def segment_shard(
+    selected_dir: str | Path, cfg: SegmentConfig, out_dir: str | Path, seed: int = 0, separator: Separator | None = None
+) -> Path:
     """Segment every track of `selected_dir/kept.jsonl` into `out_dir`; returns `out_dir`.
 
     `separator` replaces the pretrained Demucs model when vocal removal is enabled (tests inject a small one).
@@ -196,7 +206,7 @@ def segment_shard(selected_dir: str | Path, cfg: SegmentConfig, out_dir: str | P
     with atomic_dir(out_dir) as tmp:
         clips_dir = tmp / "clips"
         clips_dir.mkdir()
-        for row in tqdm(rows, desc=f"segment {selected_dir.name}", unit="track"):
+        for row in progress(rows, f"segment {selected_dir.name}", "track"):
             samples = load_track(row["audio_path"], cfg, separator if removal else None, row)
             clips, dropped = segment_track(samples, row, cfg, clips_dir, out_dir / "clips", removal)
             all_clips += clips
@@ -207,7 +217,10 @@ def segment_shard(selected_dir: str | Path, cfg: SegmentConfig, out_dir: str | P
             lines = ["clip_id\treason\tdetail"] + ["\t".join(_clean(v) for v in r) for r in sorted(all_dropped)]
             path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         write_provenance(
-            tmp, "segment", dataclass_to_dict(cfg), seed,
+            tmp,
+            "segment",
+            dataclass_to_dict(cfg),
+            seed,
             inputs={"kept.jsonl": sha256_file(selected_dir / "kept.jsonl")},
             counts={"tracks": len(rows), "clips": len(all_clips), "dropped": len(all_dropped)},
             vocal_removal=separator.describe() if removal and hasattr(separator, "describe") else None,

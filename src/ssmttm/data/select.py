@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ssmttm.artifacts import atomic_dir, read_jsonl, sha256_file, write_jsonl, write_provenance, write_text
 from ssmttm.audio import audio_info, load_audio
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.data.licences import mentions_licence, normalise_licence
 from ssmttm.errors import UserFacingError
+from ssmttm.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,9 @@ class SelectConfig:
 
 @dataclass(frozen=True)
 class LicenceDecision:
-    licence: str | None                 # the normalised licence when accepted
-    sources: dict[str, str | None]      # source -> normalised licence (None: named but not recognised)
-    reason: str | None = None           # a REASONS entry when rejected
+    licence: str | None  # the normalised licence when accepted
+    sources: dict[str, str | None]  # source -> normalised licence (None: named but not recognised)
+    reason: str | None = None  # a REASONS entry when rejected
     detail: str = ""
 
 
@@ -65,6 +64,7 @@ class SelectSummary:
 
 
 # ----------------------------------------------------------------------------------------------- licences
+
 
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
@@ -135,14 +135,16 @@ def decide_licence(raw: dict[str, list[str]], cfg: SelectConfig) -> LicenceDecis
         return LicenceDecision(None, sources, "licence_unknown", detail)
     refused = sorted(named - set(cfg.allowed_licences))
     if refused:
-        return LicenceDecision(None, sources, "licence_not_allowed",
-                               f"{', '.join(refused)} not in select.allowed_licences")
+        return LicenceDecision(
+            None, sources, "licence_not_allowed", f"{', '.join(refused)} not in select.allowed_licences"
+        )
     # The first source (manifest, info, tags) naming one licence; they all agree unless agreement is not required.
     licence = next((sources[s] for s in SOURCE_ORDER if sources.get(s)), None) or sorted(named)[0]
     return LicenceDecision(licence, sources)
 
 
 # ----------------------------------------------------------------------------------------------- stage
+
 
 def _check_track(row: dict[str, Any], path: Path, cfg: SelectConfig) -> tuple[dict[str, Any] | None, tuple[str, str]]:
     """(kept row, ("", "")) or (None, (reason, detail))."""
@@ -167,13 +169,15 @@ def _check_track(row: dict[str, Any], path: Path, cfg: SelectConfig) -> tuple[di
     if duration > cfg.max_duration_s:
         return None, ("too_long", f"{duration:.3f} s > {cfg.max_duration_s} s")
     kept = dict(row)
-    kept.update({
-        "licence": decision.licence,
-        "licence_sources": {s: v for s, v in decision.sources.items() if v is not None},
-        "duration_s": round(duration, 6),
-        "sample_rate": int(rate),
-        "channels": int(samples.shape[0]),
-    })
+    kept.update(
+        {
+            "licence": decision.licence,
+            "licence_sources": {s: v for s, v in decision.sources.items() if v is not None},
+            "duration_s": round(duration, 6),
+            "sample_rate": int(rate),
+            "channels": int(samples.shape[0]),
+        }
+    )
     return kept, ("", "")
 
 
@@ -186,7 +190,7 @@ def select_shard(fetched_dir: str | Path, cfg: SelectConfig, out_dir: str | Path
     rows = sorted(read_jsonl(tracks_path), key=lambda r: r["id"])
     kept: list[dict[str, Any]] = []
     rejected: list[tuple[str, str, str]] = []
-    for row in tqdm(rows, desc=f"select {fetched_dir.name}", unit="track", disable=None):
+    for row in progress(rows, f"select {fetched_dir.name}", "track"):
         # The file is looked up inside the fetched folder, so select works from any working directory.
         path = fetched_dir / "audio" / Path(row["audio_path"]).name
         result, (reason, detail) = _check_track(row, path, cfg)
@@ -197,10 +201,18 @@ def select_shard(fetched_dir: str | Path, cfg: SelectConfig, out_dir: str | Path
     counts = Counter(reason for _, reason, _ in rejected)
     with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / "kept.jsonl", kept)
-        write_text(tmp / "rejected.tsv", "".join(f"{a}\t{b}\t{c}\n" for a, b, c in [("id", "reason", "detail"),
-                                                                                    *rejected]))
-        write_provenance(tmp, "select", dataclass_to_dict(cfg), None, kept=len(kept),
-                         rejected={r: counts.get(r, 0) for r in REASONS}, tracks_sha256=sha256_file(tracks_path))
+        write_text(
+            tmp / "rejected.tsv", "".join(f"{a}\t{b}\t{c}\n" for a, b, c in [("id", "reason", "detail"), *rejected])
+        )
+        write_provenance(
+            tmp,
+            "select",
+            dataclass_to_dict(cfg),
+            None,
+            kept=len(kept),
+            rejected={r: counts.get(r, 0) for r in REASONS},
+            tracks_sha256=sha256_file(tracks_path),
+        )
     log.info("select %s: kept %d, rejected %d (%s)", fetched_dir, len(kept), len(rejected), dict(counts))
     return SelectSummary(len(kept), dict(counts), out_dir)
 

@@ -44,5 +44,5 @@ def resolve_url(url: str, root: str | Path = ".") -> str:
         base = Path(next(iter(spec.submodule_search_locations)))
         return (base / parsed.path.lstrip("/")).resolve().as_uri()
     if scheme == "file" and not url.startswith("file://"):
-        return (Path(root) / url[len("file:"):]).resolve().as_uri()
+        return (Path(root) / url[len("file:") :]).resolve().as_uri()
     return url

@@ -55,8 +55,14 @@ def resolve_device(device: str) -> torch.device:
 class VocalRemover:
     """Wraps a Demucs model (or bag of models): `(C, N) audio at any rate -> (N',) no-vocals mono at model rate`."""
 
-    def __init__(self, model: torch.nn.Module, segment_seconds: float, device: str | torch.device = "cpu",
-                 name: str = "custom", seed: int = 0):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        segment_seconds: float,
+        device: str | torch.device = "cpu",
+        name: str = "custom",
+        seed: int = 0,
+    ):
         sources = list(model.sources)
         if VOCALS not in sources:
             raise UserFacingError(f"demucs model '{name}' has no '{VOCALS}' source (sources: {sources})")
@@ -78,9 +84,15 @@ class VocalRemover:
 
     def describe(self) -> dict[str, Any]:
         """Identity recorded in provenance (no device: outputs must not depend on where they ran)."""
-        return {"model": self.name, "sources": self.sources, "kept_sources": [self.sources[i] for i in self.keep],
-                "sample_rate": self.sample_rate, "segment_seconds": self.segment_seconds, "overlap": OVERLAP,
-                "shifts": 0}
+        return {
+            "model": self.name,
+            "sources": self.sources,
+            "kept_sources": [self.sources[i] for i in self.keep],
+            "sample_rate": self.sample_rate,
+            "segment_seconds": self.segment_seconds,
+            "overlap": OVERLAP,
+            "shifts": 0,
+        }
 
     def _to_model_layout(self, samples: np.ndarray, rate: int) -> np.ndarray:
         """(C, N) at `rate` -> (model channels, N') at the model rate."""
@@ -102,8 +114,16 @@ class VocalRemover:
         random.seed(self.seed)  # shifts=0 draws nothing, but keep any random choice inside demucs reproducible
         torch.manual_seed(self.seed)
         with torch.no_grad():
-            stems = apply_model(self.model, ((mix - mean) / std)[None], shifts=0, split=True, overlap=OVERLAP,
-                                segment=self.segment_seconds, device=self.device, progress=False)[0]  # (S, C', N')
+            stems = apply_model(
+                self.model,
+                ((mix - mean) / std)[None],
+                shifts=0,
+                split=True,
+                overlap=OVERLAP,
+                segment=self.segment_seconds,
+                device=self.device,
+                progress=False,
+            )[0]  # (S, C', N')
         return (stems * std).numpy().astype(np.float32), float(mean)
 
     def __call__(self, samples: np.ndarray, rate: int) -> np.ndarray:
@@ -136,8 +156,10 @@ def _load_from_path(path: Path, name: str) -> torch.nn.Module:
 
             # demucs' own package format (a pickle): only ever from a path the user configured.
             return load_model(path)
-        raise UserFacingError(f"segment.vocal_removal.weights_path = {path}: expected a .th or .safetensors file, "
-                              "or a folder with a demucs bag <name>.yaml")
+        raise UserFacingError(
+            f"segment.vocal_removal.weights_path = {path}: expected a .th or .safetensors file, "
+            "or a folder with a demucs bag <name>.yaml"
+        )
     bag_file = path / f"{name}.yaml"
     if bag_file.is_file() and any(path.glob("*.safetensors")):
         import yaml

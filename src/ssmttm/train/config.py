@@ -14,7 +14,6 @@ from dataclasses import dataclass
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
-TEXT_CACHE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -40,7 +39,6 @@ class TrainConfig:
     # data
     num_workers: int = 0  # DataLoader worker processes per device
     num_threads: int | None = None  # torch CPU threads per process; None keeps torch's default (all cores)
-    text_cache_dtype: str = "float32"  # dtype of cached text-encoder outputs (bfloat16 halves the paper cache)
     # hardware: Lightning Trainer arguments
     accelerator: str = "auto"
     devices: int | str = 1  # an int, or "auto"
@@ -79,7 +77,6 @@ class TrainConfig:
             ("accelerator", ACCELERATORS),
             ("strategy", STRATEGIES),
             ("precision", PRECISIONS),
-            ("text_cache_dtype", TEXT_CACHE_DTYPES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train_lm.{name} = {getattr(self, name)!r}; must be one of {', '.join(allowed)}")

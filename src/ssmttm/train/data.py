@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ssmttm.data.loader import TokenShardDataset, collate
@@ -27,21 +26,6 @@ from ssmttm.data.shards import list_shards
 from ssmttm.errors import UserFacingError
 from ssmttm.models.lm import LMConfig
 from ssmttm.train.config import TrainConfig
-
-
-def read_captions(shards_dir: str | Path, splits: tuple[str, ...] = ("train", "valid")) -> list[str]:
-    """Distinct captions of the given splits (only the small caption/split columns are read)."""
-    shards = list_shards(shards_dir)
-    if not shards:
-        raise UserFacingError(
-            f"{shards_dir}: no token shards (shard-NNNNN.parquet); run `ssmttm tokenize` first or "
-            "pass --shards with the tokenize output folder"
-        )
-    captions: set[str] = set()
-    for shard in shards:
-        table = pq.read_table(str(shard), columns=["caption", "split"], filters=[("split", "in", list(splits))])
-        captions.update(table.column("caption").to_pylist())
-    return sorted(captions)
 
 
 class EndlessStream(IterableDataset):
@@ -103,9 +87,6 @@ class TrainData:
             delay=True,
             drop_uneven=split == "train",
         )
-
-    def captions(self) -> list[str]:
-        return read_captions(self.shards_dir)
 
     def train_loader(self, rank: int, world_size: int, start_batch: int) -> DataLoader:
         stream = EndlessStream(self.dataset("train", rank, world_size), self.train_cfg.batch_size, start_batch)

@@ -8,6 +8,8 @@
 - Determinism: before each micro-batch the global torch RNG (dropout, caption dropout) is re-seeded from
   (seed, rank, micro-batch index). The random stream of a step therefore depends only on where training is, not on
   what ran before (validation, a resume), which makes a resumed run repeat an uninterrupted one exactly on CPU.
+  numpy's and Python's global RNGs, saved in every checkpoint, are seeded from (seed, rank) when a fresh run starts,
+  so the checkpoint files of a rerun are byte-identical too.
 - Data comes from `data` (see `train.data.TrainData`): `train_dataloader()` asks it for this rank's stream starting
   at the micro-batch the run has reached, so a resumed run continues mid-epoch where it stopped.
 """
@@ -15,9 +17,11 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from typing import Any, Protocol
 
 import lightning as L
+import numpy as np
 import torch
 
 from ssmttm.artifacts import stable_int
@@ -65,6 +69,12 @@ class LMTrainModule(L.LightningModule):
         self._loss_batches = 0
 
     # ------------------------------------------------------------------------------------------------ data
+
+    def setup(self, stage: str) -> None:
+        # Before a resume's on_load_checkpoint, which restores these states: a function of the run either way.
+        global_seed = stable_int(self.seed, "train_lm", "global_rngs", self.global_rank) % 2**32
+        random.seed(global_seed)
+        np.random.seed(global_seed)
 
     def train_dataloader(self):
         if self.data is None:

@@ -2,13 +2,17 @@
 
 At the end of every optimizer step (all ranks run the same branches, so collectives line up):
 - step 1, every `log_every` steps and the last step: the step's training loss (mean over micro-batches and ranks),
-  learning rate, tokens/s, cumulative tokens and FLOPs (6 N D) go to `history.jsonl` and dvclive;
+  learning rate, cumulative tokens and FLOPs (6 N D) go to `history.jsonl`, the step's tokens/s and the training
+  wall time so far to `timing.jsonl`, and both to dvclive;
 - every `val_every` steps and the last step: the validation loss on the held-out split;
 - every `checkpoint_every` steps and the last step: a `step-NNNNNNN/` checkpoint, then keep-last-K pruning.
 Validation runs before the checkpoint of the same step, so a checkpoint's history is complete.
 
-`history.jsonl` is the run's record: on resume from step N its rows after N (written before the kill) are dropped
-and dvclive's files are rebuilt from it, so the logs show each step once. `metrics.json` summarises it at the end.
+`history.jsonl` is the run's record and holds only what the computation determines, so rerunning a run gives it
+byte for byte; measurements of the machine (wall time, tokens/s) go to `timing.jsonl` and, summed up, `timing.json`,
+and dvclive's files carry timestamps: those three are the run folder's only files that differ between reruns. On
+resume from step N the rows after N (written before the kill) are dropped from both logs and dvclive's files are
+rebuilt from them, so the logs show each step once. `metrics.json` summarises the history at the end.
 Only rank 0 writes files.
 """
 
@@ -36,6 +40,8 @@ log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.jsonl"
 METRICS_FILE = "metrics.json"
+TIMING_LOG_FILE = "timing.jsonl"  # per logged step: wall time so far and tokens/s (not reproducible)
+TIMING_FILE = "timing.json"  # their summary at the end of the run
 DVCLIVE_DIR = "dvclive"
 FINAL_DIR = "final"
 DVCLIVE_KEYS = {
@@ -65,11 +71,10 @@ def read_history(path: str | Path, up_to_step: int | None = None) -> list[dict[s
 
 
 def summarise(history: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json: a pure function of the history (no measurement of the machine, see summarise_timing)."""
     train = [r for r in history if "loss" in r]
     val = [r for r in history if "val_loss" in r]
     last = history[-1] if history else {}
-    wall = last.get("elapsed_s", 0.0)
-    tokens = last.get("tokens", 0)
     return {
         **extra,
         "first_loss": train[0]["loss"] if train else None,
@@ -79,8 +84,18 @@ def summarise(history: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
         "best_val_step": min(val, key=lambda r: r["val_loss"])["step"] if val else None,
         "last_val_loss": val[-1]["val_loss"] if val else None,
         "steps": last.get("step", 0),
-        "tokens": tokens,
+        "tokens": last.get("tokens", 0),
         "flops": last.get("flops", 0.0),
+    }
+
+
+def summarise_timing(timing: list[dict[str, Any]]) -> dict[str, Any]:
+    """timing.json: training wall time (all sessions of the run, validation included) and mean tokens/s."""
+    last = timing[-1] if timing else {}
+    wall, tokens = last.get("elapsed_s", 0.0), last.get("tokens", 0)
+    return {
+        "steps": last.get("step", 0),
+        "tokens": tokens,
         "wall_time_s": wall,
         "tokens_per_s": tokens / wall if wall > 0 else None,
     }
@@ -121,18 +136,22 @@ class RunRecorder(L.Callback):
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         kept = read_history(self.out_dir / HISTORY_FILE, up_to_step=trainer.global_step)
-        self._elapsed_before = kept[-1]["elapsed_s"] if kept else 0.0
-        with open(self.out_dir / HISTORY_FILE, "w") as handle:  # drop rows a killed session wrote after the resume
-            handle.writelines(canonical_json(r) + "\n" for r in kept)
-        self.live = self._open_live(kept)
+        timing = read_history(self.out_dir / TIMING_LOG_FILE, up_to_step=trainer.global_step)
+        self._elapsed_before = timing[-1]["elapsed_s"] if timing else 0.0
+        for name, rows in ((HISTORY_FILE, kept), (TIMING_LOG_FILE, timing)):
+            with open(self.out_dir / name, "w") as handle:  # drop rows a killed session wrote after the resume
+                handle.writelines(canonical_json(r) + "\n" for r in rows)
+        self.live = self._open_live(kept, timing)
 
-    def _open_live(self, rows: list[dict[str, Any]]):
+    def _open_live(self, rows: list[dict[str, Any]], timing: list[dict[str, Any]]):
         from dvclive import Live
 
         # dvcyaml=None: the repository's dvc.yaml declares these plots and metrics (results/ is a DVC output).
         live = Live(dir=str(self.out_dir / DVCLIVE_DIR), resume=False, save_dvc_exp=False, dvcyaml=None)
+        rates = {r["step"]: r["tokens_per_s"] for r in timing if "tokens_per_s" in r}
         for row in rows:
-            self._log_live(live, row)
+            extra = {"tokens_per_s": rates[row["step"]]} if "loss" in row and row["step"] in rates else {}
+            self._log_live(live, {**row, **extra})
         return live
 
     @staticmethod
@@ -187,11 +206,9 @@ class RunRecorder(L.Callback):
             "lr": module.step_lr,
             "tokens": tokens,
             "flops": training_flops(self.flops_params, tokens),
-            "tokens_per_s": rate,
-            "elapsed_s": self._elapsed(),
             "micro_batches": module.micro_step,
         }
-        self._append(row)
+        self._append(row, {"step": step, "tokens": tokens, "tokens_per_s": rate, "elapsed_s": self._elapsed()})
         log.info("step %d/%d loss %.4f lr %.2e %.0f tokens/s", step, trainer.max_steps, loss, module.step_lr, rate)
 
     def _validate(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
@@ -207,23 +224,20 @@ class RunRecorder(L.Callback):
         tokens = self._tokens(trainer, step)
         val_loss = float(sums[0] / sums[1])
         self._append(
-            {
-                "step": step,
-                "val_loss": val_loss,
-                "tokens": tokens,
-                "flops": training_flops(self.flops_params, tokens),
-                "elapsed_s": self._elapsed(),
-            }
+            {"step": step, "val_loss": val_loss, "tokens": tokens, "flops": training_flops(self.flops_params, tokens)},
+            {"step": step, "tokens": tokens, "elapsed_s": self._elapsed(), "validation": True},
         )
         log.info("step %d validation loss %.4f (%d clips)", step, val_loss, int(sums[1]))
 
-    def _append(self, row: dict[str, Any]) -> None:
-        with open(self.out_dir / HISTORY_FILE, "a") as handle:
-            handle.write(canonical_json(row) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    def _append(self, row: dict[str, Any], timing: dict[str, Any]) -> None:
+        """`row` to history.jsonl, `timing` (the measurements of the same moment) to timing.jsonl, both to dvclive."""
+        for name, record in ((TIMING_LOG_FILE, timing), (HISTORY_FILE, row)):
+            with open(self.out_dir / name, "a") as handle:
+                handle.write(canonical_json(record) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
         if self.live is not None:
-            self._log_live(self.live, row)
+            self._log_live(self.live, {**row, **({"tokens_per_s": timing["tokens_per_s"]} if "loss" in row else {})})
 
     # ------------------------------------------------------------------------------------------------ the end
 
@@ -246,11 +260,15 @@ class RunRecorder(L.Callback):
 
 
 def finish_run(out_dir: Path, step: int, summary_extra: dict[str, Any]) -> dict[str, Any]:
-    """Export `final/` from the checkpoint of `step` and write metrics.json from the history; returns the metrics."""
+    """Export `final/` from the checkpoint of `step`, write metrics.json from the history (and timing.json from the
+    timing log, when there is one); returns the metrics."""
     checkpoint = out_dir / checkpoint_name(step)
     export_final(checkpoint, out_dir / FINAL_DIR)
     history = read_history(out_dir / HISTORY_FILE)
     metrics = summarise(history, {**summary_extra, "checkpoint": checkpoint.name, "final": FINAL_DIR})
+    timing = read_history(out_dir / TIMING_LOG_FILE)
+    if timing:
+        write_json(out_dir / TIMING_FILE, summarise_timing(timing))
     write_json(out_dir / METRICS_FILE, metrics)
     return metrics
 

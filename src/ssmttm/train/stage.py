@@ -1,14 +1,34 @@
 """`ssmttm train-lm`: train one LM backbone on the token shards with PyTorch Lightning.
 
-    ssmttm train-lm --params params.yaml --shards data/tokenize --backbone prefix_simba --out RUN_DIR
-    ssmttm train-lm --params params.yaml --shards data/tokenize --build-text-cache --text-cache data/text_cache
-    ssmttm train-lm --plot results/train_lm/*/metrics.json --plot-out results/train_lm/loss_curves.png
+    ssmttm text-cache --params params.yaml --shards data/tokenize --out data/text_cache   # once, shared
+    ssmttm train-lm --params params.yaml --shards data/tokenize --text-cache data/text_cache \\
+        --backbone prefix_simba --out results/train_lm/prefix_simba
 
-Reads the sections `lm`, `text`, `train_lm` and `seed`. The run folder (RUN_DIR, default results/train_lm/<backbone>)
-holds `step-NNNNNNN/` checkpoints, `final/` (the last weights, for `ssmttm generate`), `history.jsonl`, `dvclive/`,
-`metrics.json`, `provenance.json` and, unless --text-cache names a shared folder, `text_cache/`. A run resumes from
-its newest complete checkpoint unless `--no-resume`; a finished run is not retrained. Hardware comes from params
-only: `train_lm.accelerator/devices/num_nodes/strategy/precision` are Lightning's own arguments.
+Reads the sections `lm`, `text`, `train_lm` and `seed`. Hardware comes from params only:
+`train_lm.accelerator/devices/num_nodes/strategy/precision` are Lightning's own arguments.
+
+The run folder (RUN_DIR, default results/train_lm/<backbone>):
+
+    run.json          run key, data fingerprint, model summary (params, FLOPs per token, world size, ...)
+    step-NNNNNNN/     checkpoints (model.safetensors, config.json, trainer_state.pt)
+    final/            the last weights, for `ssmttm generate`
+    history.jsonl     one row per logged step: loss, lr, tokens, FLOPs; validation rows
+    metrics.json      the summary of history.jsonl
+    provenance.json   params, code and library versions, run key and data fingerprint
+    timing.jsonl, timing.json, dvclive/   wall time, tokens/s, dvclive logs: the only files that differ between reruns
+    previous/<key>/   earlier runs made with other params or data, moved here whole (never deleted)
+    text_cache/       only when --text-cache is not given
+
+A run's *key* is the sha256 (16 hex digits) of its resolved config (`lm` with d_text filled in, `text`, `train_lm`,
+`seed`; the keys of RESUME_FREE_KEYS and TEXT_FREE_KEYS, which do not change what is computed, left out) and of
+its data fingerprint (the sha256 of the shards' `_manifest.json` and of the text cache's `cache.json`). Given
+RUN_DIR:
+- a run of the same key there resumes from its newest complete checkpoint; when that is at train_lm.max_steps it is
+  not retrained: only `final/` and `metrics.json` are rewritten from its files (fast; after Snakemake deleted them);
+- a run of another key there is moved to `RUN_DIR/previous/<its key>/` first; then `RUN_DIR/previous/<this key>/`,
+  if it exists, is moved back and continued as above, else training starts fresh;
+- `--no-resume` moves whatever run is there (even of the same key) to `previous/` and starts fresh.
+Rerunning a run on the same machine gives byte-identical files, except timing.* and dvclive/.
 """
 
 from __future__ import annotations
@@ -26,24 +46,39 @@ from typing import Any
 
 import torch
 
-from ssmttm.artifacts import is_temporary, write_provenance
+from ssmttm.artifacts import PROVENANCE_FILE, hash_params, is_temporary, sha256_file, write_json, write_provenance
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
+from ssmttm.data.shards import MANIFEST_FILE
 from ssmttm.errors import UserFacingError
 from ssmttm.models.lm import CONFIG_FILE, LMConfig, resolve_d_text
 from ssmttm.models.registry import backbone_names
 from ssmttm.text.encoder import TextConfig
-from ssmttm.train.checkpoint import StepFolderIO, latest_checkpoint, list_checkpoints
+from ssmttm.train.checkpoint import StepFolderIO, latest_checkpoint
 from ssmttm.train.config import TrainConfig
 from ssmttm.train.data import TrainData
 from ssmttm.train.flops import flops_params, trainable_params
 from ssmttm.train.module import LMTrainModule
-from ssmttm.train.recorder import DVCLIVE_DIR, FINAL_DIR, HISTORY_FILE, METRICS_FILE, RunRecorder, finish_run
-from ssmttm.train.text_cache import CACHE_FILE, TextCache, build_text_cache, cache_folder
+from ssmttm.train.recorder import (
+    DVCLIVE_DIR,
+    FINAL_DIR,
+    HISTORY_FILE,
+    METRICS_FILE,
+    TIMING_FILE,
+    TIMING_LOG_FILE,
+    RunRecorder,
+    finish_run,
+)
+from ssmttm.train.text_cache import CACHE_FILE, TextCache, build_text_cache, cache_folder, shard_captions
 
 log = logging.getLogger(__name__)
 
 TEXT_CACHE_DIR = "text_cache"  # inside the run folder unless --text-cache names a shared one
+RUN_FILE = "run.json"
+RUN_FORMAT = "ssmttm.train_run/1"
+PREVIOUS_DIR = "previous"  # earlier runs of the run folder, one folder per run key
+UNKEYED = "unkeyed"  # the name under previous/ of a run without run.json (made before run keys existed)
 TEXT_CACHE_WAIT_S = 4 * 3600  # how long the other processes of a launch wait for the first to build the cache
+RUN_WAIT_S = 600  # how long they wait for the first to prepare the run folder
 # train_lm keys that may change between a run and its resume without changing what is computed.
 RESUME_FREE_KEYS = {
     "log_every",
@@ -56,6 +91,8 @@ RESUME_FREE_KEYS = {
     "num_workers",
     "num_threads",
 }
+# text keys that do not change the cached encoder outputs (the data fingerprint covers the cache itself).
+TEXT_FREE_KEYS = {"batch_size", "device"}
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
@@ -76,43 +113,92 @@ def run_config(lm_cfg: LMConfig, text_cfg: TextConfig, train_cfg: TrainConfig, s
     }
 
 
+def keyed_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run config that determines what is computed (the free keys left out)."""
+    return {
+        "lm": config.get("lm"),
+        "text": {k: v for k, v in (config.get("text") or {}).items() if k not in TEXT_FREE_KEYS},
+        "train_lm": {k: v for k, v in (config.get("train_lm") or {}).items() if k not in RESUME_FREE_KEYS},
+        "seed": config.get("seed"),
+    }
+
+
+def data_fingerprint(shards_dir: str | Path, cache_dir: str | Path) -> dict[str, str]:
+    """sha256 of the shards' _manifest.json (codec, params, per-shard sha256) and of the text cache's cache.json."""
+    manifest = Path(shards_dir) / MANIFEST_FILE
+    if not manifest.is_file():
+        raise UserFacingError(
+            f"{manifest} not found; it is written by `ssmttm tokenize` when all shards are done "
+            "(`ssmttm.data.shards.finalize_manifest`)"
+        )
+    return {
+        "shards_manifest_sha256": sha256_file(manifest),
+        "text_cache_sha256": sha256_file(Path(cache_dir) / CACHE_FILE),
+    }
+
+
+def run_key(config: dict[str, Any], fingerprint: dict[str, str]) -> str:
+    """16 hex digits naming what a run computes: its keyed config and its data fingerprint."""
+    return hash_params({"config": keyed_config(config), "data": fingerprint})[:16]
+
+
 def check_resumable(checkpoint: Path, config: dict[str, Any]) -> None:
     """A checkpoint may only be resumed with the params it was trained with (logging/checkpoint cadence aside)."""
-    saved = json.loads((checkpoint / CONFIG_FILE).read_text())
-    differences = []
-    for section in ("lm", "text", "seed"):
-        if saved.get(section) != config[section]:
-            differences.append(section)
-    saved_train = saved.get("train_lm", {})
-    differences += [
-        f"train_lm.{k}" for k, v in config["train_lm"].items() if k not in RESUME_FREE_KEYS and saved_train.get(k) != v
-    ]
+    saved, wanted = keyed_config(json.loads((checkpoint / CONFIG_FILE).read_text())), keyed_config(config)
+    differences = [f"{part}.{key}" for part in ("lm", "text", "train_lm") for key in _diff(saved, wanted, part)]
+    differences += ["seed"] if saved["seed"] != wanted["seed"] else []
     if differences:
         raise UserFacingError(
-            f"{checkpoint} was trained with other params ({', '.join(differences)} differ); "
-            "restore those params, or train from scratch with `--no-resume` (it deletes the old "
-            "checkpoints of this run)"
+            f"{checkpoint} was trained with other params ({', '.join(differences)} differ) than its run.json "
+            f"says; move the run folder away, or train from scratch with `--no-resume` (the run goes to "
+            f"{PREVIOUS_DIR}/)"
         )
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], section: str) -> list[str]:
+    first, second = a.get(section) or {}, b.get(section) or {}
+    return sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
 
 
 def is_primary_process() -> bool:
     """False in the extra processes of a multi-process launch (Lightning's ddp children, torchrun, srun tasks).
 
     Before the Trainer exists, only the environment tells which process this is; the side effects on the run folder
-    (clearing it, building the text cache) belong to the first one.
+    (archiving runs, building the text cache) belong to the first one.
     """
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def wait_for(path: Path, timeout_s: float) -> None:
+def wait_for(path: Path, timeout_s: float, ready: Any = None, hint: str = "") -> None:
+    """Wait until `path` exists (and `ready(path)` holds): the first process of a launch makes it."""
     deadline = time.monotonic() + timeout_s
-    while not path.is_file():
+    while not (path.is_file() and (ready is None or ready(path))):
         if time.monotonic() > deadline:
             raise UserFacingError(
-                f"{path} did not appear within {timeout_s:.0f} s (built by the first process); "
-                "build the text cache beforehand with `ssmttm train-lm --build-text-cache`"
+                f"{path} was not ready within {timeout_s:.0f} s (made by the first process of the launch){hint}"
             )
         time.sleep(5)
+
+
+# ----------------------------------------------------------------------------------------------- run folder
+
+
+def read_run_info(out_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(out_dir) / RUN_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_run_info(
+    out_dir: Path, key: str, fingerprint: dict[str, str], summary: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    info: dict[str, Any] = {"format": RUN_FORMAT, "run_key": key, "data": fingerprint}
+    if summary is not None:
+        info["summary"] = summary
+    write_json(out_dir / RUN_FILE, info)
+    return info
 
 
 def remove_temporaries(out_dir: Path) -> None:
@@ -123,26 +209,72 @@ def remove_temporaries(out_dir: Path) -> None:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-def clear_run(out_dir: Path) -> None:
-    """Remove what a previous run left in `out_dir` (fresh start); the text cache is kept."""
-    for _, folder in list_checkpoints(out_dir):
-        shutil.rmtree(folder)
+def run_files(out_dir: Path) -> list[Path]:
+    """What belongs to the run in `out_dir`: everything but previous/ and the text cache; run.json last."""
+    if not out_dir.is_dir():
+        return []
+    children = [c for c in out_dir.iterdir() if c.name not in (PREVIOUS_DIR, TEXT_CACHE_DIR) and not is_temporary(c)]
+    return sorted(children, key=lambda c: (c.name == RUN_FILE, c.name))
+
+
+def _move_children(children: list[Path], target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for child in children:  # run.json moves last: a folder holds a run's key only once the run is all there
+        os.replace(child, target / child.name)
+
+
+def archive_run(out_dir: Path) -> Path | None:
+    """Move the run in `out_dir` to `out_dir/previous/<its key>/` (an older archive of that key is renamed
+    `<key>-N`, so `previous/<key>` is always the newest); returns the archive folder, None if there was no run."""
+    children = run_files(out_dir)
+    if not children:
+        return None
+    info = read_run_info(out_dir)
+    name = str(info["run_key"]) if info and info.get("run_key") else UNKEYED
+    target = out_dir / PREVIOUS_DIR / name
+    if target.exists():
+        n = 2
+        while (older := target.with_name(f"{name}-{n}")).exists():
+            n += 1
+        os.replace(target, older)
+    _move_children(children, target)
+    log.info("moved the run in %s (key %s) to %s", out_dir, name, target)
+    return target
+
+
+def restore_run(out_dir: Path, key: str) -> bool:
+    """Move `out_dir/previous/<key>/` back into `out_dir` (which holds no run); False if there is none."""
+    source = out_dir / PREVIOUS_DIR / key
+    if not source.is_dir():
+        return False
+    _move_children(sorted(source.iterdir(), key=lambda c: (c.name == RUN_FILE, c.name)), out_dir)
+    source.rmdir()
+    log.info("restored the run of key %s from %s", key, source)
+    return True
+
+
+def clear_logs(out_dir: Path) -> None:
+    """Logs a run of this key left before its first checkpoint (killed early): it starts over from step 0."""
     for name in (FINAL_DIR, DVCLIVE_DIR):
         shutil.rmtree(out_dir / name, ignore_errors=True)
-    for name in (HISTORY_FILE, METRICS_FILE):
+    for name in (HISTORY_FILE, METRICS_FILE, TIMING_LOG_FILE, TIMING_FILE):
         (out_dir / name).unlink(missing_ok=True)
 
 
-def finished_metrics(out_dir: Path, config: dict[str, Any], max_steps: int) -> dict[str, Any] | None:
-    """The metrics of a run that already reached max_steps with these params, else None."""
-    metrics_path, latest = out_dir / METRICS_FILE, latest_checkpoint(out_dir)
-    if not metrics_path.is_file() or latest is None:
-        return None
-    metrics = json.loads(metrics_path.read_text())
-    if metrics.get("steps") != max_steps:
-        return None
-    check_resumable(latest, config)
-    return metrics
+def prepare_run_dir(out_dir: Path, key: str, fingerprint: dict[str, str], resume: bool) -> None:
+    """Leave in `out_dir` the run of `key` (kept, or restored from previous/) or nothing; write run.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out_dir)
+    info = read_run_info(out_dir)
+    if run_files(out_dir) and (not resume or info is None or info.get("run_key") != key):
+        archive_run(out_dir)
+    if resume and not run_files(out_dir):
+        restore_run(out_dir, key)
+    if resume and latest_checkpoint(out_dir) is None:
+        clear_logs(out_dir)
+    info = read_run_info(out_dir)
+    if info is None or info.get("run_key") != key or info.get("data") != fingerprint:
+        write_run_info(out_dir, key, fingerprint)
 
 
 def train_lm(
@@ -155,7 +287,6 @@ def train_lm(
     backbone: str | None = None,
     *,
     resume: bool = True,
-    restart_if_params_changed: bool = False,
     text_cache_dir: str | Path | None = None,
     text_encoder: Any | None = None,
     callbacks: list[Any] | None = None,
@@ -163,50 +294,54 @@ def train_lm(
 ) -> dict[str, Any]:
     """Train `backbone` (default lm_cfg.backbone) on the shards in `shards_dir`; returns the summary metrics.
 
-    `text_encoder` (anything with `encode`) replaces the configured encoder when the text cache is built (tests);
-    `restart_if_params_changed` starts over, instead of stopping, when the newest checkpoint was made with other
-    params (the workflow's behaviour: it reruns a run only when its params changed, or to resume a killed one);
-    `callbacks` are extra Lightning callbacks; `record_clip_ids` makes each rank write the clip ids it trained on and
-    a hash of its final weights to `rank<R>.json` (data-parallel tests).
+    See the module docstring for what happens to a run already in `out_dir`. `text_encoder` (anything with
+    `encode`) replaces the configured encoder when the text cache is built (tests); `callbacks` are extra Lightning
+    callbacks; `record_clip_ids` makes each rank write the clip ids it trained on and a hash of its final weights
+    to `rank<R>.json` (data-parallel tests).
     """
     import lightning as L
 
-    out_dir = Path(out_dir)
+    shards_dir, out_dir = Path(shards_dir), Path(out_dir)
     if backbone is not None:
         lm_cfg = dataclasses.replace(lm_cfg, backbone=backbone)
-    data = TrainData(shards_dir, lm_cfg, train_cfg, seed)
+    primary = is_primary_process()
 
-    # Frozen text encoder outputs, computed once per distinct caption.
+    # Frozen text encoder outputs, computed once per distinct caption (usually beforehand, by `ssmttm text-cache`).
     cache_root = Path(text_cache_dir) if text_cache_dir is not None else out_dir / TEXT_CACHE_DIR
-    cache_dir = cache_folder(cache_root, text_cfg, train_cfg.text_cache_dtype)
-    if is_primary_process():
-        build_text_cache(data.captions(), text_cfg, cache_root, train_cfg.text_cache_dtype, encoder=text_encoder)
+    cache_dir = cache_folder(cache_root, text_cfg)
+    if primary:
+        build_text_cache(shard_captions(shards_dir), text_cfg, cache_root, encoder=text_encoder)
     else:
-        wait_for(cache_dir / CACHE_FILE, TEXT_CACHE_WAIT_S)
+        wait_for(cache_dir / CACHE_FILE, TEXT_CACHE_WAIT_S, hint="; build it beforehand with `ssmttm text-cache`")
     text = TextCache(cache_dir)
     lm_cfg = resolve_d_text(lm_cfg, text.hidden_size)
     config = run_config(lm_cfg, text_cfg, train_cfg, seed)
+    fingerprint = data_fingerprint(shards_dir, cache_dir)
+    key = run_key(config, fingerprint)
+    if primary:
+        prepare_run_dir(out_dir, key, fingerprint, resume)
+    else:
+        wait_for(out_dir / RUN_FILE, RUN_WAIT_S, lambda path: (read_run_info(path.parent) or {}).get("run_key") == key)
 
     checkpoint = latest_checkpoint(out_dir) if resume else None
     if checkpoint is not None:
-        try:
-            check_resumable(checkpoint, config)
-        except UserFacingError as exc:
-            if not restart_if_params_changed:
-                raise
-            log.warning("%s; starting over", str(exc).split(";")[0])
-            checkpoint = None
-    if checkpoint is not None and (done := finished_metrics(out_dir, config, train_cfg.max_steps)) is not None:
-        log.info("%s already trained to step %d; nothing to do", out_dir, train_cfg.max_steps)
-        return done
-    if checkpoint is not None:
-        log.info("resuming from %s", checkpoint)
-    if is_primary_process():
-        remove_temporaries(out_dir)
-        if checkpoint is None and out_dir.exists():
-            clear_run(out_dir)
+        check_resumable(checkpoint, config)
     resume_step = json.loads((checkpoint / CONFIG_FILE).read_text())["step"] if checkpoint else 0
+    provenance_extra = {"shards": str(shards_dir), "run_key": key, "data": fingerprint}
+    info = read_run_info(out_dir) or {}
+    if resume_step >= train_cfg.max_steps and "summary" in info:  # finished: only the summary may be missing
+        log.info("%s (run %s) is already trained to step %d; not retraining", out_dir, key, resume_step)
+        if not primary:
+            return {}
+        if not (out_dir / PROVENANCE_FILE).is_file():  # else kept: it names the code and params that trained the run
+            write_provenance(out_dir, "train_lm", config, seed, **provenance_extra)
+        return finish_run(out_dir, resume_step, info["summary"])
+    if checkpoint is not None:
+        log.info("resuming run %s from %s", key, checkpoint)
+    else:
+        log.info("training run %s from scratch in %s", key, out_dir)
 
+    data = TrainData(shards_dir, lm_cfg, train_cfg, seed)
     module = LMTrainModule(lm_cfg, train_cfg, text, data, seed)
     module.record_clip_ids = record_clip_ids
     n_flops, n_params = flops_params(module.model), trainable_params(module.model)
@@ -220,11 +355,6 @@ def train_lm(
         "precision": resolve_precision(train_cfg),
         "seed": seed,
     }
-    if resume_step >= train_cfg.max_steps:  # killed after its last checkpoint: only the summary is missing
-        if is_primary_process():
-            write_provenance(out_dir, "train_lm", config, seed, shards=str(shards_dir))
-            return finish_run(out_dir, resume_step, summary_extra)
-        return {}
     recorder = RunRecorder(out_dir, train_cfg, n_flops, lm_cfg.seq_len, summary_extra, resume_step=resume_step)
     trainer = L.Trainer(
         accelerator=train_cfg.accelerator,
@@ -249,6 +379,14 @@ def train_lm(
         use_distributed_sampler=False,
         default_root_dir=str(out_dir),
     )
+    summary = {**summary_extra, "world_size": trainer.world_size}
+    if primary:
+        write_run_info(out_dir, key, fingerprint, summary)
+    if resume_step >= train_cfg.max_steps:  # finished by a session that did not write run.json's summary
+        if not primary:
+            return {}
+        write_provenance(out_dir, "train_lm", config, seed, **provenance_extra)
+        return finish_run(out_dir, resume_step, summary)
     deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     if train_cfg.num_threads is not None:
         torch.set_num_threads(train_cfg.num_threads)
@@ -264,7 +402,7 @@ def train_lm(
 
     if not trainer.is_global_zero:
         return {}
-    write_provenance(out_dir, "train_lm", config, seed, shards=str(shards_dir))
+    write_provenance(out_dir, "train_lm", config, seed, **provenance_extra)
     return json.loads((out_dir / METRICS_FILE).read_text())
 
 
@@ -272,6 +410,11 @@ def train_lm(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Train one LM backbone. A run already in --out with the same run key (config + data) is resumed, or, when "
+        "finished, only has final/ and metrics.json rewritten; a run of another key is moved to "
+        "<out>/previous/<key>/ and, if <out>/previous/<this key>/ exists, that run is moved back and continued."
+    )
     parser.add_argument("--shards", default="data/tokenize", help="token shards folder (default: data/tokenize)")
     parser.add_argument("--backbone", help="backbone to train (overrides lm.backbone)")
     parser.add_argument("--out", help="run folder (default: results/train_lm/<backbone>)")
@@ -279,35 +422,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--resume",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="resume from the newest checkpoint in --out (default); --no-resume starts over",
+        help="continue the run of the same key in --out, or restore it from <out>/previous/ (default); --no-resume "
+        "moves any run in --out to <out>/previous/<key>/ and trains from scratch",
     )
     parser.add_argument(
-        "--restart-if-params-changed",
-        action="store_true",
-        help="with --resume: start over (deleting the old checkpoints) instead of stopping when they were trained "
-        "with other params; the Snakemake rule uses it",
+        "--text-cache",
+        help="text-encoder cache root written by `ssmttm text-cache` (default: <out>/text_cache, built on demand)",
     )
-    parser.add_argument("--text-cache", help="folder of shared text-encoder caches (default: <out>/text_cache)")
-    parser.add_argument(
-        "--build-text-cache",
-        action="store_true",
-        help="only encode the captions of --shards into --text-cache, then exit",
-    )
-    parser.add_argument(
-        "--plot",
-        nargs="+",
-        metavar="METRICS_JSON",
-        help="instead of training: plot the loss curves of these runs' metrics.json",
-    )
-    parser.add_argument("--plot-out", default="results/train_lm/loss_curves.png", help="PNG written by --plot")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    if args.plot:
-        from ssmttm.train.plots import plot_loss_curves
-
-        print(plot_loss_curves(args.plot, args.plot_out))
-        return 0
     params = load_params(args.params)
     lm_cfg = section_to_dataclass(LMConfig, params.get("lm"))
     text_cfg = section_to_dataclass(TextConfig, params.get("text"))
@@ -316,13 +440,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     backbone = args.backbone or lm_cfg.backbone
     if backbone not in backbone_names():
         raise UserFacingError(f"--backbone {backbone!r} is not a backbone; valid: {', '.join(backbone_names())}")
-    if args.build_text_cache:
-        if not args.text_cache:
-            raise UserFacingError("--build-text-cache needs --text-cache DIR (e.g. data/text_cache)")
-        data = TrainData(args.shards, dataclasses.replace(lm_cfg, backbone=backbone), train_cfg, seed)
-        print(build_text_cache(data.captions(), text_cfg, args.text_cache, train_cfg.text_cache_dtype))
-        return 0
-    out = args.out or f"results/train_lm/{backbone}"
+    out = Path(args.out or f"results/train_lm/{backbone}")
     metrics = train_lm(
         args.shards,
         lm_cfg,
@@ -332,17 +450,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         seed,
         backbone=backbone,
         resume=args.resume,
-        restart_if_params_changed=args.restart_if_params_changed,
         text_cache_dir=args.text_cache,
     )
     if metrics:
-        print(
-            json.dumps(
-                {
-                    k: metrics[k]
-                    for k in ("backbone", "steps", "first_loss", "last_loss", "best_val_loss", "tokens_per_s")
-                },
-                indent=2,
-            )
-        )
+        summary = {k: metrics.get(k) for k in ("backbone", "steps", "first_loss", "last_loss", "best_val_loss")}
+        timing_path = out / TIMING_FILE
+        if timing_path.is_file():
+            summary["tokens_per_s"] = json.loads(timing_path.read_text()).get("tokens_per_s")
+        print(json.dumps(summary, indent=2))
     return 0

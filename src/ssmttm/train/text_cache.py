@@ -1,10 +1,15 @@
-"""Frozen text-encoder outputs cached per caption: `<root>/<cache-key>/captions-NNNNN.safetensors`.
+"""`ssmttm text-cache`: frozen text-encoder outputs cached per caption, `<root>/<cache-key>/captions-NNNNN.safetensors`.
 
-The text encoder is frozen, so each caption's encoding is a pure function of (encoder, max_length): computing it
-once before training removes the encoder from the training loop (and from GPU memory) and makes every epoch cheaper.
-Caption dropout is not part of the cache: it is applied by the LM on top of the cached encodings, in training only.
+    ssmttm text-cache --params params.yaml --shards data/tokenize --out data/text_cache
 
-Layout of one cache folder (the key hashes the encoder name, max_length and the stored dtype):
+Reads the `text` section only. The text encoder is frozen, so each caption's encoding is a pure function of (encoder,
+max_length, cache_dtype): computing it once before training removes the encoder from the training loop (and from
+GPU memory) and makes every epoch cheaper. Every distinct caption of the shards (all splits) is encoded, listed from
+the shards' small `caption` column alone. Caption dropout is not part of the cache: it is applied by the LM on top
+of the cached encodings, in training only.
+
+Layout of `--out` (`provenance.json`: the text section, the shards and their `_manifest.json` hash, the cache key)
+and of one cache folder in it (the key hashes the encoder name, max_length and text.cache_dtype):
 
     cache.json                  encoder, max_length, d_text, dtype, captions, files
     captions-00000.safetensors  per caption sha256 `<sha>`: the hidden rows of its real tokens (n, d_text) and
@@ -17,6 +22,7 @@ The unconditional prompt "" is always included. `TextCache` has the `encode`/`un
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -27,7 +33,9 @@ from typing import Any
 
 import torch
 
-from ssmttm.artifacts import atomic_dir, hash_params, write_json, write_provenance
+from ssmttm.artifacts import atomic_dir, hash_params, sha256_file, write_json, write_provenance
+from ssmttm.config import load_params, section_to_dataclass
+from ssmttm.data.shards import MANIFEST_FILE, list_shards
 from ssmttm.errors import UserFacingError
 from ssmttm.text.encoder import UNCOND_PROMPT, TextConfig, TextEncoding
 
@@ -43,15 +51,36 @@ def caption_key(caption: str) -> str:
     return hashlib.sha256(caption.encode()).hexdigest()
 
 
-def cache_key(text_cfg: TextConfig, dtype: str = "float32") -> str:
+def cache_key(text_cfg: TextConfig) -> str:
     """Folder name of the cache for this encoder setting (batch_size and device do not change the outputs)."""
     return hash_params(
-        {"format": CACHE_FORMAT, "encoder": text_cfg.encoder, "max_length": text_cfg.max_length, "dtype": dtype}
+        {
+            "format": CACHE_FORMAT,
+            "encoder": text_cfg.encoder,
+            "max_length": text_cfg.max_length,
+            "dtype": text_cfg.cache_dtype,
+        }
     )[:16]
 
 
-def cache_folder(root: str | Path, text_cfg: TextConfig, dtype: str = "float32") -> Path:
-    return Path(root) / cache_key(text_cfg, dtype)
+def cache_folder(root: str | Path, text_cfg: TextConfig) -> Path:
+    return Path(root) / cache_key(text_cfg)
+
+
+def shard_captions(shards_dir: str | Path) -> list[str]:
+    """Distinct captions of every token shard in `shards_dir`, all splits (only the caption column is read)."""
+    import pyarrow.parquet as pq
+
+    shards = list_shards(shards_dir)
+    if not shards:
+        raise UserFacingError(
+            f"{shards_dir}: no token shards (shard-NNNNN.parquet); run `ssmttm tokenize` first or "
+            "pass --shards with the tokenize output folder"
+        )
+    captions: set[str] = set()
+    for shard in shards:
+        captions.update(pq.read_table(str(shard), columns=["caption"]).column("caption").to_pylist())
+    return sorted(captions)
 
 
 def read_cache_info(folder: str | Path) -> dict[str, Any] | None:
@@ -60,16 +89,15 @@ def read_cache_info(folder: str | Path) -> dict[str, Any] | None:
 
 
 def build_text_cache(
-    captions: Iterable[str], text_cfg: TextConfig, root: str | Path, dtype: str = "float32", encoder: Any | None = None
+    captions: Iterable[str], text_cfg: TextConfig, root: str | Path, encoder: Any | None = None
 ) -> Path:
     """Encode every distinct caption (plus "") into `root/<key>/` unless a complete cache there covers them.
 
     `encoder` defaults to `TextEncoder(text_cfg)`; anything with `encode(list[str]) -> TextEncoding` works.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"text cache dtype {dtype!r}; must be one of {', '.join(DTYPES)}")
+    dtype = text_cfg.cache_dtype
     wanted = sorted({*captions, UNCOND_PROMPT}, key=caption_key)
-    folder = cache_folder(root, text_cfg, dtype)
+    folder = cache_folder(root, text_cfg)
     info = read_cache_info(folder)
     if info is not None and set(info["captions"]) >= {caption_key(c) for c in wanted}:
         log.info("text cache %s covers all %d captions", folder, len(wanted))
@@ -119,7 +147,7 @@ class TextCache:
         if info is None:
             raise UserFacingError(
                 f"text cache {self.folder}: {CACHE_FILE} not found; build it with "
-                "`ssmttm train-lm --build-text-cache` (or delete the folder to rebuild it)"
+                "`ssmttm text-cache` (or delete the folder to rebuild it)"
             )
         self.info = info
         self.max_length = int(info["max_length"])
@@ -155,8 +183,7 @@ class TextCache:
             if handle is None:
                 raise UserFacingError(
                     f"text cache {self.folder} has no encoding of caption {caption[:60]!r}; the "
-                    "shards changed since it was built: rebuild it with `ssmttm train-lm "
-                    "--build-text-cache`"
+                    "shards changed since it was built: rebuild it with `ssmttm text-cache`"
                 )
             mask[i] = handle.get_tensor(f"{key}.mask").bool()
             hidden[i, mask[i]] = handle.get_tensor(key).float()
@@ -164,3 +191,45 @@ class TextCache:
 
     def uncond(self, batch_size: int = 1) -> TextEncoding:
         return self.encode([UNCOND_PROMPT]).expand(batch_size)
+
+
+def text_cache(shards_dir: str | Path, text_cfg: TextConfig, out_dir: str | Path, encoder: Any | None = None) -> Path:
+    """The `text_cache` stage: encode every caption of the shards into `out_dir/<key>/`; returns that folder.
+
+    `out_dir/provenance.json` records the text section, the shards folder and the hash of its `_manifest.json`.
+    """
+    shards_dir, out_dir = Path(shards_dir), Path(out_dir)
+    captions = shard_captions(shards_dir)
+    folder = build_text_cache(captions, text_cfg, out_dir, encoder=encoder)
+    manifest = shards_dir / MANIFEST_FILE
+    write_provenance(
+        out_dir,
+        "text_cache",
+        asdict(text_cfg),
+        None,
+        shards=str(shards_dir),
+        shards_manifest_sha256=sha256_file(manifest) if manifest.is_file() else None,
+        cache=folder.name,
+        n_captions=len(captions),
+    )
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shards", default="data/tokenize", help="token shards folder (default: data/tokenize)")
+    parser.add_argument(
+        "--out",
+        default="data/text_cache",
+        help="cache root; the cache goes to OUT/<key>/ (default: data/text_cache); `ssmttm train-lm --text-cache OUT` "
+        "reads it",
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    text_cfg = section_to_dataclass(TextConfig, params.get("text"))
+    print(text_cache(args.shards, text_cfg, args.out))
+    return 0

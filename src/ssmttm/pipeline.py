@@ -1,0 +1,245 @@
+"""The DAG as data: what defines each stage, and the recipe hash that tells whether an artifact is up to date.
+
+Both engines follow this one table. `workflow/Snakefile` reads it to decide what to rerun; `dvc.yaml` declares the
+same params sections, source files and upstream folders as DVC dependencies (tests/workflow/test_dvc_agreement.py
+keeps the two in agreement, tests/workflow/test_invalidation.py checks the behaviour of both).
+
+A stage's *recipe* is a hash of its own params sections, the bytes of its own source files and the recipes of the
+stages it reads. Every job writes the recipe it was built with beside its output (`recipe_file`), so an artifact
+says how it was made wherever it travels (`dvc pull`, another clone, a `git checkout` of an older run): the workflow
+reruns a job exactly when the recorded recipe differs from the one the current params and code give, and every job
+downstream of it follows. File modification times play no part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssmttm.artifacts import canonical_json
+
+RECIPE_FILE = "_recipe"  # inside a folder output; a file output gets `<file>.recipe` beside it
+CODE_SUFFIXES = (".py", ".yaml", ".txt")
+
+
+@dataclass(frozen=True)
+class Stage:
+    params: tuple[str, ...]  # params.yaml sections the stage reads
+    code: tuple[str, ...]  # its own source files or folders, relative to the package folder src/ssmttm/
+    upstream: tuple[str, ...]  # stages whose outputs it reads
+    outs: tuple[str, ...]  # what DVC versions
+    rules: tuple[str, ...]  # its Snakemake rules: the job rules, then the aggregate `*_all` rule if any
+    target: str  # what the DVC stage asks Snakemake to build
+
+    @property
+    def code_paths(self) -> tuple[str, ...]:
+        """The source files as DVC names them, relative to the repository root."""
+        return tuple(f"{PACKAGE_DIR}/{entry}" for entry in self.code)
+
+    @property
+    def job_rules(self) -> tuple[str, ...]:
+        return tuple(rule for rule in self.rules if not rule.endswith("_all"))
+
+
+PACKAGE_DIR = "src/ssmttm"
+
+
+# DAG order. `code` lists what can change a stage's output; helpers used by every stage (artifacts, config, cli)
+# are not listed, so editing them reruns nothing (their effects are covered by the tests).
+STAGES: dict[str, Stage] = {
+    "manifest": Stage(
+        params=("seed", "corpus"),
+        code=("data/manifest.py", "data/demo_corpus.py", "data/mtg_jamendo.py", "data/urls.py"),
+        upstream=(),
+        outs=("data/manifest",),
+        rules=("manifest",),
+        target="data/manifest",
+    ),
+    "fetch": Stage(
+        params=("fetch", "corpus"),
+        code=("data/fetch.py", "data/mtg_jamendo.py", "data/urls.py"),
+        upstream=("manifest",),
+        outs=("data/fetch",),
+        rules=("fetch", "fetch_all"),
+        target="fetch_all",
+    ),
+    "select": Stage(
+        params=("select",),
+        code=("data/select.py", "data/licences.py", "audio.py"),
+        upstream=("fetch",),
+        outs=("data/select",),
+        rules=("select", "select_all"),
+        target="select_all",
+    ),
+    "segment": Stage(
+        params=("seed", "segment"),
+        code=("data/segment.py", "data/vocals.py", "audio.py"),
+        upstream=("select",),
+        outs=("data/segment",),
+        rules=("segment", "segment_all"),
+        target="segment_all",
+    ),
+    "caption": Stage(
+        params=("seed", "caption"),
+        code=("data/caption.py", "data/caption_templates.py", "data/caption_model.py"),
+        upstream=("segment",),
+        outs=("data/caption",),
+        rules=("caption", "caption_all"),
+        target="caption_all",
+    ),
+    "codec": Stage(
+        params=("seed", "codec"),
+        code=("codec",),
+        upstream=("segment",),
+        outs=("data/codec",),
+        rules=("codec",),
+        target="data/codec",
+    ),
+    "tokenize": Stage(
+        params=("seed", "tokenize"),
+        code=("data/tokenize.py", "data/shards.py"),
+        upstream=("segment", "caption", "codec"),
+        outs=("data/tokenize",),
+        rules=("tokenize", "tokenize_manifest", "tokens_all"),
+        target="tokens_all",
+    ),
+    "text_cache": Stage(
+        params=("text",),
+        code=("text", "train/text_cache.py", "data/shards.py"),
+        upstream=("tokenize",),
+        outs=("data/text_cache",),
+        rules=("text_cache",),
+        target="data/text_cache",
+    ),
+    "train_lm": Stage(
+        params=("seed", "text", "lm", "train_lm"),
+        code=(
+            "models",
+            "train/checkpoint.py",
+            "train/config.py",
+            "train/data.py",
+            "train/flops.py",
+            "train/module.py",
+            "train/recorder.py",
+            "train/schedule.py",
+            "train/stage.py",
+            "data/loader.py",
+            "data/shards.py",
+        ),
+        upstream=("tokenize", "text_cache"),
+        outs=("results/train_lm",),
+        rules=("train_lm", "lm_all"),
+        target="lm_all",
+    ),
+    "lm_plot": Stage(
+        params=(),
+        code=("train/plots.py",),
+        upstream=("train_lm",),
+        outs=("results/lm_plot",),
+        rules=("lm_plot",),
+        target="results/lm_plot",
+    ),
+}
+
+# Keys of a section that choose *which* runs exist rather than how one is made: left out of a run's recipe, so
+# adding a backbone to `train_lm.also_train` trains that backbone and leaves the others alone.
+RUN_SELECTION_KEYS = {"train_lm": ("also_train",)}
+
+
+def backbones(params: Mapping[str, Any]) -> list[str]:
+    """The backbones the workflow trains: `lm.backbone`, then `train_lm.also_train`, without repeats."""
+    names = [params["lm"]["backbone"], *(params.get("train_lm") or {}).get("also_train", [])]
+    return list(dict.fromkeys(names))
+
+
+def downstream(stage: str) -> list[str]:
+    """`stage` and every stage that reads its outputs, directly or not, in DAG order."""
+    reached = {stage}
+    for name, spec in STAGES.items():
+        if reached & set(spec.upstream):
+            reached.add(name)
+    return [name for name in STAGES if name in reached]
+
+
+def _code_files(root: Path, entry: str) -> list[Path]:
+    path = root / entry
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: source listed for a stage in ssmttm.pipeline.STAGES does not exist")
+    return sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix in CODE_SUFFIXES and "__pycache__" not in p.parts
+    )
+
+
+def package_source(repo_root: str | Path) -> Path:
+    """The source tree whose bytes recipes hash: the repository's own src/ssmttm, else the installed package."""
+    local = Path(repo_root) / PACKAGE_DIR
+    return local if local.is_dir() else Path(__file__).parent
+
+
+def code_digest(root: str | Path, entries: tuple[str, ...]) -> str:
+    """sha256 over the names and bytes of a stage's source files (`entries` relative to the package folder)."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for entry in entries:
+        for path in _code_files(root, entry):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+class Recipes:
+    """Recipe hashes of every stage for one params dict and one source tree (memoised: the DAG asks often)."""
+
+    def __init__(self, params: Mapping[str, Any], package_root: str | Path):
+        self.params = params
+        self.root = Path(package_root)
+        self._memo: dict[tuple[str, str | None], str] = {}
+
+    def sections(self, stage: str, backbone: str | None = None) -> dict[str, Any]:
+        chosen = {name: self.params.get(name) for name in STAGES[stage].params}
+        for section, keys in RUN_SELECTION_KEYS.items():
+            if isinstance(chosen.get(section), Mapping):
+                chosen[section] = {k: v for k, v in chosen[section].items() if k not in keys}
+        if backbone is not None and "lm" in chosen:
+            chosen["lm"] = {**chosen["lm"], "backbone": backbone}
+        return chosen
+
+    def __call__(self, stage: str, backbone: str | None = None) -> str:
+        """The recipe of `stage` (of one backbone's run for train_lm; of all runs for what reads train_lm)."""
+        key = (stage, backbone)
+        if key not in self._memo:
+            upstream: dict[str, Any] = {}
+            for name in STAGES[stage].upstream:
+                if name == "train_lm" and stage != "train_lm":
+                    upstream[name] = {b: self(name, b) for b in backbones(self.params)}
+                else:
+                    upstream[name] = self(name, backbone if name == "train_lm" else None)
+            if stage == "train_lm" and backbone is None:
+                raise ValueError("the recipe of train_lm is per backbone: pass backbone=")
+            record = {
+                "stage": stage,
+                "params": self.sections(stage, backbone),
+                "code": code_digest(self.root, STAGES[stage].code),
+                "upstream": upstream,
+            }
+            self._memo[key] = hashlib.sha256(canonical_json(record).encode()).hexdigest()
+        return self._memo[key]
+
+
+def recipe_file(output: str | Path, is_dir: bool) -> Path:
+    output = Path(output)
+    return output / RECIPE_FILE if is_dir else output.with_name(output.name + ".recipe")
+
+
+def recorded_recipe(output: str | Path, is_dir: bool) -> str | None:
+    """The recipe written beside an existing output; "" when the output exists without one; None when absent."""
+    output = Path(output)
+    if not output.exists():
+        return None
+    path = recipe_file(output, is_dir)
+    return path.read_text().strip() if path.is_file() else ""

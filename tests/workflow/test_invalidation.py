@@ -1,0 +1,156 @@
+"""One invalidation contract, both engines, checked the way a user triggers it.
+
+A tiny project is built once with a bare `snakemake` and recorded in DVC with `dvc commit` (what `make demo` does).
+Then, for every stage and every kind of change (its own params section, its own source file, an upstream artifact),
+a dry run of each engine must schedule exactly that stage and every stage downstream of it: nothing upstream, nothing
+on a side branch. Each change is undone before the next one, and the project must then be up to date again.
+Restoring artifacts (`dvc checkout`, new mtimes everywhere) must trigger nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from ssmttm.pipeline import STAGES, downstream
+from tests.workflow.project import commit, dvc, make_project, run, scheduled_jobs, set_param, snakemake
+
+pytestmark = pytest.mark.slow
+
+# A params key of each stage's own section (None: the stage reads no params). Changing any key of the section
+# changes the stage's recipe; these keys are chosen so the tiny project stays valid.
+OWN_PARAM = {
+    "manifest": ("corpus.max_tracks", 100),
+    "fetch": ("fetch.retries", 3),
+    "select": ("select.max_duration_s", 3000),
+    "segment": ("segment.silence_db", -51),
+    "caption": ("caption.model.max_new_tokens", 100),
+    "codec": ("codec.train.log_every", 3),
+    "tokenize": ("tokenize.batch_size", 4),
+    "text_cache": ("text.batch_size", 16),
+    "train_lm": ("train_lm.lr", 0.002),
+    "lm_plot": None,
+}
+JOBS_PER_STAGE = {  # Snakemake jobs of each stage in the tiny project (2 shards, 2 backbones)
+    "manifest": {"manifest": 1},
+    "fetch": {"fetch": 2},
+    "select": {"select": 2},
+    "segment": {"segment": 2},
+    "caption": {"caption": 2},
+    "codec": {"codec": 1},
+    "tokenize": {"tokenize": 2, "tokenize_manifest": 1},
+    "text_cache": {"text_cache": 1},
+    "train_lm": {"train_lm": 2},
+    "lm_plot": {"lm_plot": 1},
+}
+
+
+def expected_jobs(stages: list[str]) -> dict[str, int]:
+    return {rule: n for stage in stages for rule, n in JOBS_PER_STAGE[stage].items()}
+
+
+def dvc_would_run(project: Path) -> set[str]:
+    output = run(dvc("repro", "--dry"), project)
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def snakemake_would_run(project: Path, *args: str) -> dict[str, int]:
+    return scheduled_jobs(run(snakemake("--dry-run", *args), project))
+
+
+def assert_up_to_date(project: Path) -> None:
+    assert snakemake_would_run(project) == {}
+    status = run(dvc("status", "--json"), project).strip()
+    assert json.loads(status or "{}") == {}, status
+
+
+@pytest.fixture(scope="module")
+def project(repo_root, tmp_path_factory):
+    root = make_project(repo_root, tmp_path_factory.mktemp("inval") / "clone-a")
+    run(snakemake(), root)
+    run(dvc("commit", "--force", "--quiet"), root)
+    commit(root, "tiny run")
+    return root
+
+
+def test_a_finished_run_is_up_to_date_in_both_engines(project):
+    assert_up_to_date(project)
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if OWN_PARAM[s]])
+def test_changing_a_stages_params_reruns_it_and_what_follows(project, stage):
+    key, value = OWN_PARAM[stage]
+    original = (project / "params.yaml").read_text()
+    try:
+        set_param(project, key, value)
+        expected = downstream(stage)
+        assert snakemake_would_run(project) == expected_jobs(expected), key
+        assert dvc_would_run(project) == set(expected), key
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert_up_to_date(project)
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_changing_a_stages_source_reruns_it_and_what_follows(project, stage):
+    entry = project / "src/ssmttm" / STAGES[stage].code[0]
+    source = entry if entry.is_file() else sorted(entry.rglob("*.py"))[0]
+    original = source.read_bytes()
+    try:
+        source.write_bytes(original + b"\n# an edit\n")
+        expected = downstream(stage)
+        assert snakemake_would_run(project) == expected_jobs(expected), source
+        assert dvc_would_run(project) == set(expected), source
+    finally:
+        source.write_bytes(original)
+    assert_up_to_date(project)
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if STAGES[s].upstream])
+def test_a_changed_upstream_artifact_reruns_the_stage_and_what_follows(project, stage):
+    """Snakemake: the upstream stage's jobs rerun (forced); DVC: an upstream output with new content is recorded."""
+    upstream = STAGES[stage].upstream[0]
+    expected = downstream(upstream)
+    forced = STAGES[upstream].job_rules
+    assert snakemake_would_run(project, "--forcerun", *forced) == expected_jobs(expected)
+
+    out = project / STAGES[upstream].outs[0]
+    versioned = [p for p in sorted(out.rglob("*")) if p.is_file() and "dvclive" not in p.parts]
+    victim = next(p for p in versioned if p.suffix in (".json", ".jsonl", ".tsv") and not p.name.startswith("timing"))
+    original = victim.read_bytes()
+    try:
+        victim.write_bytes(original + b"\n")
+        run(dvc("commit", "--force", "--quiet", upstream), project)
+        assert dvc_would_run(project) == set(expected) - {upstream}, victim
+    finally:
+        victim.write_bytes(original)
+        run(dvc("commit", "--force", "--quiet", upstream), project)
+    assert_up_to_date(project)
+
+
+def test_restored_artifacts_trigger_nothing(project):
+    """`dvc checkout` rewrites files (new mtimes, in any order): neither engine sees a change."""
+    for out in ("data/segment", "data/tokenize", "results/train_lm"):
+        shutil.rmtree(project / out)
+    run(dvc("checkout", "--quiet"), project)
+    later = time.time() + 60  # inputs newer than outputs, which an mtime check would take for a change
+    for path in (project / "data/segment").rglob("*"):
+        os.utime(path, (later, later))
+    assert_up_to_date(project)
+
+
+def test_snakemake_reruns_what_dvc_restored_to_another_recipe(project):
+    """Artifacts say which recipe made them: after a params change is built, restoring the committed artifacts
+    (`git checkout` + `dvc checkout`) puts the workspace back in step, with no rerun in either engine."""
+    set_param(project, "train_lm.lr", 0.002)
+    run(snakemake(), project)
+    assert snakemake_would_run(project) == {}
+    run(["git", "checkout", "--", "params.yaml"], project)
+    run(dvc("checkout", "--quiet"), project)
+    assert_up_to_date(project)
