@@ -178,8 +178,26 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     return versions
 
 
-def provenance(stage: str, section: Mapping[str, Any], seed: int | None, **extra: Any) -> dict[str, Any]:
-    return {
+HOST_FILE = "host.json"  # the machine that ran a torch stage; .dvcignore'd, so artifacts stay portable
+
+
+def float_numerics() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(how float kernels were chosen, the host's CPU), for the stages whose results depend on them.
+
+    The first part is the same on every machine in portable CPU mode (ssmttm.determinism) and goes into provenance;
+    the host's CPU model and ISA flags go into `host.json` beside it, which DVC does not hash.
+    """
+    from ssmttm.determinism import cpu_description
+
+    cpu = cpu_description()
+    host = {key: cpu.pop(key) for key in ("cpu_model", "machine", "isa_flags")}
+    return cpu, host
+
+
+def provenance(
+    stage: str, section: Mapping[str, Any], seed: int | None, *, cpu_numerics: bool = False, **extra: Any
+) -> dict[str, Any]:
+    record = {
         "stage": stage,
         "params": dict(section),
         "params_sha256": hash_params(section),
@@ -188,12 +206,27 @@ def provenance(stage: str, section: Mapping[str, Any], seed: int | None, **extra
         "seed": seed,
         **extra,
     }
+    if cpu_numerics:
+        record["cpu_numerics"] = float_numerics()[0]
+    return record
 
 
 def write_provenance(
-    folder: str | Path, stage: str, section: Mapping[str, Any], seed: int | None, **extra: Any
+    folder: str | Path,
+    stage: str,
+    section: Mapping[str, Any],
+    seed: int | None,
+    *,
+    cpu_numerics: bool = False,
+    **extra: Any,
 ) -> Path:
-    """Write `provenance.json` into an artifact folder and return its path."""
+    """Write `provenance.json` into an artifact folder and return its path.
+
+    `cpu_numerics`: the stage's float results depend on the CPU's kernels (codec, text_cache, train_lm): record the
+    kernel mode in provenance and the host's CPU in `host.json`.
+    """
     path = Path(folder) / PROVENANCE_FILE
-    write_json(path, provenance(stage, section, seed, **extra))
+    write_json(path, provenance(stage, section, seed, cpu_numerics=cpu_numerics, **extra))
+    if cpu_numerics:
+        write_json(Path(folder) / HOST_FILE, float_numerics()[1])
     return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -85,10 +86,43 @@ def build_parser(verbs: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Verbs whose float results depend on the CPU's kernels; `portable_cpu: true` in params pins those kernels.
+FLOAT_VERBS = {"codec", "tokenize", "text-cache", "train-lm", "generate"}
+
+
+def _params_path(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--params" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--params="):
+            return arg.split("=", 1)[1]
+    return "params.yaml"
+
+
+def _enter_portable_cpu_mode(verb: str | None, argv: list[str]) -> bool:
+    """Set the portable CPU environment (ssmttm.determinism) before any stage module imports torch."""
+    if verb not in FLOAT_VERBS or "torch" in sys.modules:
+        return False
+    path = Path(_params_path(argv))
+    try:
+        portable = bool(load_params(path, validate=False).get("portable_cpu", False)) if path.is_file() else False
+    except ParamsError:
+        return False  # the stage reports the params error itself
+    if portable:
+        from ssmttm.determinism import apply_portable_env
+
+        os.environ.update(apply_portable_env(os.environ))
+    return portable
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Import only the module of the verb being run (the rest get placeholder parsers for --help).
     chosen = [a for a in argv if a in STAGES][:1]
+    if _enter_portable_cpu_mode(chosen[0] if chosen else None, argv):
+        from ssmttm.determinism import apply_runtime_settings
+
+        apply_runtime_settings(True, threads=1)
     parser = build_parser(verbs=chosen)
     args = parser.parse_args(argv)
     logging.basicConfig(

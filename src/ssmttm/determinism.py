@@ -61,19 +61,19 @@ def apply_runtime_settings(portable: bool, threads: int | None = None) -> None:
     """
     import torch
 
+    if portable:  # checked first: a refusal changes nothing
+        wanted, got = PORTABLE_ENV["ATEN_CPU_CAPABILITY"].upper(), torch.backends.cpu.get_cpu_capability()
+        missing = [k for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR") if os.environ.get(k) != PORTABLE_ENV[k]]
+        if missing:
+            raise RuntimeError(f"portable CPU mode: {missing} not set; use apply_portable_env() before importing torch")
+        if got != wanted:
+            raise RuntimeError(f"portable CPU mode: ATen runs {got} kernels, not {wanted}: torch ran before the env")
     if threads is not None:
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
-    if not portable:
-        return
-    torch.backends.mkldnn.enabled = False
-    torch.backends.nnpack.set_flags(False)
-    wanted = os.environ.get("ATEN_CPU_CAPABILITY", "").upper()
-    got = torch.backends.cpu.get_cpu_capability()
-    if os.environ.get("MKL_CBWR") != PORTABLE_ENV["MKL_CBWR"] or wanted != PORTABLE_ENV["ATEN_CPU_CAPABILITY"].upper():
-        raise RuntimeError("portable CPU mode: set os.environ from apply_portable_env() before importing torch")
-    if got != wanted:
-        raise RuntimeError(f"portable CPU mode: ATen runs {got} kernels, not {wanted}: torch was used before the env")
+    if portable:
+        torch.backends.mkldnn.enabled = False
+        torch.backends.nnpack.set_flags(False)
 
 
 def _cpuinfo() -> tuple[str, set[str]]:

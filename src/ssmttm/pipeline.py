@@ -91,7 +91,7 @@ STAGES: dict[str, Stage] = {
         target="caption_all",
     ),
     "codec": Stage(
-        params=("seed", "codec"),
+        params=("seed", "portable_cpu", "codec"),
         code=("codec",),
         upstream=("segment",),
         outs=("data/codec",),
@@ -99,7 +99,7 @@ STAGES: dict[str, Stage] = {
         target="data/codec",
     ),
     "tokenize": Stage(
-        params=("seed", "tokenize"),
+        params=("seed", "portable_cpu", "tokenize"),
         code=("data/tokenize.py", "data/shards.py"),
         upstream=("segment", "caption", "codec"),
         outs=("data/tokenize",),
@@ -107,7 +107,7 @@ STAGES: dict[str, Stage] = {
         target="tokens_all",
     ),
     "text_cache": Stage(
-        params=("text",),
+        params=("portable_cpu", "text"),
         code=("text", "train/text_cache.py", "data/shards.py"),
         upstream=("tokenize",),
         outs=("data/text_cache",),
@@ -115,7 +115,7 @@ STAGES: dict[str, Stage] = {
         target="data/text_cache",
     ),
     "train_lm": Stage(
-        params=("seed", "text", "lm", "train_lm"),
+        params=("seed", "portable_cpu", "text", "lm", "train_lm"),
         code=(
             "models",
             "train/checkpoint.py",

@@ -36,7 +36,7 @@ def test_local_path_with_sha256_converts_to_safetensors(dac_pth, tmp_path):
     model, path = dac_pth
     out = tmp_path / "codec"
     identity = run_codec(_pretrained(path, sha256_file(path)), [], out, seed=0)
-    assert sorted(p.name for p in out.iterdir()) == [CODEC_JSON, "provenance.json", WEIGHTS_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [CODEC_JSON, "host.json", "provenance.json", WEIGHTS_FILE]
     assert identity["weights_sha256"] == sha256_file(out / WEIGHTS_FILE)
     assert identity["source"]["sha256"] == sha256_file(path) and identity["variant"] == "44khz"
     assert json.loads((out / CODEC_JSON).read_text())["model_kwargs"]["n_codebooks"] == 2

@@ -73,7 +73,7 @@ def test_stage_writes_the_codec_folder(corpus, tmp_path):
     out = tmp_path / "codec"
     identity = run_codec(CodecConfig(mode="train", train=TINY_TRAIN), [corpus], out, seed=5)
     names = sorted(p.name for p in out.iterdir())
-    assert names == [CODEC_JSON, METRICS_FILE, "provenance.json", WEIGHTS_FILE]
+    assert names == [CODEC_JSON, "host.json", METRICS_FILE, "provenance.json", WEIGHTS_FILE]
     assert identity["variant"] == "trained" and identity["weights_sha256"] == sha256_file(out / WEIGHTS_FILE)
     assert identity["hop_length"] == 8 and identity["sample_rate"] == 16000
     metrics = json.loads((out / METRICS_FILE).read_text())

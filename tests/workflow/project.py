@@ -167,7 +167,7 @@ def tree_hashes(root: Path, folders: tuple[str, ...] = ("data", "results")) -> d
             rel = path.relative_to(root).as_posix()
             if not path.is_file() or rel.startswith("data/cache/") or path.name == ".gitignore":
                 continue
-            if "/dvclive/" in rel or path.name.startswith("timing."):
+            if "/dvclive/" in rel or path.name.startswith("timing.") or path.name == "host.json":
                 continue
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out

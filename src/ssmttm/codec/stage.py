@@ -57,6 +57,7 @@ def run_codec(
             "codec",
             section if section is not None else {},
             seed,
+            cpu_numerics=True,
             weights_sha256=identity["weights_sha256"],
             **extra,
         )

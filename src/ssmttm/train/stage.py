@@ -334,7 +334,7 @@ def train_lm(
         if not primary:
             return {}
         if not (out_dir / PROVENANCE_FILE).is_file():  # else kept: it names the code and params that trained the run
-            write_provenance(out_dir, "train_lm", config, seed, **provenance_extra)
+            write_provenance(out_dir, "train_lm", config, seed, cpu_numerics=True, **provenance_extra)
         return finish_run(out_dir, resume_step, info["summary"])
     if checkpoint is not None:
         log.info("resuming run %s from %s", key, checkpoint)
@@ -385,7 +385,7 @@ def train_lm(
     if resume_step >= train_cfg.max_steps:  # finished by a session that did not write run.json's summary
         if not primary:
             return {}
-        write_provenance(out_dir, "train_lm", config, seed, **provenance_extra)
+        write_provenance(out_dir, "train_lm", config, seed, cpu_numerics=True, **provenance_extra)
         return finish_run(out_dir, resume_step, summary)
     deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     if train_cfg.num_threads is not None:
@@ -402,7 +402,7 @@ def train_lm(
 
     if not trainer.is_global_zero:
         return {}
-    write_provenance(out_dir, "train_lm", config, seed, **provenance_extra)
+    write_provenance(out_dir, "train_lm", config, seed, cpu_numerics=True, **provenance_extra)
     return json.loads((out_dir / METRICS_FILE).read_text())
 
 

@@ -134,7 +134,9 @@ def build_text_cache(
             "files": files,
         }
         write_json(tmp / CACHE_FILE, info)
-        write_provenance(tmp, "text_cache", asdict(text_cfg), None, dtype=dtype, n_captions=len(wanted))
+        write_provenance(
+            tmp, "text_cache", asdict(text_cfg), None, cpu_numerics=True, dtype=dtype, n_captions=len(wanted)
+        )
     return folder
 
 
@@ -207,6 +209,7 @@ def text_cache(shards_dir: str | Path, text_cfg: TextConfig, out_dir: str | Path
         "text_cache",
         asdict(text_cfg),
         None,
+        cpu_numerics=True,
         shards=str(shards_dir),
         shards_manifest_sha256=sha256_file(manifest) if manifest.is_file() else None,
         cache=folder.name,
