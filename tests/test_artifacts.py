@@ -1,6 +1,7 @@
 """Atomic writes, provenance, stable hashing and sharding."""
 
 import json
+import os
 
 import pytest
 
@@ -48,7 +49,11 @@ def test_provenance_is_deterministic_and_complete(tmp_path):
     record = json.loads(first)
     assert record["params"] == section and record["seed"] == 7 and record["stage"] == "segment"
     assert record["params_sha256"] == artifacts.hash_params(section)
-    assert record["code_version"].startswith(artifacts.code_version().split("+")[0])
+    assert record["code_version"].startswith(artifacts.code_version().split("+")[0] + "+segment.")
+    # a stage's provenance names its own source files only: unknown stages fall back to the whole package
+    assert json.loads(artifacts.write_provenance(tmp_path / "x", "other", {}, None).read_bytes())["code_version"] == (
+        artifacts.code_version()
+    )
     assert {"python", "torch", "numpy"} <= set(record["libraries"])
     assert artifacts.hash_params({"a": 1}) != artifacts.hash_params({"a": 2})
 
@@ -65,3 +70,33 @@ def test_sha256_file(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
     assert artifacts.sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_a_real_kill_9_leaves_a_temporary_that_the_next_writer_removes(tmp_path):
+    """SIGKILL skips every `finally`: the temporary stays, and the next atomic write of the same path removes it."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "shard-00000"
+    code = (
+        "import sys, time\n"
+        "from ssmttm.artifacts import atomic_dir\n"
+        "with atomic_dir(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'half.wav').write_bytes(b'x' * 1000)\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    left = [p for p in tmp_path.iterdir() if artifacts.is_temporary(p)]
+    assert len(left) == 1 and (left[0] / "half.wav").is_file() and not target.exists()
+
+    live = tmp_path / f"shard-00000{artifacts.TMP_MARK}{os.getpid()}-feedbeef"  # a writer that still runs
+    live.mkdir()
+    with artifacts.atomic_dir(target) as tmp:
+        (tmp / "clip.wav").write_bytes(b"ok")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["shard-00000", live.name])
+    assert (target / "clip.wav").read_bytes() == b"ok"

@@ -88,11 +88,40 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove what killed writers left beside `path`: `<name>.tmp-<pid>-<id>` whose process no longer runs.
+
+    A `kill -9` (or a node lost on a cluster) skips every `finally`, so the next writer of the same path cleans up;
+    a temporary of a writer that is still running is left alone.
+    """
+    final = Path(path)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for sibling in final.parent.glob(f"{final.name}{TMP_MARK}*"):
+        pid = sibling.name[len(final.name) + len(TMP_MARK) :].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(sibling) if sibling.is_dir() and not sibling.is_symlink() else sibling.unlink()
+            removed.append(sibling)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block finishes."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     tmp = _tmp_sibling(final)
     try:
         yield tmp
@@ -107,6 +136,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder next to `path`; it replaces `path` whole only if the block finishes."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     tmp = _tmp_sibling(final)
     tmp.mkdir()
     try:
@@ -170,6 +200,20 @@ def code_version() -> str:
     return f"{__version__}+src.{digest.hexdigest()[:12]}"
 
 
+def stage_code_version(stage: str) -> str:
+    """Package version plus a hash of the stage's own source files (ssmttm.pipeline.STAGES), else of the package.
+
+    Only the stage's own files: editing an unrelated module must not change the bytes of every artifact (and so of
+    every entry of dvc.lock) the next time a stage reruns.
+    """
+    from ssmttm import __version__
+    from ssmttm.pipeline import STAGES, code_digest
+
+    if stage not in STAGES:
+        return code_version()
+    return f"{__version__}+{stage}.{code_digest(Path(__file__).parent, STAGES[stage].code)[:12]}"
+
+
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in TRACKED_LIBRARIES + extra:
@@ -201,7 +245,7 @@ def provenance(
         "stage": stage,
         "params": dict(section),
         "params_sha256": hash_params(section),
-        "code_version": code_version(),
+        "code_version": stage_code_version(stage),
         "libraries": library_versions(),
         "seed": seed,
         **extra,
