@@ -125,3 +125,29 @@ def test_text_cache_dtype_is_in_the_text_section(demo_params, repo_root):
     params = copy.deepcopy(demo_params)
     params["train_lm"]["text_cache_dtype"] = "float32"  # moved to text.cache_dtype
     _check_rejected(params, "train_lm.text_cache_dtype")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("select.min_duration_s", 5000, ["select.min_duration_s", "select.max_duration_s"]),
+        ("segment.min_tail_seconds", 20, ["segment.min_tail_seconds", "segment.clip_seconds"]),
+        ("train_lm.warmup_steps", 500, ["train_lm.warmup_steps", "train_lm.max_steps"]),
+        ("tokenize.valid_fraction", 0.95, ["tokenize.valid_fraction", "tokenize.test_fraction"]),
+        ("train_lm.num_threads", None, ["portable_cpu", "train_lm.num_threads"]),
+        ("segment.sample_rate", 44100.0, ["segment.sample_rate"]),
+    ],
+)
+def test_inconsistent_params_are_refused_with_one_line_naming_the_keys(repo_root, key, value, named):
+    import yaml
+
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    section = params
+    *parents, leaf = key.split(".")
+    for part in parents:
+        section = section[part]
+    section[leaf] = value
+    with pytest.raises(ParamsError) as caught:
+        validate_params(params, source="params.yaml")
+    message = str(caught.value)
+    assert "\n" not in message and all(name in message for name in named), message

@@ -72,14 +72,62 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{key} = {value!r} is invalid: {error.message}{hint}"
 
 
+def _is_python_int(checker: Any, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# JSON Schema counts 44100.0 as an integer; a stage given a float where it counts samples or steps crashes later, so
+# an integer here is what YAML reads as one.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_python_int),
+)
+
+
 def validate_params(params: Mapping[str, Any], source: str = "params") -> None:
-    """Raise ParamsError naming the first bad key (deepest, most specific error first)."""
-    validator = jsonschema.Draft202012Validator(load_schema())
+    """Raise ParamsError naming the first bad key (deepest, most specific error first), then the cross-field rules."""
+    validator = _Validator(load_schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ParamsError(f"{source}: {_describe(best)}{more}")
+    problems = cross_field_problems(params)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ParamsError(f"{source}: {problems[0]}{more}")
+
+
+def _get(params: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = params
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def cross_field_problems(params: Mapping[str, Any]) -> list[str]:
+    """Consistency rules between keys that a per-key schema cannot state; each message names the keys."""
+    problems = []
+    for low, high in (
+        ("select.min_duration_s", "select.max_duration_s"),
+        ("segment.min_tail_seconds", "segment.clip_seconds"),
+        ("train_lm.warmup_steps", "train_lm.max_steps"),
+    ):
+        a, b = _get(params, low), _get(params, high)
+        if isinstance(a, int | float) and isinstance(b, int | float) and a > b:
+            problems.append(f"{low} = {a!r} is larger than {high} = {b!r}; it must not be")
+    fractions = [_get(params, f"tokenize.{k}") for k in ("valid_fraction", "test_fraction")]
+    if all(isinstance(f, int | float) for f in fractions) and sum(fractions) >= 1:
+        problems.append(
+            f"tokenize.valid_fraction + tokenize.test_fraction = {sum(fractions)!r} leaves no training data; "
+            "their sum must be below 1"
+        )
+    if params.get("portable_cpu") and _get(params, "train_lm.num_threads") is None:
+        problems.append(
+            "portable_cpu is true but train_lm.num_threads is null: LM bytes depend on the thread count, so set it "
+            "to a number (e.g. 1) or set portable_cpu: false"
+        )
+    return problems
 
 
 def load_params(path: str | Path, validate: bool = True) -> dict[str, Any]:
