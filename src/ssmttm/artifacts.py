@@ -239,8 +239,14 @@ def float_numerics() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def provenance(
-    stage: str, section: Mapping[str, Any], seed: int | None, *, cpu_numerics: bool = False, **extra: Any
+    stage: str,
+    section: Mapping[str, Any],
+    seed: int | None,
+    *,
+    cpu_numerics: Mapping[str, Any] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """The provenance record; `cpu_numerics` is the first part of `float_numerics()` for stages that use torch."""
     record = {
         "stage": stage,
         "params": dict(section),
@@ -250,8 +256,8 @@ def provenance(
         "seed": seed,
         **extra,
     }
-    if cpu_numerics:
-        record["cpu_numerics"] = float_numerics()[0]
+    if cpu_numerics is not None:
+        record["cpu_numerics"] = dict(cpu_numerics)
     return record
 
 
@@ -270,7 +276,8 @@ def write_provenance(
     kernel mode in provenance and the host's CPU in `host.json`.
     """
     path = Path(folder) / PROVENANCE_FILE
-    write_json(path, provenance(stage, section, seed, cpu_numerics=cpu_numerics, **extra))
-    if cpu_numerics:
-        write_json(Path(folder) / HOST_FILE, float_numerics()[1])
+    numerics, host = float_numerics() if cpu_numerics else (None, None)
+    write_json(path, provenance(stage, section, seed, cpu_numerics=numerics, **extra))
+    if host is not None:
+        write_json(Path(folder) / HOST_FILE, host)
     return path

@@ -212,6 +212,8 @@ class Recipes:
     def __call__(self, stage: str, backbone: str | None = None) -> str:
         """The recipe of `stage` (of one backbone's run for train_lm; of all runs for what reads train_lm)."""
         key = (stage, backbone)
+        if stage == "train_lm" and backbone is None:
+            raise ValueError("the recipe of train_lm is per backbone: pass backbone=")
         if key not in self._memo:
             upstream: dict[str, Any] = {}
             for name in STAGES[stage].upstream:
@@ -219,8 +221,6 @@ class Recipes:
                     upstream[name] = {b: self(name, b) for b in backbones(self.params)}
                 else:
                     upstream[name] = self(name, backbone if name == "train_lm" else None)
-            if stage == "train_lm" and backbone is None:
-                raise ValueError("the recipe of train_lm is per backbone: pass backbone=")
             record = {
                 "stage": stage,
                 "params": self.sections(stage, backbone),

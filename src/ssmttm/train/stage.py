@@ -210,16 +210,16 @@ def remove_temporaries(out_dir: Path) -> None:
 
 
 def run_files(out_dir: Path) -> list[Path]:
-    """What belongs to the run in `out_dir`: everything but previous/ and the text cache; run.json last."""
+    """What belongs to the run in `out_dir`: everything but previous/, the text cache and temporaries."""
     if not out_dir.is_dir():
         return []
-    children = [c for c in out_dir.iterdir() if c.name not in (PREVIOUS_DIR, TEXT_CACHE_DIR) and not is_temporary(c)]
-    return sorted(children, key=lambda c: (c.name == RUN_FILE, c.name))
+    return [c for c in out_dir.iterdir() if c.name not in (PREVIOUS_DIR, TEXT_CACHE_DIR) and not is_temporary(c)]
 
 
 def _move_children(children: list[Path], target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    for child in children:  # run.json moves last: a folder holds a run's key only once the run is all there
+    # run.json moves last: a folder holds a run's key only once the run is all there
+    for child in sorted(children, key=lambda c: (c.name == RUN_FILE, c.name)):
         os.replace(child, target / child.name)
 
 
@@ -247,7 +247,7 @@ def restore_run(out_dir: Path, key: str) -> bool:
     source = out_dir / PREVIOUS_DIR / key
     if not source.is_dir():
         return False
-    _move_children(sorted(source.iterdir(), key=lambda c: (c.name == RUN_FILE, c.name)), out_dir)
+    _move_children(list(source.iterdir()), out_dir)
     source.rmdir()
     log.info("restored the run of key %s from %s", key, source)
     return True
