@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import json
+import logging
 import os
 import platform
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
 TMP_MARK = ".tmp-"
@@ -84,8 +90,23 @@ def shard_name(index: int) -> str:
 # ----------------------------------------------------------------------------------------------- atomic writes
 
 
+@functools.cache
+def host_tag() -> str:
+    """Six hex digits naming this machine in temporary names: a PID means something only on its own host."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def temporary_name(name: str) -> str:
+    """`<name>.tmp-<pid>-<host>-<random>`: the writer's PID and host tell a later run whether it still runs."""
+    return f"{name}{TMP_MARK}{os.getpid()}-{host_tag()}-{uuid.uuid4().hex[:8]}"
+
+
 def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(temporary_name(path.name))
+
+
+# What follows TMP_MARK: "<pid>-<host>-<random>", or the older "<pid>-<random>" and "<pid>" (same host assumed).
+_TMP_OWNER = re.compile(r"(\d+)(?:-([0-9a-f]{6}))?(?:-[0-9a-f]{4,32})?")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -98,21 +119,55 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def is_stale_temporary(path: str | Path) -> bool:
+    """A temporary (see `temporary_name`) whose writer was on this host and no longer runs.
+
+    Temporaries of other hosts (a shared file system on a cluster) are never stale here: their PIDs mean nothing
+    on this machine, and their writers may still run.
+    """
+    name = Path(path).name
+    if TMP_MARK not in name:
+        return False
+    owner = _TMP_OWNER.fullmatch(name.rsplit(TMP_MARK, 1)[1])
+    if owner is None or (owner.group(2) is not None and owner.group(2) != host_tag()):
+        return False
+    return not _pid_alive(int(owner.group(1)))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Remove what killed writers left beside `path`: `<name>.tmp-<pid>-<id>` whose process no longer runs.
+    """Remove what killed writers left beside `path`: `<name>.tmp-<pid>-...` whose process no longer runs.
 
     A `kill -9` (or a node lost on a cluster) skips every `finally`, so the next writer of the same path cleans up;
     a temporary of a writer that is still running is left alone.
     """
     final = Path(path)
-    removed = []
     if not final.parent.is_dir():
-        return removed
-    for sibling in final.parent.glob(f"{final.name}{TMP_MARK}*"):
-        pid = sibling.name[len(final.name) + len(TMP_MARK) :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(sibling) if sibling.is_dir() and not sibling.is_symlink() else sibling.unlink()
-            removed.append(sibling)
+        return []
+    stale = [p for p in final.parent.glob(f"{glob.escape(final.name)}{TMP_MARK}*") if is_stale_temporary(p)]
+    for sibling in stale:
+        _remove(sibling)
+    return stale
+
+
+def remove_stale_temporaries_in(*folders: str | Path) -> list[Path]:
+    """Remove every stale temporary directly inside `folders` (stages call this on their output folders at start,
+    so temporaries of killed runs, of any shard, never stay inside a DVC-tracked folder)."""
+    removed = []
+    for folder in map(Path, folders):
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if is_stale_temporary(entry):
+                    _remove(entry)
+                    removed.append(entry)
+    if removed:
+        log.info("removed %d temporaries left by killed runs: %s", len(removed), ", ".join(map(str, removed[:5])))
     return removed
 
 

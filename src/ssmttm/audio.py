@@ -6,6 +6,7 @@ binary shipped by `imageio-ffmpeg`. Arrays are float32, shaped (channels, sample
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,40 @@ def _decode_with_ffmpeg(path: Path, sample_rate: int | None) -> tuple[np.ndarray
 
 
 def _ffmpeg_probe(path: Path) -> str:
-    proc = subprocess.run([_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True, text=True)
-    return proc.stderr
+    proc = subprocess.run([_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True)
+    return proc.stderr.decode("utf-8", errors="replace")  # tags in other encodings must not stop the probe
+
+
+# One metadata line of ffmpeg's report: the key padded to 16 columns, ": ", the value ("  : value" continues one).
+_METADATA_LINE = re.compile(r"(.*?)\s*:(?: (.*))?")
+
+
+def ffmpeg_metadata(path: str | Path) -> list[tuple[str, str]] | None:
+    """Every metadata entry ffmpeg reads from a file (container, streams, chapters), as (key, value) pairs.
+
+    ffmpeg picks the container by content and reads tag formats mutagen does not (RIFF INFO, APEv2 on MP3,
+    Matroska tags). None when ffmpeg finds no audio stream. Values spread over several lines are joined with "\n".
+    """
+    text = _ffmpeg_probe(Path(path))
+    if "Audio:" not in text:
+        return None
+    pairs: list[tuple[str, str]] = []
+    block_indent: int | None = None  # indent of the current "Metadata:" line; entries are indented further
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip(" "))
+        if line.strip() == "Metadata:":
+            block_indent = indent
+            continue
+        entry = _METADATA_LINE.match(line.strip())
+        if block_indent is None or indent <= block_indent or entry is None:
+            block_indent = None
+            continue
+        key, value = entry.group(1), entry.group(2) or ""
+        if key:
+            pairs.append((key, value))
+        elif pairs:  # a continuation line ("   : more text") of a multi-line value
+            pairs[-1] = (pairs[-1][0], f"{pairs[-1][1]}\n{value}")
+    return pairs
 
 
 def _ffmpeg_channels(path: Path) -> int:

@@ -8,11 +8,15 @@ verb runs, so `ssmttm --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
 import shutil
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 from ssmttm.config import ParamsError, available_profiles, load_params, profile_path
@@ -30,7 +34,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "text-cache": ("ssmttm.train.text_cache", "encode every caption of the token shards with the frozen text encoder"),
     "train-lm": ("ssmttm.train.stage", "train (or resume, or reuse) a language model backbone on the token shards"),
     "lm-plot": ("ssmttm.train.plots", "loss curves, final losses and loss CSVs of several train-lm runs"),
-    "generate": ("ssmttm.generate", "generate audio tokens from captions with a trained LM"),
+    "train-refiner": ("ssmttm.refine.stage", "train (or resume, or reuse) the DiscoDiff-style latent refiner"),
+    "generate": ("ssmttm.generate.stage", "captions -> WAVs for each checkpoint of an LM run, and the references"),
+    "decode": ("ssmttm.decode", "decode codes (.npz, .parquet) or latents (.npz) to WAVs with a codec"),
+    "evaluate": ("ssmttm.evaluate.stage", "metrics with intervals and cards for generated sets against references"),
 }
 
 
@@ -87,7 +94,7 @@ def build_parser(verbs: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 # Verbs whose float results depend on the CPU's kernels; `portable_cpu: true` in params pins those kernels.
-FLOAT_VERBS = {"codec", "tokenize", "text-cache", "train-lm", "generate"}
+FLOAT_VERBS = {"codec", "tokenize", "text-cache", "train-lm", "train-refiner", "generate", "decode"}
 
 
 def _params_path(argv: list[str]) -> str:
@@ -136,6 +143,55 @@ def main(argv: list[str] | None = None) -> int:
     except UserFacingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was published (outputs appear only when complete)", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _report_crash(args.verb, exc, args.verbose)
+        hint = ENVIRONMENT_ERRNOS[exc.errno]
+        print(f"error: {exc.strerror}: {exc.filename or '(no file name)'}; {hint}, then rerun", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: one line here, the traceback in a file
+        return _report_crash(args.verb, exc, args.verbose)
+
+
+# Failures of the machine, not of the code or the input: reported as errors the user can fix.
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "free disk space",
+    errno.EDQUOT: "free space within your disk quota",
+    errno.EACCES: "fix the permissions",
+    errno.EPERM: "fix the permissions",
+    errno.EROFS: "write to a writable file system",
+    errno.EMFILE: "raise the open-file limit (ulimit -n)",
+}
+CRASH_DIR = Path("logs/crashes")
+EXIT_BUG = 70  # EX_SOFTWARE (sysexits.h): an internal software error
+
+
+def _report_crash(verb: str, exc: BaseException, verbose: bool) -> int:
+    """One line on stderr saying this is a bug and where its traceback went (a file under logs/crashes/, so a log
+    of thousands of shard jobs stays readable); the traceback is printed too with --verbose."""
+    trace = "".join(traceback.format_exception(exc))
+    name = f"{verb}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    try:
+        CRASH_DIR.mkdir(parents=True, exist_ok=True)
+        where = CRASH_DIR / name
+        where.write_text(f"ssmttm {' '.join(sys.argv[1:])}\n{trace}", encoding="utf-8")
+    except OSError:
+        where = Path(tempfile.gettempdir()) / f"ssmttm-{name}"
+        where.write_text(trace, encoding="utf-8")
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    message = " ".join(str(exc).split())[:300]
+    print(
+        f"internal error (a bug) in `ssmttm {verb}`: {type(exc).__name__}: {message}{at}; the traceback is in {where} "
+        "(please report it with that file)",
+        file=sys.stderr,
+    )
+    if verbose:
+        print(trace, file=sys.stderr)
+    return EXIT_BUG
 
 
 if __name__ == "__main__":

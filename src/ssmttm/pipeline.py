@@ -60,7 +60,7 @@ STAGES: dict[str, Stage] = {
     ),
     "fetch": Stage(
         params=("fetch", "corpus"),
-        code=("data/fetch.py", "data/mtg_jamendo.py", "data/urls.py"),
+        code=("data/fetch.py", "data/mtg_jamendo.py", "data/urls.py", "data/manifest.py"),
         upstream=("manifest",),
         outs=("data/fetch",),
         rules=("fetch", "fetch_all"),
@@ -76,7 +76,7 @@ STAGES: dict[str, Stage] = {
     ),
     "segment": Stage(
         params=("seed", "segment"),
-        code=("data/segment.py", "data/vocals.py", "audio.py"),
+        code=("data/segment.py", "data/vocals.py", "data/licences.py", "audio.py"),
         upstream=("select",),
         outs=("data/segment",),
         rules=("segment", "segment_all"),
@@ -107,7 +107,7 @@ STAGES: dict[str, Stage] = {
         target="tokens_all",
     ),
     "text_cache": Stage(
-        params=("portable_cpu", "text"),
+        params=("portable_cpu", "text", "refiner_text"),
         code=("text", "train/text_cache.py", "data/shards.py"),
         upstream=("tokenize",),
         outs=("data/text_cache",),
@@ -134,6 +134,37 @@ STAGES: dict[str, Stage] = {
         rules=("train_lm", "lm_all"),
         target="lm_all",
     ),
+    "train_refiner": Stage(
+        params=("seed", "portable_cpu", "text", "refiner_text", "refiner", "train_refiner"),
+        code=(
+            "refine",
+            "train/checkpoint.py",
+            "train/recorder.py",
+            "train/stage.py",
+            "train/text_cache.py",
+            "data/shards.py",
+        ),
+        upstream=("tokenize", "text_cache"),
+        outs=("results/train_refiner",),
+        rules=("train_refiner",),
+        target="results/train_refiner/metrics.json",
+    ),
+    "generate": Stage(
+        params=("seed", "portable_cpu", "generate"),
+        code=("generate", "refine/model.py", "refine/diffusion.py", "refine/normalise.py", "refine/unet.py", "models"),
+        upstream=("segment", "codec", "tokenize", "train_lm", "train_refiner"),
+        outs=("results/generate",),
+        rules=("generate", "generate_reference", "generate_all"),
+        target="generate_all",
+    ),
+    "evaluate": Stage(
+        params=("seed", "evaluate"),
+        code=("evaluate",),
+        upstream=("generate",),
+        outs=("results/evaluate",),
+        rules=("evaluate",),
+        target="results/evaluate",
+    ),
     "lm_plot": Stage(
         params=(),
         code=("train/plots.py",),
@@ -148,11 +179,24 @@ STAGES: dict[str, Stage] = {
 # adding a backbone to `train_lm.also_train` trains that backbone and leaves the others alone.
 RUN_SELECTION_KEYS = {"train_lm": ("also_train",)}
 
+# The generate stage's backbone-independent job (references, codec floor, the refiner on the references' codebook 1).
+REFERENCE_RUN = "reference"
+
 
 def backbones(params: Mapping[str, Any]) -> list[str]:
     """The backbones the workflow trains: `lm.backbone`, then `train_lm.also_train`, without repeats."""
     names = [params["lm"]["backbone"], *(params.get("train_lm") or {}).get("also_train", [])]
     return list(dict.fromkeys(names))
+
+
+def runs(stage: str, params: Mapping[str, Any]) -> list[str] | None:
+    """The runs of a stage made of one job per run (train_lm: a backbone each; generate: each backbone and the
+    references); None for a stage that is one whole."""
+    if stage == "train_lm":
+        return backbones(params)
+    if stage == "generate":
+        return [*backbones(params), REFERENCE_RUN]
+    return None
 
 
 def downstream(stage: str) -> list[str]:
@@ -210,17 +254,24 @@ class Recipes:
         return chosen
 
     def __call__(self, stage: str, backbone: str | None = None) -> str:
-        """The recipe of `stage` (of one backbone's run for train_lm; of all runs for what reads train_lm)."""
+        """The recipe of `stage`: of one run for a per-run stage (train_lm, generate); of all runs for what reads one.
+
+        A run reads only its own run of a per-run upstream stage (generate of prefix_simba reads train_lm of
+        prefix_simba; the reference run of generate reads no LM), so swapping a backbone rebuilds only its runs."""
         key = (stage, backbone)
-        if stage == "train_lm" and backbone is None:
-            raise ValueError("the recipe of train_lm is per backbone: pass backbone=")
+        own_runs = runs(stage, self.params)
+        if own_runs is not None and backbone not in own_runs:
+            raise ValueError(f"the recipe of {stage} is per run: pass one of {own_runs} as backbone=")
         if key not in self._memo:
             upstream: dict[str, Any] = {}
             for name in STAGES[stage].upstream:
-                if name == "train_lm" and stage != "train_lm":
-                    upstream[name] = {b: self(name, b) for b in backbones(self.params)}
-                else:
-                    upstream[name] = self(name, backbone if name == "train_lm" else None)
+                upstream_runs = runs(name, self.params)
+                if upstream_runs is None:
+                    upstream[name] = self(name)
+                elif own_runs is None:
+                    upstream[name] = {run: self(name, run) for run in upstream_runs}
+                elif backbone in upstream_runs:
+                    upstream[name] = self(name, backbone)
             record = {
                 "stage": stage,
                 "params": self.sections(stage, backbone),

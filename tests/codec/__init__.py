@@ -3,6 +3,7 @@ a tiny synthetic corpus written per the segment/caption contracts, and a tiny DA
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from ssmttm.artifacts import write_jsonl
 from ssmttm.codec import build_dac, model_identity, save_codec
-from ssmttm.codec.train import CodecTrainConfig, DiscriminatorConfig
+from ssmttm.codec.train import CodecTrainConfig, DiscriminatorConfig, LossWeights
 
 RATE = 16000
 # Hop 8 at 16 kHz: 2000 frames/s; 2 codebooks of 16 codes in 4 dims.
@@ -26,12 +27,16 @@ TINY_KWARGS = {
     "codebook_dim": 4,
     "sample_rate": RATE,
 }
+# The demo's shape in small: an odd decoder rate (DAC's decoder returns 2 samples short per frame count: padded and
+# cropped), hop 10 at 16 kHz.
+TINY_ODD_KWARGS = {**TINY_KWARGS, "encoder_rates": [2, 5], "decoder_rates": [5, 2]}
+# Trained like the demo (no GAN: mel + VQ losses), hop 10.
 TINY_TRAIN = CodecTrainConfig(
     encoder_dim=4,
-    encoder_rates=(2, 4),
+    encoder_rates=(2, 5),
     latent_dim=8,
     decoder_dim=16,
-    decoder_rates=(4, 2),
+    decoder_rates=(5, 2),
     n_codebooks=2,
     codebook_size=16,
     codebook_dim=4,
@@ -43,7 +48,12 @@ TINY_TRAIN = CodecTrainConfig(
     eval_clips=2,
     eval_seconds=0.25,
     log_every=1,
-    discriminator=DiscriminatorConfig(fft_sizes=(128,)),
+    loss_weights=LossWeights(feature=0.0, adversarial=0.0),
+    discriminator=DiscriminatorConfig(),
+)
+# The same with DAC's GAN terms (one small MRD discriminator, DAC's loss weights).
+TINY_GAN = dataclasses.replace(
+    TINY_TRAIN, loss_weights=LossWeights(), discriminator=DiscriminatorConfig(fft_sizes=(128,))
 )
 
 
@@ -108,10 +118,10 @@ def write_corpus(
     return seg, cap
 
 
-def tiny_codec(folder: Path, seed: int = 0) -> Path:
-    """A randomly initialised tiny DAC saved as a codec folder (weights.safetensors + codec.json)."""
+def tiny_codec(folder: Path, seed: int = 0, kwargs: dict | None = None) -> Path:
+    """A randomly initialised tiny DAC (TINY_KWARGS by default) saved as a codec folder (weights + codec.json)."""
     torch.manual_seed(seed)
-    model = build_dac(TINY_KWARGS).eval()
+    model = build_dac(kwargs or TINY_KWARGS).eval()
     folder.mkdir(parents=True, exist_ok=True)
     save_codec(folder, model, model_identity(model, variant="trained"))
     return folder

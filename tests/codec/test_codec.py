@@ -11,11 +11,14 @@ from ssmttm.codec import (
     CODEC_JSON,
     WEIGHTS_FILE,
     CodecMismatchError,
+    build_dac,
     check_codec_matches,
+    decode_to_length,
+    decoded_samples,
     load_codec,
 )
 from ssmttm.errors import MissingWeightsError, UserFacingError
-from tests.codec import RATE, TINY_KWARGS, tiny_codec
+from tests.codec import RATE, TINY_KWARGS, TINY_ODD_KWARGS, tiny_codec
 
 
 @pytest.fixture
@@ -88,3 +91,42 @@ def test_check_codec_matches(tmp_path, handle):
         check_codec_matches(meta, other)
     with pytest.raises(CodecMismatchError, match="no 'ssmttm.codec'"):
         check_codec_matches({b"other": b"{}"}, handle)
+
+
+@pytest.mark.parametrize("rates", [[4, 2], [5, 2], [8, 5, 4, 2]])
+def test_decoded_samples_is_what_the_decoder_returns(rates):
+    torch.manual_seed(0)
+    kwargs = {**TINY_KWARGS, "encoder_rates": rates[::-1], "decoder_rates": rates}
+    model = build_dac(kwargs).eval()
+    hop = model.hop_length
+    for frames in (1, 7):
+        with torch.no_grad():
+            out = model.decode(torch.randn(1, model.latent_dim, frames))
+        assert out.shape[-1] == decoded_samples(rates, frames)
+    assert decoded_samples(rates, 7) == (7 * hop if all(r % 2 == 0 for r in rates) else 7 * hop - (hop // 5) * 2)
+
+
+def test_odd_decoder_rates_decode_whole_frames(tmp_path):
+    """Rates [5, 2] return 2 samples short of T*hop: the handle decodes one repeated frame more and crops."""
+    handle = load_codec(tiny_codec(tmp_path / "odd", kwargs=TINY_ODD_KWARGS))
+    assert handle.hop_length == 10 and decoded_samples([5, 2], 64) == 638
+    audio = 0.3 * torch.randn(2, 1, 635, generator=torch.Generator().manual_seed(2))
+    codes, _ = handle.encode(audio)
+    assert codes.shape == (2, 2, 64)
+    decoded = handle.decode(codes)
+    assert decoded.shape == (2, 1, 640) and torch.isfinite(decoded).all()
+    with torch.no_grad():
+        z = handle.model.quantizer.from_codes(codes)[0]  # (2, latent_dim, 64)
+        plain = handle.model.decode(z)  # (2, 1, 638)
+        # Away from the end the padded frame changes nothing; the decoder's receptive field is a few frames.
+        assert torch.allclose(decoded[..., :320], plain[..., :320], atol=1e-6)
+        assert decode_to_length(handle.model, z, 635).shape == (2, 1, 635)
+        with pytest.raises(ValueError, match="samples asked"):
+            decode_to_length(handle.model, z, 641)
+
+
+def test_even_decoder_rates_decode_unpadded(handle):
+    codes = torch.randint(0, 16, (1, 2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        z = handle.model.quantizer.from_codes(codes)[0]
+        assert torch.equal(handle.decode(codes), handle.model.decode(z))

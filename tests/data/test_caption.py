@@ -384,7 +384,8 @@ def test_injected_runner_empty_reply_falls_back_to_tags(clips_dir):
     }
 
 
-def test_killed_run_leaves_no_complete_looking_output(clips_dir, tmp_path):
+def test_an_exception_mid_run_leaves_no_output(clips_dir, tmp_path):
+    """The `finally` path; a real SIGKILL is tests/test_kills.py."""
     out = tmp_path / "caption" / "shard-00000"
     with pytest.raises(KeyboardInterrupt):
         cap.caption_shard(clips_dir, model_cfg(Path("unused")), out, model_runner=FakeRunner(fail_on_call=2))
@@ -406,3 +407,18 @@ def test_cli(clips_dir, repo_root, tmp_path):
     params["caption"].update(mode="import", import_path=str(tmp_path / "missing.parquet"))
     params_file.write_text(yaml.safe_dump(params))
     assert main(["caption", "--params", str(params_file), "--clips", str(clips_dir), "--out", str(out)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kind"),
+    [
+        ("c.json", b'{"a-0000": "calm piano",', "JSON"),
+        ("c.jsonl", b'{"id": "a", "caption": "x"}\n{"id": \n', "JSONL"),
+        ("c.csv", "id,caption\na,caf\xe9 music\n".encode("latin-1"), "CSV"),
+        ("c.parquet", b"PAR1 not really parquet PAR1", "PARQUET"),
+    ],
+)
+def test_an_unreadable_import_file_is_one_clear_error(tmp_path, name, content, kind):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(UserFacingError, match=rf"caption.import_path = .*{name}: cannot be read as {kind} \("):
+        cap.load_caption_table(tmp_path / name)

@@ -62,7 +62,7 @@ def test_fetch_http_through_ytdlp(http_server, in_tmp, tone):
     info = json.loads((out / "info/t1.json").read_text())
     assert set(info) == {"title", "license", "duration", "uploader", "webpage_url", "ext"}
     assert info["webpage_url"] == http_server.url("one.wav") and info["ext"] == "wav"
-    assert (out / "failures.tsv").read_text() == "id\turl\treason\n"
+    assert (out / "failures.tsv").read_text() == "id\turl\tkind\treason\n"
     assert (out / "audio/t1.wav").stat().st_ino == (in_tmp / "cache/audio/t1.wav").stat().st_ino  # hard link
     assert (in_tmp / "cache/audio/t1.wav.sha256").read_text().split()[0] == t1["sha256"]
     assert http_server.count("nothere.wav") == 0  # other shard
@@ -100,7 +100,8 @@ def test_file_urls_only_when_allowed(in_tmp, tone):
     summary = fetch_shard(manifest, 0, _cfg(max_failure_fraction=1.0), "refused")
     assert (summary.fetched, summary.failed) == (0, 1)
     failures = (in_tmp / "refused/failures.tsv").read_text().splitlines()
-    assert failures[0] == "id\turl\treason" and failures[1].startswith(f"song\t{local.resolve().as_uri()}\t")
+    assert failures[0] == "id\turl\tkind\treason"
+    assert failures[1].startswith(f"song\t{local.resolve().as_uri()}\tpermanent\t")
     assert "allow_file_urls" in failures[1]
     summary = fetch_shard(manifest, 0, _cfg(allow_file_urls=True), "allowed")
     assert summary.fetched == 1
@@ -124,14 +125,54 @@ def test_failures_recorded_threshold_enforced_and_rerun_resumes(http_server, in_
     assert not (in_tmp / "data/fetch/shard-00000").exists()
     assert not list(in_tmp.glob("data/**/*"))  # not even a temporary folder is left
     assert sorted(p.name for p in (in_tmp / "cache/items").iterdir()) == ["a.json", "b.json", "c.json"]
-    assert http_server.count("missing.wav") >= 2  # retried once
+    assert http_server.count("missing.wav") == 1  # a 404 is permanent: not retried
     before = http_server.count()
     summary = fetch_shard(manifest, 0, _cfg(max_failure_fraction=0.25), "data/fetch/shard-00000")
     assert (summary.fetched, summary.failed) == (3, 1)
-    assert http_server.count() - before == http_server.count("missing.wav") - 2  # only the missing one again
+    assert http_server.count() - before == http_server.count("missing.wav") - 1  # only the missing one again
     rows = (in_tmp / "data/fetch/shard-00000/failures.tsv").read_text().splitlines()
-    assert len(rows) == 2 and rows[1].startswith("missing\t") and "404" in rows[1]
+    assert len(rows) == 2 and rows[1].startswith(f"missing\t{http_server.url('missing.wav')}\tpermanent\tHTTP 404")
     assert [t["id"] for t in read_jsonl(in_tmp / "data/fetch/shard-00000/tracks.jsonl")] == ["a", "b", "c"]
+
+
+def test_permanent_failures_name_their_cause_and_are_not_retried(http_server, in_tmp, tone):
+    """404, a missing or empty local file, an empty download, a page that is not media: one attempt each, a clear
+    reason each; the valid rows of the shard (and one whose id cannot be a file name) are not lost with them."""
+    tone(http_server.root / "ok.wav", 0.3)
+    (http_server.root / "empty.wav").write_bytes(b"")
+    (http_server.root / "page.html").write_text("<html><body>no media here</body></html>")
+    (in_tmp / "empty.wav").write_bytes(b"")
+    good = tone(in_tmp / "excerpt.wav", 3.0)
+    manifest = _manifest(
+        in_tmp / "manifest.jsonl",
+        [
+            {"id": "ok", "url": http_server.url("ok.wav")},
+            {"id": "gone", "url": http_server.url("gone.wav")},
+            {"id": "empty-http", "url": http_server.url("empty.wav")},
+            {"id": "page", "url": http_server.url("page.html")},
+            {"id": "missing-local", "url": (in_tmp / "nope.wav").as_uri()},
+            {"id": "empty-local", "url": (in_tmp / "empty.wav").as_uri()},
+            {"id": "excerpt", "url": good.as_uri(), "start_s": 1.0, "end_s": 2.0},  # copied whole: segment cuts it
+            {"id": "x" * 300, "url": http_server.url("ok.wav")},
+        ],
+    )
+    summary = fetch_shard(manifest, 0, _cfg(retries=3, allow_file_urls=True, max_failure_fraction=1.0), "out")
+    assert (summary.items, summary.fetched, summary.failed) == (8, 2, 6)
+    rows = [line.split("\t") for line in (in_tmp / "out/failures.tsv").read_text().splitlines()[1:]]
+    reasons = {row[0]: (row[2], row[3]) for row in rows}
+    assert {k: kind for k, (kind, _) in reasons.items()} == dict.fromkeys(reasons, "permanent")
+    assert reasons["gone"][1].startswith("HTTP 404")
+    assert reasons["empty-http"][1].startswith("the URL served an empty file (0 bytes)")
+    assert reasons["page"][1].startswith("the URL is not a media file")
+    assert reasons["missing-local"][1] == f"local file not found: {in_tmp / 'nope.wav'}"
+    assert reasons["empty-local"][1] == f"local file is empty (0 bytes): {in_tmp / 'empty.wav'}"
+    assert "invalid track id" in reasons["x" * 300][1] and "at most 128 characters" in reasons["x" * 300][1]
+    for name in ("gone.wav", "empty.wav", "page.html"):
+        assert http_server.count(name) <= 2, name  # one attempt (yt-dlp may probe a page twice), never 4
+    tracks = {t["id"]: t for t in read_jsonl(in_tmp / "out/tracks.jsonl")}
+    assert sorted(tracks) == ["excerpt", "ok"]
+    assert (tracks["excerpt"]["start_s"], tracks["excerpt"]["end_s"]) == (1.0, 2.0)
+    assert (in_tmp / "out/audio/excerpt.wav").read_bytes() == good.read_bytes()
 
 
 def test_transient_failure_is_retried(http_server, in_tmp, tone):
@@ -154,7 +195,8 @@ def test_expected_sha256_is_checked(http_server, in_tmp, tone):
     assert not (in_tmp / "cache/audio/s.wav").exists()
 
 
-def test_killed_run_leaves_nothing_that_looks_complete(http_server, in_tmp, tone, monkeypatch):
+def test_an_exception_mid_run_leaves_nothing_that_looks_complete(http_server, in_tmp, tone, monkeypatch):
+    """The `finally` path; a real SIGKILL is tests/test_kills.py."""
     tone(http_server.root / "a.wav", 0.3)
     tone(http_server.root / "b.wav", 0.3)
     manifest = _manifest(
@@ -169,7 +211,7 @@ def test_killed_run_leaves_nothing_that_looks_complete(http_server, in_tmp, tone
     def crash_on_second(source, dest):
         calls.append(dest)
         if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
+            raise KeyboardInterrupt
         os.link(source, dest)
 
     monkeypatch.setattr(fetch_module, "_link_or_copy", crash_on_second)

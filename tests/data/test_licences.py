@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ssmttm.data.licences import mentions_licence, normalise_licence
 
-ID_RE = re.compile(r"CC-BY(-NC)?(-ND|-SA)?-\d\.\d|CC0-1\.0|PUBLIC-DOMAIN|MIT")
+ID_RE = re.compile(r"CC-BY(-NC)?(-ND|-SA)?-\d\.\d|CC0-1\.0|PUBLIC-DOMAIN|MIT|PRIVATE")
 
 
 @pytest.mark.parametrize(
@@ -92,6 +92,38 @@ def test_mentions_licence_ignores_plain_copyright_notices():
     assert mentions_licence("All rights reserved")
     assert mentions_licence("Licensed under something odd")
     assert mentions_licence("2009 X, http://creativecommons.org/licenses/by/3.0/")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "This track is CC BY-ND 4.0, enjoy!",
+        "Creative Commons",
+        "some rights reserved",
+        "free to share, no derivatives please",
+        "NonCommercial use only",
+        "Licensing: ask the label",
+        "released into the public domain",
+    ],
+)
+def test_free_text_using_licence_words_is_a_licence_statement(text):
+    assert mentions_licence(text)  # select judges it (and rejects what it cannot read) instead of ignoring it
+
+
+def test_the_creative_commons_notice_sentence_is_read():
+    notice = "This work is licensed under a Creative Commons Attribution-NoDerivatives 4.0 International License."
+    assert normalise_licence(notice) == "CC-BY-ND-4.0"
+    assert normalise_licence(notice.replace("-NoDerivatives", "")) == "CC-BY-4.0"
+    assert normalise_licence("This work is not licensed under CC BY 4.0") is None
+
+
+def test_raw_licence_words_are_counted_alike_in_bytes_and_text():
+    from ssmttm.data.licences import raw_licence_words, text_licence_words
+
+    text = "LICENSE=CC BY-ND 4.0; all rights reserved"
+    utf16 = text.encode("utf-16-le").lower().replace(b"\0", b"")
+    assert raw_licence_words(utf16) == text_licence_words(text) == [b"licens", b"cc by-nd", b"rights reserved"]
+    assert text_licence_words("(c) 2012 Some Artist, Lavf62.3.100") == []
 
 
 # ----------------------------------------------------------------------------------------------- properties

@@ -160,16 +160,59 @@ def test_bad_ids_stop_with_their_name(in_tmp, bad_id):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("id,url,licence\na,http://x/a,MIT\na,http://x/b,MIT\n", "appears twice"),
-        ("id,url,licence\na,,MIT\n", "missing url"),
-        ('id,url,licence,tags\na,http://x,MIT,"{""colour"": 1}"\n', "unknown tag key"),
+        ("id,url,licence\na,http://x/a,MIT\na,http://x/b,MIT\n", r"m.csv:3: track id 'a' already used on line 2"),
+        ("id,url,licence\na,,MIT\n", "m.csv:2: missing url"),
+        ('id,url,licence,tags\na,http://x,MIT,"{""colour"": 1}"\n', "m.csv:2: unknown tag key"),
         ("id,url,licence,tags\na,http://x,MIT,[1]\n", "JSON object"),
+        ('id,url,licence,tags\na,http://x,MIT,"{""bpm"": {""x"": 1}}"\n', "tag 'bpm'.*must be text, a number"),
         ("id,url,licence,source\na,http://x,MIT,spotify\n", "spotify"),
+        ("id,url,licence,start_s,end_s\na,http://x,MIT,ten,20\n", r"m.csv:2: start_s = 'ten' is not a number"),
+        ("id,url,licence,start_s,end_s\na,http://x,MIT,nan,20\n", "start_s = 'nan' is not a number"),
+        ("id,url,licence,start_s,end_s\na,http://x,MIT,-1,20\n", "start_s = '-1' is not a number of seconds >= 0"),
+        ("id,url,licence,start_s,end_s\na,http://x,MIT,30,20\n", "end_s = 20.0 must be greater than start_s"),
+        ("id,url,licence,start_s\na,http://x,MIT,30\n", "start_s and end_s go together"),
+        ("id,url,licence,sha256\na,http://x,MIT,abc\n", "sha256 'abc' is not a 64-digit hex"),
+        ("id,url,licence,colour\na,http://x,MIT,red\n", r"unknown column\(s\) \['colour'\]"),
+        ("id,url,licence\na,http://x,MIT,extra\n", "m.csv:2: more values than header columns"),
+        ("id,url,licence\na,ftp://x/a.mp3,MIT\n", "url 'ftp://x/a.mp3' is not a http, https, file URL"),
+        ("id,url,licence\na,javascript:alert(1),MIT\n", "is not a http, https, file URL"),
+        (
+            "id,url,licence\nb,http://x/b,MIT\n" + "x" * 129 + ",http://x/a,MIT\n",
+            r"m.csv:3: .*\(129 chars\).*at most 128",
+        ),
+        ("id,url,licence\na.tmp-1-ab,http://x/a,MIT\n", "no '..' nor '.tmp-'"),
+        ("id,url,licence\n", "the manifest has no rows"),
+        ('id,url,licence,caption\na,http://x,MIT,"two\nlines"\n', "caption holds control characters"),
     ],
 )
-def test_user_manifest_errors(in_tmp, content, message):
+def test_user_manifest_errors_name_the_line_and_the_field(in_tmp, content, message):
     (in_tmp / "m.csv").write_text(content)
     with pytest.raises(UserFacingError, match=message):
+        build_manifest(CorpusConfig(source="manifest", manifest_path="m.csv"), "o", 0)
+    assert not (in_tmp / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"id": 7, "url": "http://x/a"}, "m.jsonl:3: invalid track id 7"),
+        ({"id": "a", "url": ["http://x/a"]}, "m.jsonl:3: url must be text"),
+        ({"id": "a", "url": "http://x/a", "licence": 4.0}, "licence must be text, got float"),
+        ({"id": "a", "url": "http://x/a", "caption": 12}, "caption must be text"),
+        ({"id": "a", "url": "http://x/a", "start_s": True, "end_s": 2}, "start_s = True is not a number"),
+        ({"id": "a", "url": "http://x/a", "start_s": "1", "end_s": None}, "start_s and end_s go together"),
+    ],
+)
+def test_user_jsonl_errors_name_the_physical_line(in_tmp, record, message):
+    """Blank lines count: the number is the line an editor shows."""
+    (in_tmp / "m.jsonl").write_text(json.dumps({"id": "ok", "url": "http://x/ok"}) + "\n\n" + json.dumps(record) + "\n")
+    with pytest.raises(UserFacingError, match=message):
+        build_manifest(CorpusConfig(source="manifest", manifest_path="m.jsonl"), "o", 0)
+
+
+def test_user_manifest_that_is_not_utf8_is_a_clear_error(in_tmp):
+    (in_tmp / "m.csv").write_bytes("id,url,licence\ncaf\xe9,http://x,MIT\n".encode("latin-1"))
+    with pytest.raises(UserFacingError, match="m.csv: not UTF-8 text.*save it as UTF-8"):
         build_manifest(CorpusConfig(source="manifest", manifest_path="m.csv"), "o", 0)
 
 

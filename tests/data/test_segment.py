@@ -177,6 +177,21 @@ def test_silence_threshold_is_in_dbfs(tmp_path):
     assert [c["clip_id"] for c in clips] == ["a-0000"]
 
 
+def test_non_finite_samples_are_dropped_as_such_not_as_silence(tmp_path):
+    samples = tone(440, 3.0, RATE)
+    samples[0, RATE + 100] = np.nan  # clip 1 holds a NaN, clip 2 an infinity
+    samples[0, 2 * RATE + 5] = np.inf
+    path = tmp_path / "nan.wav"
+    sf.write(str(path), samples.T, RATE, subtype="FLOAT")
+    write_kept(tmp_path / "sel", [kept_row("a", path)])
+    clips, dropped, _ = run(tmp_path / "sel", make_cfg(), out=tmp_path / "out")
+    assert [c["clip_id"] for c in clips] == ["a-0000"]
+    assert dropped[1:] == [
+        ["a-0001", "non_finite", "1 NaN or infinite samples"],
+        ["a-0002", "non_finite", "1 NaN or infinite samples"],
+    ]
+
+
 def test_excerpt_window_is_honoured_only_when_the_file_holds_it(tmp_path):
     full = np.concatenate([tone(440, 1.0, RATE), tone(880, 1.0, RATE), tone(440, 1.0, RATE)], axis=1)
     whole = write_audio(tmp_path / "whole.wav", full, RATE)
@@ -201,7 +216,8 @@ def test_rerun_is_byte_identical(shard):
     assert first == second
 
 
-def test_killed_run_leaves_no_complete_looking_output(shard, monkeypatch):
+def test_an_exception_mid_run_leaves_no_output(shard, monkeypatch):
+    """The `finally` path (Ctrl-C, a bug). A real SIGKILL skips it: tests/test_kills.py covers that case."""
     out = shard.parent.parent / "segment" / "shard-00000"
     real = seg.segment_track
     calls = []
@@ -209,7 +225,7 @@ def test_killed_run_leaves_no_complete_looking_output(shard, monkeypatch):
     def dies_on_second_track(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # what a killed job looks like from inside
+            raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(seg, "segment_track", dies_on_second_track)
@@ -225,6 +241,10 @@ def test_bad_inputs_give_one_clear_error(tmp_path, shard):
     write_kept(tmp_path / "bad", [{"id": "../evil", "audio_path": "x.wav"}])
     with pytest.raises(UserFacingError, match="not a safe file name"):
         seg.segment_shard(tmp_path / "bad", make_cfg(), tmp_path / "out")
+    for licence in ("CC BY-ND 4.0", "unknown", None):  # only select's normalised ids get through
+        write_kept(tmp_path / "licence", [kept_row("a", shard / "kept.jsonl") | {"licence": licence}])
+        with pytest.raises(UserFacingError, match="not a licence id that select keeps"):
+            seg.segment_shard(tmp_path / "licence", make_cfg(), tmp_path / "out")
     write_kept(tmp_path / "gone", [kept_row("gone", shard / "kept.jsonl") | {"audio_path": str(tmp_path / "x.mp3")}])
     with pytest.raises(audio.AudioDecodeError, match="x.mp3"):
         seg.segment_shard(tmp_path / "gone", make_cfg(), tmp_path / "out")

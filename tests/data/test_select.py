@@ -16,7 +16,8 @@ from mutagen.wave import WAVE
 
 from ssmttm import cli
 from ssmttm.artifacts import read_jsonl, write_jsonl
-from ssmttm.data.select import SelectConfig, decide_licence, select_shard, tag_licences
+from ssmttm.data.select import SelectConfig, decide_licence, read_tag_licences, select_shard, tag_licences
+from ssmttm.errors import UserFacingError
 
 from .conftest import write_tone
 
@@ -86,7 +87,10 @@ def test_tag_licences_reads_vorbis_and_id3(tmp_path):
     assert tag_licences(reserved) == ["2020 Label. All rights reserved"]
     assert tag_licences(write_tone(tmp_path / "plain.wav", 1.0)) == []
     (tmp_path / "junk.mp3").write_bytes(b"\x00" * 100)
-    assert tag_licences(tmp_path / "junk.mp3") == []
+    reading = read_tag_licences(tmp_path / "junk.mp3")
+    assert (reading.statements, reading.problem) == ([], "tags_unreadable")
+    with pytest.raises(UserFacingError, match="junk.mp3: tags_unreadable"):
+        tag_licences(tmp_path / "junk.mp3")
 
 
 def test_select_reasons(tmp_path, in_tmp):
@@ -171,6 +175,19 @@ def test_select_reasons(tmp_path, in_tmp):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # byte-identical rerun
 
 
+def test_non_finite_audio_is_reported_as_non_finite(tmp_path, in_tmp):
+    import numpy as np
+    import soundfile as sf
+
+    samples = np.full((8000 * 3, 1), 0.1, np.float32)
+    samples[5] = np.nan
+    samples[7] = -np.inf
+    sf.write(str(tmp_path / "nan.wav"), samples, 8000, subtype="FLOAT")
+    fetched = _fetched(in_tmp / "shard-00000", [({"id": "nan", "licence_manifest": "MIT"}, tmp_path / "nan.wav")])
+    select_shard(fetched, CFG, "out")
+    assert _rejected(in_tmp / "out") == {"nan": ("non_finite", "2 of 24000 decoded samples are NaN or infinite")}
+
+
 def test_agreement_not_required(tmp_path):
     cfg = SelectConfig(allowed_licences=ALLOWED, require_licence_agreement=False)
     decision = decide_licence({"manifest": ["CC-BY-4.0"], "tags": ["CC BY 3.0"]}, cfg)
@@ -184,8 +201,6 @@ def test_agreement_not_required(tmp_path):
 
 
 def test_missing_fetch_output_is_a_clear_error(tmp_path):
-    from ssmttm.errors import UserFacingError
-
     with pytest.raises(UserFacingError, match="tracks.jsonl.*ssmttm fetch"):
         select_shard(tmp_path / "nope", CFG, tmp_path / "out")
 

@@ -65,7 +65,7 @@ def test_guidance_runs_cond_and_uncond_in_one_batch():
 
     model.start = spy
     generate_tokens(model, enc, CAPTIONS, 3, _cfg(batch_size=2), 0, progress=False)
-    assert sizes == [4, 2]  # 2B rows per batch of B captions (2 + 1)
+    assert sizes == [4, 4]  # 2B rows per batch of B captions; the last batch (1 caption) is padded to B
     sizes.clear()
     generate_tokens(model, enc, CAPTIONS, 3, _cfg(batch_size=3, guidance_scale=1.0), 0, progress=False)
     assert sizes == [3]  # no guidance: no unconditional half
@@ -142,3 +142,17 @@ def test_nine_codebooks_generate_through_the_delay_pattern():
     assert not (codes == SPECIAL).any()
     naive = generate_tokens(model, enc, CAPTIONS[:2], 4, _cfg(), seed=2, recurrent=False, progress=False)
     assert torch.equal(codes, naive)
+
+
+@pytest.mark.parametrize("backbone", ["prefix_simba", "cross_transformer"])
+def test_a_captions_codes_depend_on_its_seed_not_on_its_batch(backbone):
+    model, enc = tiny_model(backbone), FakeTextEncoder()
+    cfg = _cfg(batch_size=3)
+    together = generate_tokens(model, enc, CAPTIONS, 6, cfg, [11, 22, 33], progress=False)
+    for i, (caption, seed) in enumerate(zip(CAPTIONS, [11, 22, 33], strict=True)):
+        alone = generate_tokens(model, enc, [caption], 6, cfg, [seed], progress=False)
+        assert torch.equal(alone[0], together[i])
+    shuffled = generate_tokens(model, enc, CAPTIONS[::-1], 6, cfg, [33, 22, 11], progress=False)
+    assert torch.equal(shuffled.flip(0), together)
+    other_seed = generate_tokens(model, enc, CAPTIONS[:1], 6, cfg, [12], progress=False)
+    assert not torch.equal(other_seed[0], together[0])

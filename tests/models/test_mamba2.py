@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmttm.models.mamba2 import HAS_MAMBA_SSM_KERNELS, Mamba2, Mamba2Config, Mamba2State, mamba2_param_count
-from ssmttm.models.ssd import segsum, ssd_chunked, ssd_sequential
+from ssmttm.models.ssd import decay_matrix, segsum, ssd_chunked, ssd_sequential
 
 F64 = torch.float64
 
@@ -52,6 +52,24 @@ def test_segsum_values():
     inf = float("-inf")
     expected = torch.tensor([[0.0, inf, inf], [2.0, 0.0, inf], [5.0, 3.0, 0.0]], dtype=F64)
     assert torch.equal(segsum(a), expected)
+
+
+def test_decay_matrix_values():
+    a_cum = torch.tensor([-1.0, -3.0, -6.0], dtype=F64)  # log-decays -1, -2, -3
+    e = torch.exp(torch.tensor(1.0, dtype=F64))
+    zero = torch.tensor(0.0, dtype=F64)
+    # On and below the diagonal exp(a[j+1] + ... + a[i]), above it 0.
+    expected = torch.stack([e**0, zero, zero, e**-2, e**0, zero, e**-5, e**-3, e**0]).view(3, 3)
+    torch.testing.assert_close(decay_matrix(a_cum), expected, rtol=1e-15, atol=0)
+    # Its hand-written backward equals autograd's through exp(segsum(a)).
+    a = torch.randn(2, 3, 7, dtype=F64).abs().neg()
+    weights = torch.randn(2, 3, 7, 7, dtype=F64)
+    a_cum = a.cumsum(-1).requires_grad_()
+    (grad,) = torch.autograd.grad((decay_matrix(a_cum) * weights).sum(), a_cum)
+    a_ref = a.clone().requires_grad_()
+    (grad_ref,) = torch.autograd.grad((torch.exp(segsum(a_ref)) * weights).sum(), a_ref)
+    torch.testing.assert_close(grad.flip(-1).cumsum(-1).flip(-1), grad_ref, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(decay_matrix, (a_cum[:1, :1].detach().clone().requires_grad_(),))
 
 
 @pytest.mark.parametrize("length", [1, 7, 8, 16, 37])

@@ -2,7 +2,7 @@
 
 `make_project` lays out a scratch repository with the project's workflow files, a copy of src/ (stage source files
 are dependencies of both engines), a tiny params.yaml (3 demo tracks + 1 track whose licence is not allowed, 5 s
-clips, a tiny codec, two tiny LMs) and a git + DVC repository with a local remote, as a user's clone would have.
+clips, a tiny codec, two tiny LMs, a tiny refiner, 1 s clips generated from the one test track's captions) and a git + DVC repository with a local remote, as a user's clone would have.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ssmttm.data.urls import package_url
+from ssmttm.data.urls import package_url, resolve_url
 
 DEMO_TRACKS = ["calm/calm_acoustic_1.opus", "energetic/energetic_electronic_2.opus", "happy/happy_acoustic_2.opus"]
 ND_TRACK = "tender/tender_acoustic_1.opus"  # a real demo file, declared under a licence select must refuse
@@ -39,7 +39,21 @@ TINY_OVERRIDES = {
             "codebook_size": 64,
         }
     },
-    "tokenize": {"encode_window_s": 5.0, "row_group_size": 4, "valid_fraction": 0.34, "test_fraction": 0.0},
+    "tokenize": {"encode_window_s": 5.0, "row_group_size": 4, "valid_fraction": 0.34, "test_fraction": 0.06},
+    "evaluate": {"bootstrap_resamples": 20},
+    "generate": {"seconds": 1.0, "batch_size": 2, "refine_steps": 2, "top_k": 20},
+    "refiner": {"unet": "tiny", "unet_overrides": {}, "primary": False},
+    "train_refiner": {
+        "steps": 4,
+        "batch_size": 2,
+        "crop_frames": 16,
+        "warmup_steps": 1,
+        "checkpoint_every": 2,
+        "val_every": 2,
+        "val_clips": 2,
+        "val_timesteps": 2,
+        "log_every": 1,
+    },
     "lm": {
         "d_model": 32,
         "n_layers": 2,
@@ -82,7 +96,8 @@ def manifest_rows() -> list[dict]:
         rows.append(
             {
                 "id": track_id,
-                "url": package_url("immich_memories_music", f"tracks/{relative}"),
+                # A user's manifest names local files with file:// URLs (pkg:// is the demo source's own scheme).
+                "url": resolve_url(package_url("immich_memories_music", f"tracks/{relative}")),
                 "licence": "CC BY-ND 4.0" if relative == ND_TRACK else "MIT",
                 "source": "manifest",
                 "tags": {"mood": relative.split("/")[0], "style": track_id.split("_")[1]},

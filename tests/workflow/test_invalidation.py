@@ -35,6 +35,9 @@ OWN_PARAM = {
     "tokenize": ("tokenize.batch_size", 4),
     "text_cache": ("text.batch_size", 16),
     "train_lm": ("train_lm.lr", 0.002),
+    "train_refiner": ("train_refiner.lr", 0.002),
+    "generate": ("generate.refine_steps", 3),
+    "evaluate": ("evaluate.bootstrap_resamples", 30),
     "lm_plot": None,
 }
 JOBS_PER_STAGE = {  # Snakemake jobs of each stage in the tiny project (2 shards, 2 backbones)
@@ -47,6 +50,9 @@ JOBS_PER_STAGE = {  # Snakemake jobs of each stage in the tiny project (2 shards
     "tokenize": {"tokenize": 2, "tokenize_manifest": 1},
     "text_cache": {"text_cache": 1},
     "train_lm": {"train_lm": 2},
+    "train_refiner": {"train_refiner": 1},
+    "generate": {"generate": 2, "generate_reference": 1},
+    "evaluate": {"evaluate": 1},
     "lm_plot": {"lm_plot": 1},
 }
 

@@ -7,7 +7,10 @@
     encode_windowed(audio, window_samples) -> the same, encoded in fixed windows and concatenated
     decode(codes (B, K, T))                -> audio (B, 1, T*hop)
 
-with T = ceil(N / hop), K codebooks and D = codebook_dim.
+with T = ceil(N / hop), K codebooks and D = codebook_dim. DAC's decoder returns exactly T*hop samples only when
+every decoder rate is even; an odd rate (the demo's [8, 5, 4, 2]) loses samples at the end (8 there), so
+`decode_to_length` decodes one frame more (the last latent frame repeated) and crops: every decode, in training
+and through the handle, returns the length asked for.
 
 Which latents: `latents` are the *pre-quantisation* latents z_e of each codebook, exactly what DAC's residual
 quantizer computes (`VectorQuantize.in_proj` of the residual, codebook by codebook; the `latents` output of
@@ -25,7 +28,7 @@ import inspect
 import json
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +129,30 @@ def save_codec(folder: str | Path, model: torch.nn.Module, identity: Mapping[str
     return full
 
 
+def decoded_samples(decoder_rates: Sequence[int], frames: int) -> int:
+    """Samples DAC's decoder returns for `frames` latent frames: each DecoderBlock's ConvTranspose1d (kernel 2s,
+    stride s, padding ceil(s/2)) maps n to n*s + s - 2*ceil(s/2), which is n*s only for an even stride s."""
+    n = frames
+    for stride in decoder_rates:
+        n = n * stride + stride - 2 * math.ceil(stride / 2)
+    return n
+
+
+def decode_to_length(model: torch.nn.Module, z: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """Quantised latents z (B, latent_dim, T) -> audio (B, 1, n_samples) with n_samples <= T*hop.
+
+    When the decoder falls short of n_samples, z is padded at the end with copies of its last frame (as many as the
+    shortfall needs, one for DAC's rates) and the output cropped; otherwise z is decoded as it is.
+    """
+    frames, hop = z.shape[-1], int(model.hop_length)
+    if n_samples > frames * hop:
+        raise ValueError(f"{n_samples} samples asked from {frames} frames of hop {hop}")
+    missing = n_samples - decoded_samples(model.decoder_rates, frames)
+    if missing > 0:
+        z = torch.nn.functional.pad(z, (0, math.ceil(missing / hop)), mode="replicate")  # (B, latent_dim, T + p)
+    return model.decode(z)[..., :n_samples]
+
+
 # ----------------------------------------------------------------------------------------------- the handle
 
 
@@ -191,7 +218,7 @@ class CodecHandle:
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, K, T) -> audio (B, 1, T*hop) float32."""
         z = self.model.quantizer.from_codes(codes.to(self.device).long())[0]  # (B, latent_dim, T)
-        return self.model.decode(z).float()
+        return decode_to_length(self.model, z, z.shape[-1] * self.hop_length).float()
 
     @torch.inference_mode()
     def latents_to_codes(self, latents: torch.Tensor) -> torch.Tensor:

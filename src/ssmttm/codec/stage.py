@@ -2,8 +2,11 @@
 
     ssmttm codec --params params.yaml --clips data/segment/shard-00000 data/segment/shard-00001 --out data/codec
 
-Output (one atomic folder): weights.safetensors, codec.json (identity, see ssmttm.codec), metrics.json (trained
-codec: losses and held-out mel distance, trained vs untrained) and provenance.json.
+Output (one atomic folder): weights.safetensors, codec.json (identity, see ssmttm.codec), provenance.json and, for a
+trained codec, metrics.json (losses; held-out mel distance, dyncorr and log-mel L1, trained vs untrained) and
+heldout/: each scored held-out clip's first eval_seconds and its reconstruction by the trained codec (encode ->
+codes -> decode), `<clip_id>.reference.wav` and `<clip_id>.reconstruction.wav` (16-bit PCM at the codec rate), with
+index.json (sha256 and scores per clip). They are for listening and are the codec floor of the evaluation.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from typing import Any
 from ssmttm.artifacts import atomic_dir, write_json, write_provenance
 from ssmttm.codec import METRICS_FILE, model_identity, resolve_device, save_codec
 from ssmttm.codec.pretrained import PretrainedConfig, prepare_pretrained
-from ssmttm.codec.train import CodecTrainConfig, train_codec
+from ssmttm.codec.train import HELDOUT_MEASURES, CodecTrainConfig, train_codec
 from ssmttm.config import load_params, section_to_dataclass
 
 log = logging.getLogger(__name__)
+
+HELDOUT_DIR = "heldout"
 
 
 @dataclass
@@ -40,15 +45,17 @@ def run_codec(
             identity = prepare_pretrained(cfg.pretrained, tmp)
             extra: dict[str, Any] = {}
         elif cfg.mode == "train":
-            model, metrics = train_codec(cfg.train, clip_dirs, seed, resolve_device(cfg.device))
+            model, metrics = train_codec(cfg.train, clip_dirs, seed, resolve_device(cfg.device), tmp / HELDOUT_DIR)
             identity = save_codec(tmp, model, model_identity(model, variant="trained"))
             write_json(tmp / METRICS_FILE, metrics)
             held = metrics["heldout"]
-            log.info(
-                "held-out mel distance: trained %.4f, untrained %.4f",
-                held["mel_distance_trained"],
-                held["mel_distance_untrained"],
-            )
+            for name in HELDOUT_MEASURES:
+                log.info(
+                    "held-out %s: trained %.4f, untrained %.4f",
+                    name,
+                    held[f"{name}_trained"],
+                    held[f"{name}_untrained"],
+                )
             extra = {"inputs": [str(p) for p in clip_dirs]}
         else:
             raise ValueError(f"codec.mode must be 'train' or 'pretrained', got {cfg.mode!r}")

@@ -5,13 +5,20 @@ DAC's 7-scale settings, MultiScaleSTFTLoss, L1Loss, GANLoss) and the VQ commitme
 output. The step mirrors DAC's `scripts/train.py`: a discriminator update on the detached reconstruction, then a
 generator update on the weighted sum of losses (weights default to DAC's `conf/base.yml` lambdas: mel 15,
 feature matching 2, adversarial 1, commitment 0.25, codebook 1; the STFT and waveform L1 losses are computed there
-with weight 0 and are skipped here unless given a weight). AdamW with betas (0.8, 0.99), per-step ExponentialLR,
-gradient clipping 1e3 (generator) and 10 (discriminator) as in DAC.
+with weight 0 and are skipped here unless given a weight). AdamW with betas (0.8, 0.99) (weight_decay 0: Adam),
+per-step ExponentialLR, gradient clipping 1e3 (generator) and 10 (discriminator) as in DAC.
+
+No GAN: a discriminator is built and stepped only when it has parts (periods, fft_sizes or rates) and the adversarial
+or feature-matching weight is above 0; otherwise the step is the generator update on mel + VQ losses alone (the
+demo's recipe, docs DEMO_CODEC.md: at a few minutes of CPU a GAN slows convergence and costs ~14x per step).
 
 Training reads random crops of `segment_s` seconds from the clips of the training tracks; a fixed set of tracks
-(chosen by a seeded hash of the track id) is held out. The held-out score is DAC's mel distance (the mel loss above:
-L1 of log10 mel magnitudes at 7 scales) between held-out clips and their reconstruction, for the trained model and
-for the same architecture untrained with the same seed (its initial weights).
+(chosen by a seeded hash of the track id) is held out. Held-out clips (their first `eval_seconds`) go through the
+codec as the pipeline uses it (CodecHandle encode -> codes -> decode) before and after training, i.e. for the trained
+model and for the same architecture untrained with the same seed, and are scored with `ssmttm.evaluate.signal`: DAC's
+mel distance (the training loss), dyncorr (structure in time: noise with the right spectrum scores 0) and the log-mel
+L1 in dB. With `heldout_dir`, the trained model's reconstructions are written there as 16-bit WAVs beside their
+references (`<clip_id>.reference.wav`, `<clip_id>.reconstruction.wav`) with an index.json of hashes and scores.
 
 Runs are deterministic on CPU for a given thread count: seeded RNGs, deterministic algorithms, and the global torch
 RNG/threads/determinism flags restored afterwards.
@@ -22,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,16 +39,23 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ssmttm.artifacts import read_jsonl, stable_unit_float
-from ssmttm.codec import build_dac
+from ssmttm.artifacts import read_jsonl, sha256_file, stable_unit_float, write_json
+from ssmttm.audio import write_wav
+from ssmttm.codec import CodecHandle, build_dac, decode_to_length, model_identity
 from ssmttm.errors import UserFacingError
+from ssmttm.evaluate.signal import MEL_WINDOWS, dyncorr, log_mel_l1_db, mel_distance, mel_loss_fn
+from ssmttm.progress import progress
 
 log = logging.getLogger(__name__)
 
-# DAC conf/base.yml MelSpectrogramLoss: used for training and for the held-out mel distance.
-MEL_N_MELS = (5, 10, 20, 40, 80, 160, 320)
-MEL_WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
 STFT_WINDOWS = (2048, 512)
+HELDOUT_INDEX = "index.json"
+# Held-out scores (ssmttm.evaluate.signal) -> what metrics.json says they are.
+HELDOUT_MEASURES = {
+    "mel_distance": "DAC MelSpectrogramLoss (L1 of log10 mel magnitudes, 7 scales 32..2048)",
+    "dyncorr": "correlation of band-mean-removed log-mels (64 bands, 80 dB range; 1 = same dynamics, 0 = noise)",
+    "log_mel_l1_db": "mean |log-mel difference| in dB (64 bands, floored 80 dB below the reference maximum)",
+}
 
 
 @dataclass
@@ -50,8 +63,12 @@ class DiscriminatorConfig:
     """dac.model.Discriminator sub-discriminators; all empty = no GAN losses (reconstruction + VQ losses only)."""
 
     periods: tuple[int, ...] = ()  # MPD periods (DAC: 2, 3, 5, 7, 11; heavy on CPU)
-    fft_sizes: tuple[int, ...] = (512,)  # MRD STFT sizes (DAC: 2048, 1024, 512)
+    fft_sizes: tuple[int, ...] = ()  # MRD STFT sizes (DAC: 2048, 1024, 512)
     rates: tuple[int, ...] = ()  # MSD rates (DAC: none)
+
+    @property
+    def has_parts(self) -> bool:
+        return bool(self.periods or self.fft_sizes or self.rates)
 
 
 @dataclass
@@ -67,24 +84,27 @@ class LossWeights:
 
 @dataclass
 class CodecTrainConfig:
-    encoder_dim: int = 4
-    encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
-    latent_dim: int = 64
+    """Defaults: the demo recipe of docs/DEMO_CODEC.md (hop 320 at 16 kHz, 0.51 M parameters, no GAN)."""
+
+    encoder_dim: int = 8
+    encoder_rates: tuple[int, ...] = (2, 4, 5, 8)
+    latent_dim: int | None = None  # None: encoder_dim * 2^len(encoder_rates) (128 here)
     decoder_dim: int = 64
-    decoder_rates: tuple[int, ...] = (8, 8, 4, 2)
+    decoder_rates: tuple[int, ...] = (8, 5, 4, 2)
     n_codebooks: int = 4
     codebook_size: int = 1024
     codebook_dim: int = 8
     quantizer_dropout: float = 0.0
-    steps: int = 100
-    batch_size: int = 4
-    segment_s: float = 0.3  # random crop length per training item
+    steps: int = 400
+    batch_size: int = 8
+    segment_s: float = 0.5  # random crop length per training item
     lr: float = 1e-3
     betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay; 0 = Adam (DAC trains with torch's default 0.01)
     lr_gamma: float = 0.999996  # ExponentialLR per step
     grad_clip_generator: float = 1000.0
     grad_clip_discriminator: float = 10.0
-    loss_weights: LossWeights = field(default_factory=LossWeights)
+    loss_weights: LossWeights = field(default_factory=lambda: LossWeights(feature=0.0, adversarial=0.0))
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     holdout_fraction: float = 0.15  # share of tracks held out for the mel distance (at least one track)
     eval_clips: int = 8  # held-out clips scored
@@ -198,38 +218,6 @@ def model_kwargs(cfg: CodecTrainConfig, sample_rate: int) -> dict[str, Any]:
     }
 
 
-def mel_loss_fn() -> torch.nn.Module:
-    from dac.nn.loss import MelSpectrogramLoss
-
-    return MelSpectrogramLoss(
-        n_mels=list(MEL_N_MELS),
-        window_lengths=list(MEL_WINDOWS),
-        mel_fmin=[0.0] * 7,
-        mel_fmax=[None] * 7,
-        pow=1.0,
-        mag_weight=0.0,
-        clamp_eps=1e-5,
-    )
-
-
-@torch.no_grad()
-def heldout_mel_distance(model: torch.nn.Module, clips: list[Clip], seconds: float, device: torch.device) -> float:
-    """Mean DAC mel distance between held-out clips (first `seconds`) and their reconstruction."""
-    from audiotools import AudioSignal
-
-    mel = mel_loss_fn()
-    was_training = model.training
-    model.eval()
-    scores = []
-    for clip in clips:
-        n = min(clip.n_samples, round(seconds * clip.sample_rate))
-        x = torch.from_numpy(read_segment(clip, 0, n))[None, None].to(device)  # (1, 1, n)
-        y = model(x, clip.sample_rate)["audio"]  # (1, 1, n)
-        scores.append(float(mel(AudioSignal(y, clip.sample_rate), AudioSignal(x, clip.sample_rate))))
-    model.train(was_training)
-    return float(np.mean(scores))
-
-
 @contextlib.contextmanager
 def reproducible(seed: int, threads: int, device: torch.device) -> Iterator[None]:
     """Seeded, deterministic torch for the block; global RNG, thread count and flags restored after."""
@@ -247,16 +235,86 @@ def reproducible(seed: int, threads: int, device: torch.device) -> Iterator[None
             torch.set_num_threads(previous_threads)
 
 
+# ----------------------------------------------------------------------------------------------- held-out evaluation
+
+
+@dataclass
+class HeldoutResult:
+    """One held-out clip through the codec: reference and reconstruction (n,) float32 at the codec rate, scores."""
+
+    clip: Clip
+    reference: np.ndarray
+    reconstruction: np.ndarray
+    scores: dict[str, float]
+
+
+def evaluate_heldout(
+    model: torch.nn.Module, clips: list[Clip], seconds: float, device: torch.device
+) -> list[HeldoutResult]:
+    """Encode each clip's first `seconds` to codes and decode them (CodecHandle, the pipeline's path); score both."""
+    was_training = model.training
+    model.eval()
+    handle = CodecHandle(model=model, identity=model_identity(model, variant="heldout"), device=device)
+    results = []
+    for clip in clips:
+        n = min(clip.n_samples, round(seconds * clip.sample_rate))
+        reference = read_segment(clip, 0, n)  # (n,)
+        codes, _ = handle.encode(torch.from_numpy(reference)[None, None])  # (1, K, ceil(n / hop))
+        reconstruction = handle.decode(codes)[0, 0, :n].cpu().numpy()  # (n,)
+        scores = {
+            "mel_distance": mel_distance(reference, reconstruction, clip.sample_rate),
+            "dyncorr": dyncorr(reference, reconstruction, clip.sample_rate),
+            "log_mel_l1_db": log_mel_l1_db(reference, reconstruction, clip.sample_rate),
+        }
+        results.append(HeldoutResult(clip, reference, reconstruction, scores))
+    model.train(was_training)
+    return results
+
+
+def mean_scores(results: list[HeldoutResult]) -> dict[str, float]:
+    return {name: round(float(np.mean([r.scores[name] for r in results])), 6) for name in HELDOUT_MEASURES}
+
+
+def write_heldout_audio(folder: Path, results: list[HeldoutResult], seconds: float) -> dict[str, Any]:
+    """<clip_id>.reference.wav and <clip_id>.reconstruction.wav (16-bit PCM) plus index.json; return the index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for result in results:
+        row: dict[str, Any] = {"clip_id": result.clip.clip_id, "track_id": result.clip.track_id}
+        for role, audio in (("reference", result.reference), ("reconstruction", result.reconstruction)):
+            name = f"{result.clip.clip_id}.{role}.wav"
+            write_wav(folder / name, audio, result.clip.sample_rate)
+            row[role] = {"path": name, "sha256": sha256_file(folder / name)}
+        row.update(samples=int(result.reference.shape[0]), **{k: round(v, 6) for k, v in result.scores.items()})
+        rows.append(row)
+    index = {
+        "sample_rate": results[0].clip.sample_rate if results else None,
+        "seconds": seconds,
+        "subtype": "PCM_16",
+        "scores": "trained codec, reconstruction vs reference: "
+        + "; ".join(f"{k}: {v}" for k, v in HELDOUT_MEASURES.items()),
+        "clips": rows,
+    }
+    write_json(folder / HELDOUT_INDEX, index)
+    return index
+
+
 # ----------------------------------------------------------------------------------------------- training
 
 
 def train_codec(
-    cfg: CodecTrainConfig, clip_dirs: Sequence[str | Path], seed: int, device: torch.device
+    cfg: CodecTrainConfig,
+    clip_dirs: Sequence[str | Path],
+    seed: int,
+    device: torch.device,
+    heldout_dir: str | Path | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train; return (model in eval mode on CPU, metrics dict). Deterministic for a given seed on CPU."""
+    """Train; return (model in eval mode on CPU, metrics dict). Deterministic for a given seed on CPU.
+
+    `heldout_dir`: also write the trained model's held-out reconstructions and references there (WAV + index.json).
+    """
     from audiotools import AudioSignal
-    from dac.model import Discriminator
-    from dac.nn.loss import GANLoss, L1Loss, MultiScaleSTFTLoss
+    from dac.nn.loss import L1Loss, MultiScaleSTFTLoss
 
     clips = read_clips(clip_dirs)
     sample_rate = clips[0].sample_rate
@@ -272,54 +330,39 @@ def train_codec(
             f"more than {max(MEL_WINDOWS) // 2}: use a longer segment"
         )
     weights = cfg.loss_weights
-    use_gan = bool(cfg.discriminator.periods or cfg.discriminator.fft_sizes or cfg.discriminator.rates)
+    use_gan = cfg.discriminator.has_parts and (weights.adversarial > 0 or weights.feature > 0)
 
     with reproducible(seed, cfg.num_threads, device), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # weight_norm deprecation inside DAC
         warnings.filterwarnings("ignore", message="stft_data changed shape")  # audiotools, harmless
         generator = build_dac(kwargs).to(device)
-        untrained = heldout_mel_distance(generator, held_eval, cfg.eval_seconds, device)
-        opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        untrained = mean_scores(evaluate_heldout(generator, held_eval, cfg.eval_seconds, device))
+        opt_g = torch.optim.AdamW(
+            generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+        )
         sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, cfg.lr_gamma)
-        if use_gan:
-            disc = Discriminator(
-                rates=list(cfg.discriminator.rates),
-                periods=list(cfg.discriminator.periods),
-                fft_sizes=list(cfg.discriminator.fft_sizes),
-                sample_rate=sample_rate,
-            ).to(device)
-            gan = GANLoss(disc)
-            opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-            sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, cfg.lr_gamma)
+        gan = build_gan(cfg, sample_rate, device) if use_gan else None
         mel_loss, stft_loss, l1_loss = mel_loss_fn(), MultiScaleSTFTLoss(window_lengths=list(STFT_WINDOWS)), L1Loss()
 
         curve: list[dict[str, float]] = []
         recent: list[dict[str, float]] = []
-        started = time.monotonic()
         data = batches(train, cfg, segment, seed)
         generator.train()
-        for step in range(1, cfg.steps + 1):
+        for step in progress(range(1, cfg.steps + 1), "codec training", unit="step"):
             audio = next(data).to(device)  # (B, 1, segment)
             signal = AudioSignal(audio, sample_rate)
-            out = generator(signal.audio_data, sample_rate)
-            recons = AudioSignal(out["audio"], sample_rate)
+            z, _, _, commitment, codebook = generator.encode(generator.preprocess(audio, sample_rate))
+            recons = AudioSignal(decode_to_length(generator, z, segment), sample_rate)  # (B, 1, segment)
             terms: dict[str, torch.Tensor] = {}
-            if use_gan:
-                loss_d = gan.discriminator_loss(recons, signal)
-                opt_d.zero_grad()
-                loss_d.backward()
-                torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip_discriminator)
-                opt_d.step()
-                sched_d.step()
-                terms["discriminator"] = loss_d.detach()
-                terms["adversarial"], terms["feature"] = gan.generator_loss(recons, signal)
+            if gan is not None:
+                terms.update(gan.step(recons, signal))
             terms["mel"] = mel_loss(recons, signal)
             if weights.stft:
                 terms["stft"] = stft_loss(recons, signal)
             if weights.waveform:
                 terms["waveform"] = l1_loss(recons, signal)
-            terms["commitment"] = out["vq/commitment_loss"]
-            terms["codebook"] = out["vq/codebook_loss"]
+            terms["commitment"] = commitment
+            terms["codebook"] = codebook
             loss = sum(getattr(weights, k) * v for k, v in terms.items() if k != "discriminator")
             opt_g.zero_grad()
             loss.backward()
@@ -331,10 +374,14 @@ def train_codec(
             recent = (recent + [record])[-cfg.log_every :]
             if step % cfg.log_every == 0 or step == cfg.steps:
                 curve.append({"step": step, **record})
-                log.info("codec step %d/%d: %s (%.1fs)", step, cfg.steps, record, time.monotonic() - started)
-        trained = heldout_mel_distance(generator, held_eval, cfg.eval_seconds, device)
+                log.debug("codec step %d/%d: %s", step, cfg.steps, record)
+        results = evaluate_heldout(generator, held_eval, cfg.eval_seconds, device)
+        trained = mean_scores(results)
+        if heldout_dir is not None:
+            write_heldout_audio(Path(heldout_dir), results, cfg.eval_seconds)
 
     final = {k: round(float(np.mean([r[k] for r in recent])), 6) for k in recent[0]} if recent else {}
+    log.info("codec: final losses (mean of the last %d steps) %s", len(recent), final)
     metrics = {
         "steps": cfg.steps,
         "segment_samples": segment,
@@ -346,9 +393,45 @@ def train_codec(
             "clips": [c.clip_id for c in held_eval],
             "tracks": sorted({c.track_id for c in held}),
             "seconds": cfg.eval_seconds,
-            "mel_distance_trained": round(trained, 6),
-            "mel_distance_untrained": round(untrained, 6),
-            "metric": "DAC MelSpectrogramLoss (L1 of log10 mel magnitudes, 7 scales 32..2048)",
+            **{f"{name}_trained": trained[name] for name in HELDOUT_MEASURES},
+            **{f"{name}_untrained": untrained[name] for name in HELDOUT_MEASURES},
+            "metric": "; ".join(f"{name}: {text}" for name, text in HELDOUT_MEASURES.items()),
         },
     }
     return generator.eval().cpu(), metrics
+
+
+@dataclass
+class GanTerms:
+    """DAC's discriminator with its optimizer: `step` updates it on the detached reconstruction and returns the
+    generator's adversarial and feature-matching losses (and the discriminator loss, for the log)."""
+
+    loss: Any  # dac.nn.loss.GANLoss wrapping the discriminator
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    grad_clip: float
+
+    def step(self, recons: Any, signal: Any) -> dict[str, torch.Tensor]:
+        loss_d = self.loss.discriminator_loss(recons, signal)
+        self.optimizer.zero_grad()
+        loss_d.backward()
+        torch.nn.utils.clip_grad_norm_(self.loss.discriminator.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        adversarial, feature = self.loss.generator_loss(recons, signal)
+        return {"discriminator": loss_d.detach(), "adversarial": adversarial, "feature": feature}
+
+
+def build_gan(cfg: CodecTrainConfig, sample_rate: int, device: torch.device) -> GanTerms:
+    from dac.model import Discriminator
+    from dac.nn.loss import GANLoss
+
+    disc = Discriminator(
+        rates=list(cfg.discriminator.rates),
+        periods=list(cfg.discriminator.periods),
+        fft_sizes=list(cfg.discriminator.fft_sizes),
+        sample_rate=sample_rate,
+    ).to(device)
+    optimizer = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, cfg.lr_gamma)
+    return GanTerms(GANLoss(disc), optimizer, scheduler, cfg.grad_clip_discriminator)

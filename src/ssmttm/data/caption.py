@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from ssmttm.artifacts import atomic_dir, read_jsonl, sha256_file, write_jsonl, write_provenance
+from ssmttm.artifacts import (
+    atomic_dir,
+    read_jsonl,
+    remove_stale_temporaries_in,
+    sha256_file,
+    write_jsonl,
+    write_provenance,
+)
 from ssmttm.audio import load_mono
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.data.caption_model import CaptionModelConfig
@@ -125,9 +132,17 @@ def load_caption_table(path: str | Path | None, id_col: str = "id", cap_col: str
     path = Path(path)
     if not path.is_file():
         raise UserFacingError(f"caption.import_path = {path}: file not found")
+    try:
+        records = _records(path, id_col, cap_col)
+    except (ValueError, csv.Error, OSError) as exc:  # bad JSON, not UTF-8, a broken Parquet file...
+        message = " ".join(str(exc).split())[:200]
+        raise UserFacingError(
+            f"caption.import_path = {path}: cannot be read as {path.suffix.lstrip('.').upper()} "
+            f"({type(exc).__name__}: {message}); fix or re-export the file"
+        ) from exc
     table: dict[str, str] = {}
     duplicates = 0
-    for raw_id, raw_caption in _records(path, id_col, cap_col):
+    for raw_id, raw_caption in records:
         caption = _clean(raw_caption)
         if raw_id is None or not caption:
             continue
@@ -209,6 +224,7 @@ def caption_shard(
     `model_runner` replaces the configured model in mode `model` (it must have a `sample_rate` attribute).
     """
     clips_dir, out_dir = Path(clips_dir), Path(out_dir)
+    remove_stale_temporaries_in(out_dir.parent)  # what killed runs left (kill -9 skips every clean-up)
     clips = _read_clips(clips_dir)
     inputs = {"clips.jsonl": sha256_file(clips_dir / "clips.jsonl")}
     model_info = None

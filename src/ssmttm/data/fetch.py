@@ -14,6 +14,12 @@ Everything lands first in `fetch.cache_dir`, shared by shards and reruns:
 An item whose record, file and checksum agree (and whose URL is unchanged) is never downloaded again, so a failed
 or killed run resumes where it stopped. The shard folder hard-links the files from the cache (copy as fallback) and
 is published atomically, and only when the share of failed items is within fetch.max_failure_fraction.
+
+A failed item is `permanent` (HTTP 4xx but 408/429, a missing, empty or non-regular local file, an empty download, a
+page that is not media, a refused URL scheme, a wrong checksum, an id that cannot be a file name) or `transient`
+(network errors, 5xx...); only transient failures are retried, with a growing wait. failures.tsv lists each failed
+item: id, url, kind, and the cause in words. A `file://` row with start_s/end_s is copied whole (yt-dlp cannot cut
+local files); segment keeps its [start_s, end_s) excerpt.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import os
 import re
 import shutil
 import time
-import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +41,17 @@ from urllib.parse import urlparse
 
 from ssmttm.artifacts import (
     atomic_dir,
-    read_jsonl,
+    remove_stale_temporaries_in,
     sha256_file,
+    temporary_name,
     write_json,
     write_jsonl,
     write_provenance,
     write_text,
 )
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
-from ssmttm.data.manifest import CorpusConfig
-from ssmttm.data.urls import is_local, resolve_url
+from ssmttm.data.manifest import CorpusConfig, check_id
+from ssmttm.data.urls import is_local, local_path, resolve_url
 from ssmttm.errors import UserFacingError
 from ssmttm.progress import progress
 
@@ -55,13 +62,23 @@ RETRY_WAIT_S = 2.0
 INFO_FIELDS = ("title", "license", "duration", "uploader", "webpage_url", "ext")
 ROW_EXTRAS = ("start_s", "end_s", "caption")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# yt-dlp messages of failures that retrying cannot fix, with the cause they name.
+PERMANENT_MESSAGES = (
+    ("Did not get any data blocks", "the URL served an empty file (0 bytes)"),
+    ("Unsupported URL", "the URL is not a media file or a page yt-dlp can read"),
+    ("No such file or directory", "the local file does not exist"),
+    ("Video unavailable", "the video is unavailable"),
+    ("Private video", "the video is private"),
+    ("Invalid data found when processing input", "the file does not decode as audio"),
+    ("Postprocessing:", "the file could not be converted to fetch.audio_format"),
+)
 
 
 @dataclass(frozen=True)
 class FetchConfig:
     retries: int = 2
     timeout_s: float = 60.0
-    max_failure_fraction: float = 0.0
+    max_failure_fraction: float = 0.05
     allow_file_urls: bool = False
     cache_dir: str = "data/fetch/_cache"
     audio_format: str = "best"
@@ -86,11 +103,16 @@ class CachedItem:
 
 
 class ItemError(Exception):
-    """One item failed; `permanent` ones are not retried (a refused scheme, a wrong checksum)."""
+    """One item failed; `permanent` ones are not retried (a refused scheme, a wrong checksum, HTTP 404, a missing or
+    empty file)."""
 
     def __init__(self, message: str, permanent: bool = False):
         super().__init__(message)
         self.permanent = permanent
+
+    @property
+    def kind(self) -> str:
+        return "permanent" if self.permanent else "transient"
 
 
 # ----------------------------------------------------------------------------------------------- cache
@@ -148,7 +170,7 @@ class Cache:
     @contextlib.contextmanager
     def scratch(self, track_id: str) -> Iterator[Path]:
         """A private temporary folder under the cache (same file system, so moving out of it is a rename)."""
-        folder = self.root / f"tmp-{track_id}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        folder = self.root / temporary_name(f"tmp-{track_id}")
         folder.mkdir(parents=True)
         try:
             yield folder
@@ -204,12 +226,37 @@ def ydl_options(row: dict[str, Any], cfg: FetchConfig, folder: Path) -> dict[str
         "cachedir": False,
         "logger": _YdlLogger(),
     }
-    if row.get("start_s") is not None and row.get("end_s") is not None:
+    # A local file is copied whole (yt-dlp cannot cut file:// URLs); segment keeps [start_s, end_s) of it.
+    if row.get("start_s") is not None and row.get("end_s") is not None and not is_local(row["url"]):
         options["download_ranges"] = download_range_func(None, [(float(row["start_s"]), float(row["end_s"]))])
         options["force_keyframes_at_cuts"] = True
     if cfg.audio_format != "best":
         options["postprocessors"] = [{"key": "FFmpegExtractAudio", "preferredcodec": cfg.audio_format}]
     return options
+
+
+def _download_error(exc: Exception) -> ItemError:
+    """An ItemError naming the real cause of a yt-dlp failure; permanent when retrying cannot help."""
+    message = _ANSI.sub("", str(exc)).removeprefix("ERROR: ").strip()
+    cause = exc.exc_info[1] if getattr(exc, "exc_info", None) else None
+    status = getattr(cause, "status", None)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+        return ItemError(f"HTTP {status}: the server refuses or does not have the file ({message})", permanent=True)
+    for pattern, meaning in PERMANENT_MESSAGES:
+        if pattern in message:
+            return ItemError(f"{meaning} ({message})", permanent=True)
+    return ItemError(message)
+
+
+def check_local_file(url: str) -> None:
+    """A missing, empty or non-regular local file is a permanent failure named as such, before yt-dlp sees it."""
+    path = local_path(url)
+    if not path.exists():
+        raise ItemError(f"local file not found: {path}", permanent=True)
+    if not path.is_file():
+        raise ItemError(f"not a regular file: {path}", permanent=True)
+    if path.stat().st_size == 0:
+        raise ItemError(f"local file is empty (0 bytes): {path}", permanent=True)
 
 
 def download_media(row: dict[str, Any], cfg: FetchConfig, folder: Path) -> tuple[Path, dict[str, Any]]:
@@ -226,7 +273,7 @@ def download_media(row: dict[str, Any], cfg: FetchConfig, folder: Path) -> tuple
         with yt_dlp.YoutubeDL(options) as ydl:
             info = ydl.extract_info(resolve_url(row["url"]), download=True)
     except yt_dlp.utils.DownloadError as exc:
-        raise ItemError(_ANSI.sub("", str(exc)).removeprefix("ERROR: ").strip()) from exc
+        raise _download_error(exc) from exc
     finally:
         if token is not None:
             location.reset(token)
@@ -243,6 +290,8 @@ def download_media(row: dict[str, Any], cfg: FetchConfig, folder: Path) -> tuple
 def fetch_media(row: dict[str, Any], cfg: FetchConfig, cache: Cache) -> CachedItem:
     """Download one media row into the cache, retrying `cfg.retries` times."""
     check_scheme(row["url"], cfg.allow_file_urls)
+    if is_local(row["url"]):
+        check_local_file(row["url"])
     last: ItemError | None = None
     for attempt in range(cfg.retries + 1):
         if attempt:
@@ -265,7 +314,7 @@ def fetch_media(row: dict[str, Any], cfg: FetchConfig, cache: Cache) -> CachedIt
 
 def fetch_archive(
     tar_url: str, rows: list[dict[str, Any]], cfg: FetchConfig, corpus: CorpusConfig | None, cache: Cache
-) -> tuple[dict[str, CachedItem], dict[str, str]]:
+) -> tuple[dict[str, CachedItem], dict[str, ItemError]]:
     """Unpack the members of `rows` (all from the TAR at `tar_url`) into the cache. Returns (items, failures)."""
     from ssmttm.data import mtg_jamendo as mtg
 
@@ -290,19 +339,19 @@ def fetch_archive(
             log.info("downloading %s", tar_url)
             actual = mtg.download_to(tar_url, tar_path, cfg.retries, cfg.timeout_s, what=f"MTG-Jamendo archive {name}")
         except mtg.DownloadError as exc:
-            return {}, {row["id"]: str(exc) for row in rows}
+            return {}, {row["id"]: ItemError(str(exc), exc.permanent) for row in rows}
         mtg.verify_archive(tar_path, expected, actual)  # raises (and deletes it) before anything is unpacked
     by_path = {row["url"].partition("#")[2]: row for row in rows}
     destinations = {path: cache.audio / f"{row['id']}{Path(path).suffix}" for path, row in by_path.items()}
     done, problems = mtg.extract_members(tar_path, destinations)
     items = {}
-    failures = {by_path[path]["id"]: problem for path, problem in problems.items()}
+    failures = {by_path[path]["id"]: ItemError(problem, permanent=True) for path, problem in problems.items()}
     for path, (digest, _size) in done.items():
         row = by_path[path]
         try:
             items[row["id"]] = cache.store(row, destinations[path], {"ext": Path(path).suffix.lstrip(".")}, digest)
         except ItemError as exc:
-            failures[row["id"]] = str(exc)
+            failures[row["id"]] = exc
     if not cfg.keep_archives:
         tar_path.unlink(missing_ok=True)
     return items, failures
@@ -331,11 +380,37 @@ def _clean(reason: str) -> str:
     return " ".join(_ANSI.sub("", reason).split())[:500]
 
 
-def _shard_rows(manifest_path: Path, shard: int) -> list[dict[str, Any]]:
+def _shard_rows(manifest_path: Path, shard: int) -> tuple[list[dict[str, Any]], dict[str, ItemError]]:
+    """(rows of `shard` sorted by id, failures of rows whose id cannot become a file name).
+
+    A bad id fails its own row only: the valid rows of the shard are still fetched.
+    """
     if not manifest_path.is_file():
         raise UserFacingError(f"{manifest_path}: manifest not found; run `ssmttm manifest` first")
-    rows = [r for r in read_jsonl(manifest_path) if int(r["shard"]) == shard]
-    return sorted(rows, key=lambda r: r["id"])
+    rows, invalid = [], {}
+    for number, line in enumerate(manifest_path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            in_shard = int(row["shard"]) == shard
+            url_ok = isinstance(row["url"], str)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UserFacingError(
+                f"{manifest_path}:{number}: not a manifest row with id, url and shard ({type(exc).__name__}: {exc}); "
+                "rebuild it with `ssmttm manifest`"
+            ) from exc
+        if not in_shard:
+            continue
+        if not url_ok:
+            raise UserFacingError(f"{manifest_path}:{number}: url must be a string")
+        try:
+            check_id(row.get("id"), f"{manifest_path}:{number}")
+        except UserFacingError as exc:
+            invalid[str(row.get("id"))] = ItemError(str(exc), permanent=True)
+            continue
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["id"]), invalid
 
 
 def fetch_shard(
@@ -343,17 +418,21 @@ def fetch_shard(
 ) -> FetchSummary:
     """Fetch every manifest row of `shard` and publish `out_dir` (audio/, info/, tracks.jsonl, failures.tsv)."""
     manifest_path, out_dir = Path(manifest_path), Path(out_dir)
-    rows = _shard_rows(manifest_path, shard)
+    rows, invalid = _shard_rows(manifest_path, shard)
+    failures: dict[str, ItemError] = dict(invalid)
+    total = len(rows) + len(invalid)
+    urls = {r["id"]: r["url"] for r in rows} | {k: "" for k in invalid}
     cache = Cache(cfg.cache_dir)
+    # what killed runs left (kill -9 skips every clean-up): in the output's folder and in the shared cache
+    remove_stale_temporaries_in(out_dir.parent, cache.root, cache.audio, cache.items, cache.archives)
     items: dict[str, CachedItem] = {}
-    failures: dict[str, str] = {}
     media = [r for r in rows if r.get("archive") is None]
     archives: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("archive") is None:
             continue
         if "#" not in row["url"]:
-            failures[row["id"]] = "MTG-Jamendo url has no '#<path in the TAR>' part"
+            failures[row["id"]] = ItemError("MTG-Jamendo url has no '#<path in the TAR>' part", permanent=True)
             continue
         archives.setdefault(row["url"].split("#", 1)[0], []).append(row)
 
@@ -365,7 +444,7 @@ def fetch_shard(
         try:
             items[row["id"]] = fetch_media(row, cfg, cache)
         except ItemError as exc:
-            failures[row["id"]] = str(exc)
+            failures[row["id"]] = exc
     for tar_url, tar_rows in progress(sorted(archives.items()), f"fetch shard {shard} archives", "tar"):
         missing = []
         for row in tar_rows:
@@ -379,12 +458,14 @@ def fetch_shard(
             items.update(got)
             failures.update(failed)
 
-    if rows and len(failures) / len(rows) > cfg.max_failure_fraction:
-        listing = "; ".join(f"{k}: {_clean(v)[:160]}" for k, v in sorted(failures.items())[:5])
+    kinds = Counter(exc.kind for exc in failures.values())
+    if total and len(failures) / total > cfg.max_failure_fraction:
+        listing = "; ".join(f"{k[:80]}: {_clean(str(v))[:160]}" for k, v in sorted(failures.items())[:5])
         raise UserFacingError(
-            f"fetch shard {shard}: {len(failures)} of {len(rows)} item(s) failed, more than "
-            f"fetch.max_failure_fraction={cfg.max_failure_fraction} ({listing}); nothing was written to {out_dir}. "
-            f"Successful downloads are kept in {cfg.cache_dir}, so a rerun resumes"
+            f"fetch shard {shard}: {len(failures)} of {total} item(s) failed ({kinds['permanent']} permanent, "
+            f"{kinds['transient']} transient), more than fetch.max_failure_fraction={cfg.max_failure_fraction} "
+            f"({listing}); nothing was written to {out_dir}. Successful downloads are kept in {cfg.cache_dir}, so a "
+            "rerun resumes"
         )
 
     by_id = {r["id"]: r for r in rows}
@@ -409,7 +490,9 @@ def fetch_shard(
             track.update({k: row[k] for k in ROW_EXTRAS if k in row})
             tracks.append(track)
         write_jsonl(tmp / "tracks.jsonl", tracks)
-        lines = ["id\turl\treason"] + [f"{k}\t{by_id[k]['url']}\t{_clean(v)}" for k, v in sorted(failures.items())]
+        lines = ["id\turl\tkind\treason"] + [
+            f"{_clean(k)}\t{_clean(urls[k])}\t{exc.kind}\t{_clean(str(exc))}" for k, exc in sorted(failures.items())
+        ]
         write_text(tmp / "failures.tsv", "\n".join(lines) + "\n")
         write_provenance(
             tmp,
@@ -417,13 +500,23 @@ def fetch_shard(
             dataclass_to_dict(cfg),
             None,
             shard=shard,
-            items=len(rows),
+            items=total,
             fetched=len(items),
             failed=len(failures),
+            failed_permanent=kinds["permanent"],
             manifest_sha256=sha256_file(manifest_path),
         )
-    log.info("fetch shard %d: %d fetched, %d failed -> %s", shard, len(items), len(failures), out_dir)
-    return FetchSummary(shard, len(rows), len(items), len(failures), out_dir)
+    log.info(
+        "fetch shard %d: %d fetched, %d failed (%d permanent, %d transient; see %s) -> %s",
+        shard,
+        len(items),
+        len(failures),
+        kinds["permanent"],
+        kinds["transient"],
+        out_dir / "failures.tsv",
+        out_dir,
+    )
+    return FetchSummary(shard, total, len(items), len(failures), out_dir)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -439,5 +532,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     if corpus is not None and not 0 <= args.shard < corpus.n_shards:
         raise UserFacingError(f"--shard {args.shard} is out of range; corpus.n_shards is {corpus.n_shards}")
     summary = fetch_shard(args.manifest, args.shard, cfg, args.out, corpus)
-    print(f"{summary.out_dir}: {summary.fetched} fetched, {summary.failed} failed of {summary.items}")
+    failed = f", {summary.failed} failed (listed in {summary.out_dir / 'failures.tsv'})" if summary.failed else ""
+    print(f"{summary.out_dir}: {summary.fetched} of {summary.items} fetched{failed}")
     return 0

@@ -7,7 +7,9 @@ on purpose: a word it does not understand, a missing version, an impossible comb
 different licences in one string all give None rather than a guess.
 
 Ids: `CC-BY[-NC][-ND|-SA]-<version>` (elements in that canonical order, version as `N.N`), `CC0-1.0`,
-`PUBLIC-DOMAIN` (the Public Domain Mark) and `MIT`. Jurisdiction ports (`by-nc-sa/2.5/it/`) keep their licence id:
+`PUBLIC-DOMAIN` (the Public Domain Mark), `MIT`, and `PRIVATE`: audio the user has the right to train on without a
+public licence (their own recordings), spelled exactly so; select keeps it only when `select.allowed_licences` lists
+it, which no profile does by default. Jurisdiction ports (`by-nc-sa/2.5/it/`) keep their licence id:
 the port changes the legal wording, not the permissions.
 """
 
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+# The opt-in token of a private corpus (see the module docstring).
+PRIVATE = "PRIVATE"
 # Versions Creative Commons has published for the BY family.
 CC_VERSIONS = ("1.0", "2.0", "2.1", "2.5", "3.0", "4.0")
 
@@ -63,6 +67,12 @@ _FILLER_WORDS = {
     "public",
     "mark",
     "dedication",
+    # the wording of Creative Commons' own notice: "This work is licensed under a ... License."
+    "this",
+    "work",
+    "is",
+    "released",
+    "available",
 }
 # yt-dlp's `license` for YouTube videos marked Creative Commons; YouTube's only CC option is CC BY 3.0.
 _YOUTUBE_CC = "creative commons attribution license (reuse allowed)"
@@ -152,14 +162,43 @@ def normalise_licence(value: object) -> str | None:
         return None  # a URL that is not a licence URL: not something we can read
     if text == _YOUTUBE_CC:
         return "CC-BY-3.0"
+    if text == PRIVATE.lower():
+        return PRIVATE
     return _from_words(text)
 
 
-def mentions_licence(value: str) -> bool:
-    """Does free text (e.g. a copyright notice) claim a licence or reserve all rights?
+# Words that only a licence statement uses: free text holding one is judged as a licence, never ignored.
+_LICENCE_WORDS = re.compile(
+    r"licen[cs]|creative[\s_-]*commons|rights[\s_-]+reserved|no[\s_-]*deriv|non[\s_-]*commercial|share[\s_-]*alike"
+    r"|public[\s_-]*domain|\bcc[\s_-]*(?:by|0|zero)\b|copyleft|\bspdx\b",
+    re.IGNORECASE,
+)
+# The same idea for raw file bytes (lower-cased, NUL bytes removed so UTF-16 text reads as ASCII). Only forms of 6
+# bytes or more: this scan also runs over compressed audio, where random bytes match a 6-byte form about once in
+# 10^12 positions (a 4-byte form: once in 10^8, so a few times in a long track).
+RAW_LICENCE_WORDS = re.compile(
+    rb"licen[cs]|creative[ _-]?commons|rights[ _-]?reserved|no[ _-]?deriv|non[ _-]?commercial|share[ _-]?alike"
+    rb"|public[ _-]?domain|cc[ _-]by[ _-](?:nd|nc|sa|[1-4]\.)"
+)
+RAW_WORD_MAX_BYTES = 32  # longer than any match of RAW_LICENCE_WORDS
 
-    Copyright tags often hold just "(c) 2012 Artist"; such a notice names no licence and is ignored. One that names
-    a licence or says "all rights reserved" counts as a licence statement.
+
+def mentions_licence(value: str) -> bool:
+    """Does free text (a comment, a copyright notice) claim a licence or reserve rights?
+
+    Copyright tags often hold just "(c) 2012 Artist"; such a notice names no licence and is ignored. Text that
+    names a licence, uses a licence's words ("licensed", "Creative Commons", "NoDerivatives", "all rights
+    reserved"...) counts as a licence statement, even when it cannot be normalised: select then rejects it as
+    unknown rather than keep a track whose tags may say it cannot be used.
     """
-    text = value.lower()
-    return normalise_licence(value) is not None or "all rights reserved" in text or "licen" in text
+    return normalise_licence(value) is not None or _LICENCE_WORDS.search(value) is not None
+
+
+def raw_licence_words(data: bytes) -> list[bytes]:
+    """Licence words (RAW_LICENCE_WORDS) in bytes that are already lower-cased and free of NUL bytes."""
+    return RAW_LICENCE_WORDS.findall(data)
+
+
+def text_licence_words(text: str) -> list[bytes]:
+    """The licence words of parsed tag text, counted the same way as in raw bytes."""
+    return raw_licence_words(text.encode("utf-8", errors="replace").lower().replace(b"\0", b""))

@@ -12,23 +12,36 @@ Sources (`corpus.source`):
 - `manifest`: a user CSV/TSV/JSONL with columns id, url, licence and optional source, tags (JSON object), start_s,
   end_s, caption, sha256.
 
-Rows are sorted by id, `max_tracks` keeps the first N, and every id is checked (`[A-Za-z0-9._-]+`, no `..`): ids
-become file names in every later stage.
+Rows are sorted by id, `max_tracks` keeps the first N, and every id is checked (`[A-Za-z0-9._-]+`, at most 128
+characters, no `..`, no `.tmp-`, the mark of temporaries): ids become file names in every later stage. Every field of
+a user manifest row is checked (types, ranges, URL scheme, tag keys) and an error names the file, line and field.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
+import math
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from ssmttm.artifacts import atomic_dir, sha256_file, shard_of, write_jsonl, write_provenance
+from ssmttm.artifacts import (
+    TMP_MARK,
+    atomic_dir,
+    remove_stale_temporaries_in,
+    sha256_file,
+    shard_of,
+    write_jsonl,
+    write_provenance,
+)
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.errors import UserFacingError
 
@@ -38,7 +51,12 @@ MANIFEST_FILE = "manifest.jsonl"
 LOCAL_DIR = "local"
 SOURCES = ("demo", "mtg_jamendo", "musiccaps", "manifest")
 TAG_KEYS = ("mood", "genre", "style", "instruments", "bpm", "key", "title", "artist")
+USER_COLUMNS = ("id", "url", "licence", "source", "tags", "start_s", "end_s", "caption", "sha256")
+URL_SCHEMES = ("http", "https", "file")  # pkg:// is for the demo's own rows; fetch refuses every other scheme
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+# Ids become file names with suffixes ("<id>-0000.wav.tmp-<pid>-<host>-<hex>", "<id>.flac.sha256"): 128 characters
+# keep every one of them far below the 255-byte limit of common file systems.
+MAX_ID_LENGTH = 128
 UNKNOWN_LICENCE = "unknown"
 # AudioSet labels of the "Singing" subtree (singing, choir, yodeling, chant, rapping, humming, male/female/child/
 # synthetic singing): `musiccaps.no_singing_only` drops clips carrying any of them.
@@ -103,10 +121,13 @@ def check_id(track_id: object, where: str) -> str:
         or not ID_PATTERN.fullmatch(track_id)
         or track_id in (".", "..")
         or ".." in track_id
+        or TMP_MARK in track_id
+        or len(track_id) > MAX_ID_LENGTH
     ):
+        shown = repr(track_id) if len(repr(track_id)) <= 80 else f"{repr(track_id)[:60]}... ({len(track_id)} chars)"
         raise UserFacingError(
-            f"{where}: invalid track id {track_id!r}; ids must match [A-Za-z0-9._-]+ and contain no '..' "
-            "(they become file names); fix the id in the source"
+            f"{where}: invalid track id {shown}; ids must match [A-Za-z0-9._-]+, be at most {MAX_ID_LENGTH} "
+            f"characters and contain no '..' nor '{TMP_MARK}' (they become file names); fix the id in the source"
         )
     return track_id
 
@@ -204,10 +225,15 @@ def musiccaps_rows(cfg: MusicCapsConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def _user_records(path: Path) -> list[dict[str, Any]]:
+def _user_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a user CSV/TSV/JSONL; the number points at the record's line in the file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserFacingError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
     if path.suffix.lower() in (".jsonl", ".json"):
         records = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
                     record = json.loads(line)
@@ -215,11 +241,88 @@ def _user_records(path: Path) -> list[dict[str, Any]]:
                     raise UserFacingError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(record, dict):
                     raise UserFacingError(f"{path}:{number}: each line must be a JSON object")
-                records.append(record)
+                records.append((number, record))
         return records
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [dict(r) for r in csv.DictReader(handle, delimiter=delimiter)]
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    records = []
+    try:
+        for record in reader:
+            if None in record:
+                raise UserFacingError(f"{path}:{reader.line_num}: more values than header columns")
+            records.append((reader.line_num, dict(record)))
+    except csv.Error as exc:
+        raise UserFacingError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from exc
+    return records
+
+
+def _number(record: dict[str, Any], key: str, where: str) -> float | None:
+    value = record.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise UserFacingError(f"{where}: {key} = {value!r} is not a number of seconds >= 0")
+    return number
+
+
+def _text_field(record: dict[str, Any], key: str, where: str) -> str | None:
+    value = record.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise UserFacingError(f"{where}: {key} must be text, got {type(value).__name__} {value!r}")
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t" for ch in value):
+        raise UserFacingError(f"{where}: {key} holds control characters (line breaks...); remove them")
+    return value
+
+
+def user_row(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """One manifest row from a user record, every field checked; errors name `where` (file:line) and the field."""
+    record = dict(record)
+    if "license" in record and "licence" not in record:
+        record["licence"] = record.pop("license")
+    unknown = sorted(str(k) for k in set(record) - set(USER_COLUMNS))
+    if unknown:
+        raise UserFacingError(f"{where}: unknown column(s) {unknown}; allowed: {', '.join(USER_COLUMNS)}")
+    missing = [k for k in ("id", "url") if record.get(k) in (None, "")]
+    if missing:
+        raise UserFacingError(f"{where}: missing {', '.join(missing)} (columns needed: id, url, licence)")
+    track_id = check_id(record["id"], where)
+    url = _text_field(record, "url", where) or ""
+    scheme = urlparse(url).scheme.lower()
+    if scheme not in URL_SCHEMES or any(ch.isspace() for ch in url):
+        raise UserFacingError(
+            f"{where}: url {url[:100]!r} is not a {', '.join(URL_SCHEMES)} URL without spaces; "
+            "local files are file:<path relative to the repository> or file:///absolute/path"
+        )
+    row: dict[str, Any] = {
+        "id": track_id,
+        "url": url,
+        "licence": _text_field(record, "licence", where) or UNKNOWN_LICENCE,
+        "source": _text_field(record, "source", where) or "manifest",
+        "tags": _parse_tags(record.get("tags"), where),
+    }
+    if row["source"] not in SOURCES:
+        raise UserFacingError(f"{where}: source {row['source']!r} is not one of {', '.join(SOURCES)}")
+    start_s, end_s = _number(record, "start_s", where), _number(record, "end_s", where)
+    if (start_s is None) != (end_s is None):
+        raise UserFacingError(f"{where}: start_s and end_s go together; give both or neither")
+    if start_s is not None and end_s is not None:
+        if end_s <= start_s:
+            raise UserFacingError(f"{where}: end_s = {end_s} must be greater than start_s = {start_s}")
+        row["start_s"], row["end_s"] = start_s, end_s
+    caption = _text_field(record, "caption", where)
+    if caption is not None:
+        row["caption"] = caption
+    sha256 = record.get("sha256")
+    if sha256 not in (None, ""):
+        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+            raise UserFacingError(f"{where}: sha256 {sha256!r} is not a 64-digit hex checksum")
+        row["sha256"] = sha256.lower()
+    return row
 
 
 def user_manifest_rows(manifest_path: str | None) -> list[dict[str, Any]]:
@@ -229,33 +332,15 @@ def user_manifest_rows(manifest_path: str | None) -> list[dict[str, Any]]:
     path = Path(manifest_path)
     if not path.is_file():
         raise UserFacingError(f"{path}: manifest file not found (corpus.manifest_path)")
-    rows = []
-    for number, record in enumerate(_user_records(path), start=2):
-        where = f"{path}:{number}"
-        if "license" in record and "licence" not in record:
-            record["licence"] = record.pop("license")
-        missing = [k for k in ("id", "url") if not record.get(k)]
-        if missing:
-            raise UserFacingError(f"{where}: missing {', '.join(missing)} (columns needed: id, url, licence)")
-        row: dict[str, Any] = {
-            "id": check_id(record["id"], where),
-            "url": str(record["url"]),
-            "licence": str(record.get("licence") or UNKNOWN_LICENCE),
-            "source": record.get("source") or "manifest",
-            "tags": _parse_tags(record.get("tags"), where),
-        }
-        if row["source"] not in SOURCES:
-            raise UserFacingError(f"{where}: source {row['source']!r} is not one of {', '.join(SOURCES)}")
-        for key in ("start_s", "end_s"):
-            if record.get(key) not in (None, ""):
-                row[key] = float(record[key])
-        if record.get("caption"):
-            row["caption"] = str(record["caption"])
-        if record.get("sha256"):
-            if not re.fullmatch(r"[0-9a-fA-F]{64}", str(record["sha256"])):
-                raise UserFacingError(f"{where}: sha256 {record['sha256']!r} is not a 64-digit hex checksum")
-            row["sha256"] = str(record["sha256"]).lower()
+    rows, lines = [], {}
+    for number, record in _user_records(path):
+        row = user_row(record, f"{path}:{number}")
+        if row["id"] in lines:
+            raise UserFacingError(f"{path}:{number}: track id {row['id']!r} already used on line {lines[row['id']]}")
+        lines[row["id"]] = number
         rows.append(row)
+    if not rows:
+        raise UserFacingError(f"{path}: the manifest has no rows (columns needed: id, url, licence)")
     return rows
 
 
@@ -272,6 +357,10 @@ def _parse_tags(value: Any, where: str) -> dict[str, Any]:
     unknown = sorted(set(value) - set(TAG_KEYS))
     if unknown:
         raise UserFacingError(f"{where}: unknown tag key(s) {unknown}; allowed: {', '.join(TAG_KEYS)}")
+    for key, item in value.items():
+        items = item if isinstance(item, list) else [item]
+        if not items or not all(isinstance(i, str | int | float) and not isinstance(i, bool) for i in items):
+            raise UserFacingError(f"{where}: tag {key!r} = {item!r} must be text, a number or a list of text")
     return value
 
 
@@ -283,6 +372,7 @@ def build_manifest(cfg: CorpusConfig, out_dir: str | Path, seed: int) -> Path:
     if cfg.source not in SOURCES:
         raise UserFacingError(f"corpus.source = {cfg.source!r}; must be one of {', '.join(SOURCES)}")
     out_dir = Path(out_dir)
+    remove_stale_temporaries_in(out_dir.parent)  # what killed runs left (kill -9 skips every clean-up)
     inputs: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         if cfg.source == "demo":
@@ -328,9 +418,41 @@ def build_manifest(cfg: CorpusConfig, out_dir: str | Path, seed: int) -> Path:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="data/manifest", help="output folder (default: data/manifest)")
+    own = parser.add_argument_group(
+        "your own audio",
+        "write a user manifest for a folder of audio instead (then set corpus.source: manifest and "
+        "corpus.manifest_path to it); params are not read",
+    )
+    own.add_argument("--from-folder", metavar="DIR", help="a folder of audio files (searched recursively)")
+    own.add_argument(
+        "--licence",
+        "--license",
+        help="licence of the files whose tags name none (e.g. CC-BY-4.0; PRIVATE for audio you may train on "
+        "without a public licence); without it such files stop the command",
+    )
+    own.add_argument("--write", metavar="FILE", help="the user manifest to write (JSONL), e.g. my_audio.jsonl")
+
+
+def _run_from_folder(args: argparse.Namespace) -> int:
+    from ssmttm.data.folder_manifest import write_folder_manifest
+
+    if not args.write:
+        raise UserFacingError("--from-folder needs --write FILE: the user manifest to write, e.g. my_audio.jsonl")
+    result = write_folder_manifest(args.from_folder, args.write, args.licence)
+    origins = ", ".join(f"{n} {origin}" for origin, n in sorted(result.licence_counts.items()))
+    print(
+        f"{result.path}: {result.rows} tracks (licence: {origins}); {result.skipped} other file(s) skipped. "
+        f"To use it, set corpus.source: manifest, corpus.manifest_path: {result.path} and fetch.allow_file_urls: "
+        "true in params.yaml"
+    )
+    return 0
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.from_folder:
+        return _run_from_folder(args)
+    if args.licence or args.write:
+        raise UserFacingError("--licence and --write go with --from-folder DIR")
     params = load_params(args.params)
     cfg = section_to_dataclass(CorpusConfig, params.get("corpus"))
     path = build_manifest(cfg, args.out, int(params.get("seed", 0)))

@@ -43,7 +43,11 @@ _TITLE_LINE = re.compile(r"(?P<title>.+) by (?P<artist>.+?) from Jamendo:\s*\S+\
 
 
 class DownloadError(UserFacingError):
-    """A URL could not be downloaded after all retries."""
+    """A URL could not be downloaded after all retries; `permanent` when retrying could not help (HTTP 404...)."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class ChecksumError(UserFacingError):
@@ -71,7 +75,10 @@ def _retrying(url: str, retries: int, what: str, action):
             log.warning("download of %s failed (attempt %d/%d): %s", url, attempt + 1, retries + 1, exc)
             if _is_permanent(exc):
                 break
-    raise DownloadError(f"cannot download {what} from {url}: {last}; check the URL (and the network), then rerun")
+    assert last is not None
+    raise DownloadError(
+        f"cannot download {what} from {url}: {last}; check the URL (and the network), then rerun", _is_permanent(last)
+    )
 
 
 def _open(url: str, timeout_s: float):

@@ -3,9 +3,9 @@
 Per track: decode (mp3, ogg/opus, flac, wav...), optionally remove vocals with Demucs (on the whole track, at the
 model's rate), downmix to mono, resample with soxr to `sample_rate`, then cut clips of `clip_seconds` every
 `hop_seconds`. The last, shorter piece follows `tail`: `drop` it, `pad` it with zeros to a full clip, or `keep` it
-shorter; with `pad`/`keep` it must hold at least `min_tail_seconds` of audio. Clips quieter than `silence_db` (RMS
-dBFS) are dropped. Every dropped piece gets a row in dropped.tsv; clip ids count dropped pieces too, so an id never
-changes meaning when a threshold moves.
+shorter; with `pad`/`keep` it must hold at least `min_tail_seconds` of audio. Clips holding NaN or infinite samples
+(`non_finite`) and clips quieter than `silence_db` (RMS dBFS, `silent`) are dropped. Every dropped piece gets a row
+in dropped.tsv; clip ids count dropped pieces too, so an id never changes meaning when a threshold moves.
 
 Output (docs/ARTIFACTS.md): clips/<clip_id>.wav (16-bit PCM), clips.jsonl, dropped.tsv, provenance.json, written
 through `atomic_dir` so an interrupted run leaves no folder that looks complete.
@@ -23,9 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from ssmttm.artifacts import atomic_dir, atomic_path, read_jsonl, sha256_file, write_jsonl, write_provenance
+from ssmttm.artifacts import (
+    atomic_dir,
+    atomic_path,
+    read_jsonl,
+    remove_stale_temporaries_in,
+    sha256_file,
+    write_jsonl,
+    write_provenance,
+)
 from ssmttm.audio import load_audio, resample, rms_db, to_mono, write_wav
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
+from ssmttm.data.licences import normalise_licence
 from ssmttm.data.vocals import VocalRemovalConfig
 from ssmttm.errors import UserFacingError
 from ssmttm.progress import progress
@@ -94,6 +103,12 @@ def _read_kept(selected_dir: Path) -> list[dict[str, Any]]:
             raise UserFacingError(f"{kept}: track id {track_id!r} is not a safe file name ([A-Za-z0-9._-]+, no '..')")
         if not row.get("audio_path"):
             raise UserFacingError(f"{kept}: track {track_id} has no audio_path")
+        if not isinstance(row.get("licence"), str) or normalise_licence(row["licence"]) != row["licence"]:
+            # select writes only allowed, normalised licence ids: anything else did not come through select
+            raise UserFacingError(
+                f"{kept}: track {track_id} has licence {row.get('licence')!r}, not a licence id that select keeps; "
+                "rebuild kept.jsonl with `ssmttm select`"
+            )
     return sorted(rows, key=lambda r: r["id"])
 
 
@@ -161,6 +176,10 @@ def segment_track(
             dropped.append((clip_id, "max_clips", f"max_clips_per_track={cfg.max_clips_per_track}"))
             continue
         audio = samples[piece.start : piece.start + piece.length]  # (n,)
+        non_finite = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+        if non_finite:
+            dropped.append((clip_id, "non_finite", f"{non_finite} NaN or infinite samples"))
+            continue
         level = rms_db(audio)
         if level < cfg.silence_db:
             dropped.append((clip_id, "silent", f"rms {level:.1f} dBFS < silence_db {cfg.silence_db}"))
@@ -193,6 +212,7 @@ def segment_shard(
     `separator` replaces the pretrained Demucs model when vocal removal is enabled (tests inject a small one).
     """
     selected_dir, out_dir = Path(selected_dir), Path(out_dir)
+    remove_stale_temporaries_in(out_dir.parent)  # what killed runs left (kill -9 skips every clean-up)
     rows = _read_kept(selected_dir)
     removal = cfg.vocal_removal.enabled
     if separator is not None and not removal:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from ssmttm.errors import UserFacingError
 
@@ -25,7 +25,7 @@ def relative_file_url(relative_path: str | Path) -> str:
     path = Path(relative_path)
     if path.is_absolute():
         raise ValueError(f"{path}: expected a path relative to the repository root")
-    return f"file:{path.as_posix()}"
+    return f"file:{quote(path.as_posix())}"  # percent-encoded, like file:// URLs: no spaces in a manifest
 
 
 def is_local(url: str) -> bool:
@@ -44,5 +44,10 @@ def resolve_url(url: str, root: str | Path = ".") -> str:
         base = Path(next(iter(spec.submodule_search_locations)))
         return (base / parsed.path.lstrip("/")).resolve().as_uri()
     if scheme == "file" and not url.startswith("file://"):
-        return (Path(root) / url[len("file:") :]).resolve().as_uri()
+        return (Path(root) / unquote(url[len("file:") :])).resolve().as_uri()
     return url
+
+
+def local_path(url: str, root: str | Path = ".") -> Path:
+    """The file a local URL (file://, file:, pkg://) names."""
+    return Path(unquote(urlparse(resolve_url(url, root)).path))

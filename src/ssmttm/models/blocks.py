@@ -85,7 +85,8 @@ class Backbone(nn.Module):
         self.text_mode = text_mode
         self.blocks = nn.ModuleList(blocks)
 
-    def _sublayers(self):
+    def sublayers(self):
+        """Every sublayer in order (the order of a flattened BackboneCache.states)."""
         for block in self.blocks:
             yield from block.layers
 
@@ -94,7 +95,7 @@ class Backbone(nn.Module):
     ) -> torch.Tensor:
         """h (B, L, D), text (B, S, D) projected text for cross models, text_mask (B, S) -> (B, L, D)."""
         self._check_text(text)
-        for sub in self._sublayers():
+        for sub in self.sublayers():
             h = sub(h, text, text_mask)
         return h
 

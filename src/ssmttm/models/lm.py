@@ -30,6 +30,7 @@ from ssmttm.artifacts import atomic_path, write_json
 from ssmttm.config import dataclass_to_dict, section_to_dataclass
 from ssmttm.errors import UserFacingError
 from ssmttm.models.blocks import BackboneCache
+from ssmttm.models.decoding import make_decoder
 from ssmttm.models.registry import BackboneConfig, build_backbone, get_spec
 from ssmttm.text.encoder import TextProjection, caption_dropout
 
@@ -198,24 +199,27 @@ class MusicLM(nn.Module):
 
     @torch.no_grad()
     def start(
-        self, text_hidden: torch.Tensor, text_mask: torch.Tensor, max_new: int
+        self, text_hidden: torch.Tensor, text_mask: torch.Tensor, max_new: int, *, decode: str = "auto"
     ) -> tuple[torch.Tensor, BackboneCache]:
-        """Encode the prefix once; returns logits for token 0 (B, K, V) and a cache with room for `max_new` steps."""
+        """Encode the prefix once; returns logits for token 0 (B, K, V) and a cache with room for `max_new` steps.
+
+        `decode` chooses how `step` runs (models.decoding): "auto" (CUDA graphs on CUDA with mamba_ssm, else
+        eager), "eager", "compile" (torch.compile, Mamba2/MLP backbones) or "cuda_graph". Every mode computes the
+        same logits up to float rounding.
+        """
         b = text_hidden.shape[0]
         text, mask, _ = self.condition(text_hidden, text_mask)
         prefix = self._prefix(text, b)  # (B, P, D)
         x = prefix + sinusoidal_positions(0, prefix.shape[1], prefix.shape[2], prefix.device).to(prefix.dtype)
         cache = self.backbone.allocate_cache(b, prefix.shape[1] + max_new, device=x.device, dtype=x.dtype)
         h = self.backbone.prefill(x, cache, None if self.prefix else text, None if self.prefix else mask)
+        cache.extra["decoder"] = make_decoder(self, cache, decode, self.cfg.n_codebooks)
         return self.logits(h[:, -1:])[:, :, 0], cache
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, cache: BackboneCache) -> torch.Tensor:
         """tokens (B, K) just chosen -> logits of the next position (B, K, V); advances `cache`."""
-        x = self.embed(tokens[:, :, None])[:, 0]  # (B, D)
-        x = x + sinusoidal_positions(cache.position, 1, x.shape[-1], x.device)[0].to(x.dtype)
-        h = self.backbone.step(x, cache)  # (B, D)
-        return self.logits(h[:, None])[:, :, 0]
+        return cache.extra["decoder"](self, tokens, cache)
 
 
 def lm_loss(

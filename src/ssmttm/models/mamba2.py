@@ -113,6 +113,43 @@ def mamba2_param_count(config: Mamba2Config) -> int:
     return n
 
 
+class _CausalTaps(torch.autograd.Function):
+    """Depthwise causal conv as shifted multiply-adds: padded (B, K - 1 + L, C), weight (C, K), bias (C,) or None
+    -> (B, L, C), out[t] = bias + sum_k weight[:, k] * padded[t + k].
+
+    Backward is written out (each tap adds its share of the gradient in place into one buffer) because autograd
+    through the slices allocates and zero-fills a full-size gradient per tap.
+    """
+
+    @staticmethod
+    def forward(ctx, padded: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        width, length = weight.shape[1], padded.shape[1] - weight.shape[1] + 1
+        first = padded[:, :length]
+        out = first * weight[:, 0] if bias is None else torch.addcmul(bias, first, weight[:, 0])
+        for k in range(1, width):
+            out.addcmul_(padded[:, k : k + length], weight[:, k])
+        ctx.save_for_backward(padded, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        padded, weight = ctx.saved_tensors
+        width, length = weight.shape[1], grad.shape[1]
+        grad_padded = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_padded = torch.zeros_like(padded)
+            for k in range(width):
+                grad_padded[:, k : k + length].addcmul_(grad, weight[:, k])
+        if ctx.needs_input_grad[1]:
+            taps = [(grad * padded[:, k : k + length]).sum(dim=(0, 1)) for k in range(width)]
+            grad_weight = torch.stack(taps, dim=1).to(weight.dtype)  # (C, K)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=(0, 1))
+        return grad_padded, grad_weight, grad_bias
+
+
 class GatedRMSNorm(nn.Module):
     """rmsnorm(y * silu(z)) * weight, normalised over groups of `group_size` channels, in float32 (or float64)."""
 
@@ -192,22 +229,22 @@ class Mamba2(nn.Module):
         """Causal depthwise conv + SiLU over time: (B, L, conv_dim) -> (B, L, conv_dim).
 
         The left context is the state's last d_conv - 1 inputs (zeros without a state); the state is then replaced
-        by the last d_conv inputs seen.
+        by the last d_conv inputs seen. Off the kernels the d_conv taps are shifted multiply-adds over time: on CPU a
+        grouped F.conv1d is several times slower than that (its backward most of all).
         """
-        xt = xBC.transpose(1, 2)  # (B, conv_dim, L)
         if fast and state is None and causal_conv1d_fn is not None:
             weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+            xt = xBC.transpose(1, 2)  # (B, conv_dim, L)
             return causal_conv1d_fn(xt, weight, self.conv1d.bias, activation="silu").transpose(1, 2)
         width = self.config.d_conv
         if state is None:
-            left = xt.new_zeros(xt.shape[0], xt.shape[1], width - 1)
+            padded = F.pad(xBC, (0, 0, width - 1, 0))  # (B, d_conv - 1 + L, conv_dim)
         else:
-            left = state.conv_state[:, :, 1:].to(xt.dtype)
-        xt = torch.cat([left, xt], dim=-1)  # (B, conv_dim, d_conv - 1 + L)
-        if state is not None:
-            state.conv_state.copy_(xt[:, :, -width:].detach())
-        out = F.conv1d(xt, self.conv1d.weight, self.conv1d.bias, groups=self.config.conv_dim)  # (B, conv_dim, L)
-        return F.silu(out).transpose(1, 2)
+            left = state.conv_state[:, :, 1:].transpose(1, 2).to(xBC.dtype)  # (B, d_conv - 1, conv_dim)
+            padded = torch.cat([left, xBC], dim=1)
+            state.conv_state.copy_(padded[:, -width:].transpose(1, 2).detach())
+        out = _CausalTaps.apply(padded, self.conv1d.weight[:, 0], self.conv1d.bias)  # (B, L, conv_dim)
+        return F.silu(out).to(xBC.dtype)
 
     # ------------------------------------------------------------------------------------------------ forward
 
@@ -248,40 +285,83 @@ class Mamba2(nn.Module):
         return self._gate_and_project(y.flatten(-2), z)  # (B, L, D)
 
     def step(self, x: Tensor, state: Mamba2State) -> Tensor:
-        """One recurrent token: x (B, D) -> (B, D); `state` is advanced in place."""
+        """One recurrent token: x (B, D) -> (B, D); `state` is advanced in place.
+
+        CUDA with mamba_ssm: its kernels. Otherwise the in-place path below: the same arithmetic as
+        `step_reference` (which keeps the out-of-place formulation of ssd.ssd_step as the oracle) in about half the
+        operations, with no temporary copy of the state.
+        """
+        if self._kernels_active(x):
+            return self._step_kernels(x, state)
         c = self.config
-        fast = self._kernels_active(x)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        if state.ssm_state.dtype != acc or not state.ssm_state.is_contiguous():
+            return self.step_reference(x, state)  # a state kept in low precision goes the out-of-place way
+        batch, G, R, P, N = x.shape[0], c.ngroups, c.nheads // c.ngroups, c.headdim, c.d_state
         z, xBC, dt = self._split_in_proj(x)  # (B, d_inner), (B, conv_dim), (B, H)
-        if fast and causal_conv1d_update is not None:
-            weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        window = torch.cat([state.conv_state[:, :, 1:], xBC[..., None].to(state.conv_state.dtype)], dim=-1)
+        state.conv_state.copy_(window)  # (B, conv_dim, d_conv): drop the oldest input, append xBC
+        xBC = (_f32(window) * _f32(self.conv1d.weight[:, 0])).sum(dim=-1)  # (B, conv_dim)
+        if self.conv1d.bias is not None:
+            xBC = xBC + _f32(self.conv1d.bias)
+        xBC = F.silu(xBC).to(x.dtype)
+        xs, B, C = torch.split(xBC, [c.d_inner, G * N, G * N], dim=-1)  # (B, d_inner), (B, G*N) x 2
+        dt = F.softplus(_f32(dt) + _f32(self.dt_bias))  # (B, H)
+        decay = torch.exp(dt * -torch.exp(_f32(self.A_log)))  # (B, H)
+        xs_acc = xs.to(acc).view(batch, c.nheads, P)
+        ssm = state.ssm_state.view(batch, G, R, P, N)  # head h = g * R + r reads group g
+        ssm.mul_(decay.view(batch, G, R, 1, 1))
+        ssm.addcmul_((xs_acc * dt[..., None]).view(batch, G, R, P, 1), B.to(acc).view(batch, G, 1, 1, N))
+        y = torch.matmul(ssm.view(batch, G, R * P, N), C.to(acc).view(batch, G, N, 1))  # (B, G, R*P, 1)
+        y = torch.addcmul(y.view(batch, c.nheads, P), xs_acc, _f32(self.D)[:, None]).to(x.dtype)  # + D x
+        return self._gate_and_project(y.view(batch, c.d_inner), z)  # (B, D)
+
+    def step_reference(self, x: Tensor, state: Mamba2State) -> Tensor:
+        """`step` written with the reference recurrence ssd.ssd_step, out of place (the oracle of the tests)."""
+        self.last_path = "reference"
+        z, xBC, dt = self._split_in_proj(x)  # (B, d_inner), (B, conv_dim), (B, H)
+        window = torch.cat([state.conv_state[:, :, 1:], xBC[..., None].to(state.conv_state.dtype)], dim=-1)
+        state.conv_state.copy_(window.detach())  # (B, conv_dim, d_conv): drop the oldest input, append xBC
+        xBC = (_f32(window) * _f32(self.conv1d.weight.squeeze(1))).sum(dim=-1)  # (B, conv_dim)
+        if self.conv1d.bias is not None:
+            xBC = xBC + _f32(self.conv1d.bias)
+        xBC = F.silu(xBC).to(x.dtype)
+        xs, B, C = self._split_xBC(xBC)  # (B, H, P), (B, G, N) x 2
+        A = -torch.exp(_f32(self.A_log))  # (H,)
+        dt = F.softplus(_f32(dt) + _f32(self.dt_bias))  # (B, H)
+        y, new_state = ssd_step(state.ssm_state, xs, dt, A, B, C)  # (B, H, P), (B, H, P, N)
+        state.ssm_state.copy_(new_state.detach())
+        y = y + xs * self.D[:, None].to(xs.dtype)
+        return self._gate_and_project(y.flatten(-2), z)  # (B, D)
+
+    def _step_kernels(self, x: Tensor, state: Mamba2State) -> Tensor:
+        """`step` with mamba_ssm's selective_state_update (and causal_conv1d_update when it imports)."""
+        c = self.config
+        z, xBC, dt = self._split_in_proj(x)  # (B, d_inner), (B, conv_dim), (B, H)
+        weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        if causal_conv1d_update is not None:
             xBC = causal_conv1d_update(xBC, state.conv_state, weight, self.conv1d.bias, "silu")
         else:
             window = torch.cat([state.conv_state[:, :, 1:], xBC[..., None].to(state.conv_state.dtype)], dim=-1)
-            state.conv_state.copy_(window.detach())  # (B, conv_dim, d_conv): drop the oldest input, append xBC
-            xBC = (_f32(window) * _f32(self.conv1d.weight.squeeze(1))).sum(dim=-1)  # (B, conv_dim)
+            state.conv_state.copy_(window)
+            xBC = (_f32(window) * _f32(weight)).sum(dim=-1)
             if self.conv1d.bias is not None:
                 xBC = xBC + _f32(self.conv1d.bias)
             xBC = F.silu(xBC).to(x.dtype)
         xs, B, C = self._split_xBC(xBC)  # (B, H, P), (B, G, N) x 2
         A = -torch.exp(_f32(self.A_log))  # (H,)
-        if fast:
-            # The kernel takes per-(head, headdim) parameters; stride-0 expands mark them as tied across headdim.
-            H, P, N = c.nheads, c.headdim, c.d_state
-            y = selective_state_update(
-                state.ssm_state,
-                xs,
-                dt[..., None].expand(-1, H, P),
-                A[:, None, None].expand(H, P, N),
-                B,
-                C,
-                D=self.D[:, None].expand(H, P),
-                z=None,
-                dt_bias=self.dt_bias[:, None].expand(H, P),
-                dt_softplus=True,
-            )  # (B, H, P); ssm_state updated in place
-        else:
-            dt = F.softplus(_f32(dt) + _f32(self.dt_bias))  # (B, H)
-            y, new_state = ssd_step(state.ssm_state, xs, dt, A, B, C)  # (B, H, P), (B, H, P, N)
-            state.ssm_state.copy_(new_state.detach())
-            y = y + xs * self.D[:, None].to(xs.dtype)
+        # The kernel takes per-(head, headdim) parameters; stride-0 expands mark them as tied across headdim.
+        H, P, N = c.nheads, c.headdim, c.d_state
+        y = selective_state_update(
+            state.ssm_state,
+            xs,
+            dt[..., None].expand(-1, H, P),
+            A[:, None, None].expand(H, P, N),
+            B,
+            C,
+            D=self.D[:, None].expand(H, P),
+            z=None,
+            dt_bias=self.dt_bias[:, None].expand(H, P),
+            dt_softplus=True,
+        )  # (B, H, P); ssm_state updated in place
         return self._gate_and_project(y.flatten(-2), z)  # (B, D)

@@ -15,7 +15,8 @@ is a decay matrix. `ssd_chunked` uses both views: it cuts the sequence into chun
   4. adds to every position the decayed contribution of the state entering its chunk.
 
 `ssd_sequential` is the naive per-position recurrence, kept as the ground truth for tests and benchmarks; `ssd_step`
-is one position of it (used for recurrent generation). The skip term D * x and the gating are not part of the scan.
+is one position of it, out of place (the oracle of `Mamba2.step`, which does the same arithmetic in place). The skip
+term D * x and the gating are not part of the scan.
 
 Shapes: x (B, L, H, P), dt (B, L, H), A (H,), B and C (B, L, G, N), state (B, H, P, N); H % G == 0.
 Everything accumulates in float32 (float64 if the inputs are float64); y comes back in x's dtype and the state in the
@@ -25,6 +26,7 @@ accumulation dtype.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -44,7 +46,8 @@ def segsum(a: Tensor) -> Tensor:
     """Segment sums of log-decays: a (..., T) -> S (..., T, T), S[i, j] = a[j+1] + ... + a[i] for j <= i, else -inf.
 
     exp(S) is the causal decay mask (1 on the diagonal, 0 above it). Summing masked copies of `a` instead of taking
-    differences of one cumulative sum (cs[i] - cs[j]) keeps short segments exact when the running sums are large.
+    differences of one cumulative sum (cs[i] - cs[j]) keeps short segments exact when the running sums are large;
+    it costs five passes over (..., T, T), so the scan uses it across chunks (T = chunks + 1), not within them.
     """
     T = a.shape[-1]
     rows = a[..., :, None].expand(*a.shape, T)  # (..., T, T): rows[k, j] = a[k]
@@ -52,6 +55,38 @@ def segsum(a: Tensor) -> Tensor:
     S = rows.masked_fill(~strictly_lower, 0.0).cumsum(dim=-2)  # S[i, j] = sum_{j < k <= i} a[k]
     causal = torch.ones(T, T, dtype=torch.bool, device=a.device).tril(0)
     return S.masked_fill(~causal, float("-inf"))
+
+
+class _DecayMatrix(torch.autograd.Function):
+    """exp of masked differences with a hand-written backward: d exp(d) / d d is the output itself (0 above the
+    diagonal), so backward is one product and two sums, where autograd's chain through sub/masked_fill/exp makes
+    about twice as many passes over (..., Q, Q)."""
+
+    @staticmethod
+    def forward(ctx, a_cum: Tensor) -> Tensor:
+        Q = a_cum.shape[-1]
+        above = torch.ones(Q, Q, dtype=torch.bool, device=a_cum.device).triu(1)
+        decay = (a_cum[..., :, None] - a_cum[..., None, :]).masked_fill_(above, float("-inf")).exp_()
+        ctx.save_for_backward(decay)
+        return decay
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (decay,) = ctx.saved_tensors
+        g = grad * decay  # (..., Q, Q): gradient of the differences a_cum[i] - a_cum[j]
+        return g.sum(dim=-1) - g.sum(dim=-2)
+
+
+def decay_matrix(a_cum: Tensor) -> Tensor:
+    """Decays between the positions of a chunk, from running sums of log-decays: a_cum (..., Q) -> M (..., Q, Q).
+
+    M[i, j] = exp(a_cum[i] - a_cum[j]) = exp(a[j+1] + ... + a[i]) for j <= i, 0 above the diagonal. Differences of
+    running sums lose about |a_cum| * eps to cancellation, as in mamba_ssm's kernels; within a chunk that stays far
+    below the tolerance the float32 scan is tested to, and it takes three passes over (..., Q, Q) where `segsum`
+    takes five (and backward two where autograd through `segsum` takes about ten).
+    """
+    return _DecayMatrix.apply(a_cum)
 
 
 def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,8 +135,11 @@ def ssd_chunked(
 
     x (B, L, H, P), dt (B, L, H) (already softplus'ed), A (H,), B/C (B, L, G, N), initial_state (B, H, P, N) or None
     -> y (B, L, H, P), final state (B, H, P, N). L need not be a multiple of chunk_size.
-    Heads are indexed as (g, r) inside: head h = g * R + r reads group g, R = H // G heads per group, so C.B is
-    computed once per group rather than once per head.
+
+    Layout, chosen so that every contraction is one batched matmul over contiguous (or free-view) operands: x stays
+    in its (b, c, q, h, p) order, where the h = g * R + r heads of group g and their channels form one (R * P)-wide
+    row per position; states are kept transposed as (b, c, g, n, r * p). Letters: b batch, c chunk, q (i, j) position
+    in the chunk, g group, r head within the group, p head channel, n state channel.
     """
     _check_shapes(x, dt, A, B, C)
     batch, length, nheads, headdim = x.shape
@@ -113,39 +151,43 @@ def ssd_chunked(
     pad = (-length) % Q
     nchunks = (length + pad) // Q
     x, dt, B, C = (_pad_time(t.to(acc), pad) for t in (x, dt, B, C))
-    x = x.view(batch, nchunks, Q, ngroups, R, headdim)  # (b, c, q, g, r, p)
-    dt = dt.view(batch, nchunks, Q, ngroups, R)  # (b, c, q, g, r)
-    B = B.view(batch, nchunks, Q, ngroups, dstate)  # (b, c, q, g, n)
-    C = C.view(batch, nchunks, Q, ngroups, dstate)  # (b, c, q, g, n)
-    xdt = x * dt[..., None]  # (b, c, q, g, r, p): input scaled by its step size
+    x = x.view(batch, nchunks, Q, nheads, headdim)  # (b, c, q, h, p)
+    dt = dt.view(batch, nchunks, Q, nheads)  # (b, c, q, h)
+    B = B.view(batch, nchunks, Q, ngroups, dstate).transpose(2, 3)  # (b, c, g, q, n)
+    C = C.view(batch, nchunks, Q, ngroups, dstate).transpose(2, 3)  # (b, c, g, q, n)
+    xdt = x * dt[..., None]  # (b, c, q, h, p): input scaled by its step size
+    a_cum = (dt * A.to(acc)).cumsum(dim=2)  # (b, c, q, h): log-decay from the chunk start through position q
 
-    a = (dt * A.to(acc).view(ngroups, R)).permute(0, 3, 4, 1, 2)  # (b, g, r, c, q): log-decay per step, <= 0
-    a_cum = a.cumsum(dim=-1)  # (b, g, r, c, q): log-decay from the chunk start through position i
-    decay = torch.exp(segsum(a))  # (b, g, r, c, q, q): decay[i, j] from just after j to i (0 for j > i)
+    # 1. Within each chunk: y_i = sum_{j <= i} (C_i . B_j) exp(a_cum[i] - a_cum[j]) dt_j x_j.
+    CB = C @ B.transpose(-1, -2)  # (b, c, g, i, j)
+    decay = decay_matrix(a_cum.transpose(2, 3))  # (b, c, h, i, j), causal: 0 for j > i
+    scores = decay.view(batch, nchunks, ngroups, R, Q, Q) * CB[:, :, :, None]  # (b, c, g, r, i, j)
+    y = scores.view(batch, nchunks, nheads, Q, Q) @ xdt.transpose(2, 3)  # (b, c, h, i, p)
 
-    # 1. Within each chunk: y_i = sum_{j <= i} (C_i . B_j) decay[i, j] dt_j x_j.
-    CB = torch.einsum("bcign,bcjgn->bgcij", C, B)  # (b, g, c, q, q)
-    scores = CB[:, :, None] * decay  # (b, g, r, c, q, q)
-    y = torch.einsum("bgrcij,bcjgrp->bcigrp", scores, xdt)  # (b, c, q, g, r, p)
+    # 2. State each chunk leaves at its end when started from zero: sum_j exp(a_cum[last] - a_cum[j]) dt_j x_j B_j^T.
+    to_end = torch.exp(a_cum[:, :, -1:] - a_cum)  # (b, c, q, h)
+    rows = (xdt * to_end[..., None]).view(batch, nchunks, Q, ngroups, R * headdim).transpose(2, 3)  # (b,c,g,q,rp)
+    chunk_states = B.transpose(-1, -2) @ rows  # (b, c, g, n, r * p)
 
-    # 2. State each chunk leaves at its end when started from zero: sum_j decay[last, j] dt_j x_j B_j^T.
-    to_end = decay[..., -1, :]  # (b, g, r, c, q)
-    chunk_states = torch.einsum("bgrcj,bcjgn,bcjgrp->bcgrpn", to_end, B, xdt)  # (b, c, g, r, p, n)
-
-    # 3. Carry the state across chunks: h_in[c + 1] = exp(sum of a over chunk c) h_in[c] + chunk_states[c].
-    chunk_decay = torch.exp(a_cum[..., -1])  # (b, g, r, c)
+    # 3. States entering the chunks, all at once. With s_c the log-decay over chunk c and S = [h_0, chunk_states[0],
+    # ..., chunk_states[C-1]], the state entering chunk c (c = C: the final state) is
+    # sum_{j <= c} exp(s_j + ... + s_{c-1}) S[j]: one (C + 1) x (C + 1) matrix per head, exp(segsum([0, s_0, ...])),
+    # applied in one matmul (a loop over chunks costs several small operations per chunk, backward included).
+    chunk_sums = F.pad(a_cum[:, :, -1].transpose(1, 2), (1, 0))  # (b, h, C + 1): [0, s_0, ..., s_{C-1}]
+    mix = torch.exp(segsum(chunk_sums))  # (b, h, C + 1, C + 1)
+    per_head = chunk_states.view(batch, nchunks, ngroups, dstate, R, headdim).permute(0, 2, 4, 1, 3, 5)
+    per_head = per_head.reshape(batch, nheads, nchunks, dstate * headdim)  # (b, h, c, n * p)
     if initial_state is None:
-        state = x.new_zeros(batch, ngroups, R, headdim, dstate)
+        states = mix[..., 1:] @ per_head  # (b, h, C + 1, n * p): h_0 = 0
     else:
-        state = initial_state.to(acc).reshape(batch, ngroups, R, headdim, dstate)
-    entering = []
-    for c in range(nchunks):
-        entering.append(state)
-        state = chunk_decay[..., c, None, None] * state + chunk_states[:, c]
-    h_in = torch.stack(entering, dim=1)  # (b, c, g, r, p, n): state entering each chunk
+        h0 = initial_state.to(acc).transpose(-1, -2).reshape(batch, nheads, 1, dstate * headdim)
+        states = mix @ torch.cat([h0, per_head], dim=2)
+    states = states.view(batch, ngroups, R, nchunks + 1, dstate, headdim)  # (b, g, r, c + 1, n, p)
+    h_in = states[:, :, :, :-1].permute(0, 3, 1, 4, 2, 5).reshape(batch, nchunks, ngroups, dstate, R * headdim)
+    final = states[:, :, :, -1].reshape(batch, nheads, dstate, headdim).transpose(-1, -2).contiguous()  # (b, h, p, n)
 
     # 4. Contribution of the entering state, decayed from the chunk start through i: exp(a_cum[i]) C_i h_in.
-    y = y + torch.einsum("bcign,bcgrpn,bgrci->bcigrp", C, h_in, torch.exp(a_cum))
-
-    y = y.reshape(batch, nchunks * Q, nheads, headdim)[:, :length]  # (B, L, H, P)
-    return y.to(in_dtype), state.reshape(batch, nheads, headdim, dstate)
+    y_in = (C @ h_in).view(batch, nchunks, ngroups, Q, R, headdim).transpose(2, 3)  # (b, c, q, g, r, p)
+    y_in = y_in.reshape(batch, nchunks, Q, nheads, headdim) * torch.exp(a_cum)[..., None]  # (b, c, q, h, p)
+    y = (y.transpose(2, 3) + y_in).reshape(batch, nchunks * Q, nheads, headdim)[:, :length]  # (B, L, H, P)
+    return y.to(in_dtype), final

@@ -2,19 +2,23 @@
 
     ssmttm text-cache --params params.yaml --shards data/tokenize --out data/text_cache
 
-Reads the `text` section only. The text encoder is frozen, so each caption's encoding is a pure function of (encoder,
-max_length, cache_dtype): computing it once before training removes the encoder from the training loop (and from
-GPU memory) and makes every epoch cheaper. Every distinct caption of the shards (all splits) is encoded, listed from
-the shards' small `caption` column alone. Caption dropout is not part of the cache: it is applied by the LM on top
-of the cached encodings, in training only.
+Reads the sections `text` and `refiner_text`. The text encoder is frozen, so each caption's encoding is a pure
+function of (encoder, max_length, cache_dtype): computing it once before training removes the encoder from the
+training loop (and from GPU memory) and makes every epoch cheaper. Every distinct caption of the shards (all
+splits) is encoded, listed from the shards' small `caption` column alone. Caption dropout is not part of the cache:
+it is applied by the LM on top of the cached encodings, in training only.
 
-Layout of `--out` (`provenance.json`: the text section, the shards and their `_manifest.json` hash, the cache key)
+Layout of `--out` (`provenance.json`: the text section, the shards and their `_manifest.json` hash, the cache keys)
 and of one cache folder in it (the key hashes the encoder name, max_length and text.cache_dtype):
 
     cache.json                  encoder, max_length, d_text, dtype, captions, files
     captions-00000.safetensors  per caption sha256 `<sha>`: the hidden rows of its real tokens (n, d_text) and
                                 `<sha>.mask` (max_length,) uint8; padding rows are zero and rebuilt on read
     provenance.json
+
+The refiner may encode captions another way (`refiner_text`: PAPER.md section 6 uses flan-t5-large where the LM uses
+flan-t5-base); when its (encoder, max_length) give another cache key, the same root gets a second cache folder, so
+`ssmttm train-refiner --text-cache OUT` finds its encodings beside the LM's.
 
 The unconditional prompt "" is always included. `TextCache` has the `encode`/`uncond`/`hidden_size` interface of
 `ssmttm.text.encoder.TextEncoder`, so the training module takes either.
@@ -23,11 +27,12 @@ The unconditional prompt "" is always included. `TextCache` has the `encode`/`un
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,32 @@ CACHE_FORMAT = "ssmttm.text_cache/1"
 CACHE_FILE = "cache.json"
 CAPTIONS_PER_FILE = 4096
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class RefinerTextConfig:
+    """params.yaml `refiner_text`: how the refiner encodes captions, where it differs from the LM's `text` section."""
+
+    encoder: str | None = None  # null: text.encoder
+    max_length: int | None = None  # null: text.max_length
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"refiner_text.max_length must be >= 1 or null, got {self.max_length}")
+
+    def resolve(self, text_cfg: TextConfig) -> TextConfig:
+        """The `text` section with this section's non-null keys in place (batch_size, device, cache_dtype kept)."""
+        return dataclasses.replace(
+            text_cfg,
+            encoder=self.encoder if self.encoder is not None else text_cfg.encoder,
+            max_length=self.max_length if self.max_length is not None else text_cfg.max_length,
+        )
+
+
+def params_text_configs(params: dict[str, Any]) -> tuple[TextConfig, TextConfig]:
+    """(the LM's text setting, the refiner's) from a params file's `text` and `refiner_text` sections."""
+    text_cfg = section_to_dataclass(TextConfig, params.get("text"))
+    return text_cfg, section_to_dataclass(RefinerTextConfig, params.get("refiner_text")).resolve(text_cfg)
 
 
 def caption_key(caption: str) -> str:
@@ -195,27 +226,39 @@ class TextCache:
         return self.encode([UNCOND_PROMPT]).expand(batch_size)
 
 
-def text_cache(shards_dir: str | Path, text_cfg: TextConfig, out_dir: str | Path, encoder: Any | None = None) -> Path:
-    """The `text_cache` stage: encode every caption of the shards into `out_dir/<key>/`; returns that folder.
+def text_cache(
+    shards_dir: str | Path,
+    text_cfgs: TextConfig | Sequence[TextConfig],
+    out_dir: str | Path,
+    encoder: Any | None = None,
+) -> list[Path]:
+    """The `text_cache` stage: encode every caption of the shards into `out_dir/<key>/`, one folder per distinct
+    cache key among `text_cfgs` (the LM's text setting, then the refiner's); returns those folders.
 
-    `out_dir/provenance.json` records the text section, the shards folder and the hash of its `_manifest.json`.
+    `encoder` (tests) replaces the configured encoder of every setting. `out_dir/provenance.json` records the
+    settings, the shards folder and the hash of its `_manifest.json`.
     """
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
+    configs = [text_cfgs] if isinstance(text_cfgs, TextConfig) else list(text_cfgs)
+    distinct: dict[str, TextConfig] = {}
+    for cfg in configs:
+        distinct.setdefault(cache_key(cfg), cfg)
     captions = shard_captions(shards_dir)
-    folder = build_text_cache(captions, text_cfg, out_dir, encoder=encoder)
+    folders = [build_text_cache(captions, cfg, out_dir, encoder=encoder) for cfg in distinct.values()]
     manifest = shards_dir / MANIFEST_FILE
     write_provenance(
         out_dir,
         "text_cache",
-        asdict(text_cfg),
+        asdict(configs[0]),
         None,
         cpu_numerics=True,
         shards=str(shards_dir),
         shards_manifest_sha256=sha256_file(manifest) if manifest.is_file() else None,
-        cache=folder.name,
+        cache=folders[0].name,
+        caches={key: asdict(cfg) for key, cfg in distinct.items()},
         n_captions=len(captions),
     )
-    return folder
+    return folders
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -226,13 +269,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         default="data/text_cache",
-        help="cache root; the cache goes to OUT/<key>/ (default: data/text_cache); `ssmttm train-lm --text-cache OUT` "
-        "reads it",
+        help="cache root; each cache goes to OUT/<key>/ (default: data/text_cache); `ssmttm train-lm --text-cache OUT` "
+        "and `ssmttm train-refiner --text-cache OUT` read it",
     )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    text_cfg = section_to_dataclass(TextConfig, params.get("text"))
-    print(text_cache(args.shards, text_cfg, args.out))
+    for folder in text_cache(args.shards, params_text_configs(params), args.out):
+        print(folder)
     return 0

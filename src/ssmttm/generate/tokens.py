@@ -1,0 +1,188 @@
+"""Token sampling: captions -> audio codes, with recurrent decoding and classifier-free guidance.
+
+The text is encoded once and the prefix (projected text, or a BOS for cross models) is run once; then every new
+position is one recurrent `step` of the backbone (SSM state / KV cache). The official code re-runs the whole
+sequence for every token (PAPER.md section 9); `recurrent=False` does that here too, for tests and benchmarks only.
+
+Guidance runs the conditional and unconditional ("" caption) rows as one batch of 2B:
+logits = uncond + g * (cond - uncond). The special id (BOS/pad) is never sampled; with K > 1 codebooks the delay
+pattern decides which (codebook, position) pairs are sampled and which are the special id, and the result is
+un-delayed to (B, K, n_frames).
+
+Batch independence: each caption has its own seed and its own torch.Generator, and every batch runs at exactly
+`batch_size` captions (the last one padded with copies of its first row, dropped afterwards). CPU matrix kernels
+change with the number of rows (one row, two or three, four and more take different code paths and round
+differently), while at a fixed shape a row's result depends neither on its position nor on its neighbours; so a
+caption's codes are a function of (caption, seed, settings) only, whichever batch it lands in. Captions are encoded
+one at a time for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssmttm.artifacts import atomic_path, stable_int
+from ssmttm.errors import UserFacingError
+from ssmttm.generate.config import GenerateConfig
+from ssmttm.models.delay import delay_valid_mask, delayed_length, undo_delay
+from ssmttm.models.lm import MusicLM
+from ssmttm.progress import progress as report_progress
+from ssmttm.text.encoder import TextEncoding
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def caption_seed(seed: int, caption_id: str) -> int:
+    """The seed of one caption's clip: a function of the params seed and the caption's id only (63 bits)."""
+    return stable_int("generate", seed, caption_id) % 2**63
+
+
+def sample_next(logits: torch.Tensor, cfg: GenerateConfig, special_id: int, generator: Generators) -> torch.Tensor:
+    """logits (B, K, V) -> tokens (B, K): special id masked, temperature, top-k, then the draws.
+
+    `generator`: one per row (row i's K draws use generator[i]) or a single one for the whole batch."""
+    logits = logits.float().clone()
+    logits[..., special_id] = float("-inf")  # the special id is never an audio token
+    if cfg.temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / cfg.temperature
+    if cfg.top_k:
+        k = min(cfg.top_k, logits.shape[-1] - 1)
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, K, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)  # (B, K, V)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs.flatten(0, -2), 1, generator=generator).view(logits.shape[:-1])
+    if len(generator) != probs.shape[0]:
+        raise ValueError(f"{len(generator)} generators for {probs.shape[0]} rows: pass one per row")
+    return torch.stack([torch.multinomial(p, 1, generator=g)[:, 0] for p, g in zip(probs, generator, strict=True)])
+
+
+def _guided(logits: torch.Tensor, n: int, scale: float, guide: bool) -> torch.Tensor:
+    """(2n, K, V) with cond rows first -> uncond + scale * (cond - uncond), (n, K, V)."""
+    if not guide:
+        return logits
+    cond, uncond = logits[:n].float(), logits[n:].float()
+    return uncond + scale * (cond - uncond)
+
+
+@torch.no_grad()
+def _generate_batch(
+    model: MusicLM,
+    text: TextEncoding,
+    n_frames: int,
+    cfg: GenerateConfig,
+    generators: Generators,
+    recurrent: bool,
+    progress: bool,
+) -> torch.Tensor:
+    """text: cond rows (n) followed by uncond rows (n) when guiding -> codes (n, K, n_frames)."""
+    K, special = model.cfg.n_codebooks, model.cfg.special_id
+    guide = cfg.guidance_scale != 1.0
+    n = len(text) // 2 if guide else len(text)
+    length = delayed_length(n_frames, K)
+    device = text.hidden.device
+    valid = delay_valid_mask(n_frames, K, device=device)  # (K, L): where a real code goes
+    seq = torch.full((len(text), K, length), special, dtype=torch.long, device=device)  # (2n or n, K, L)
+    cache = None
+    for t in report_progress(range(length), "generate", "token", enabled=progress, leave=False):
+        if recurrent:
+            if t == 0:
+                logits, cache = model.start(text.hidden, text.mask, max_new=length)  # (2n, K, V)
+            else:
+                logits = model.step(seq[:, :, t - 1], cache)
+        else:  # the official code's way: the whole sequence again for every token
+            logits = model(seq[:, :, : t + 1], text.hidden, text.mask)[:, :, t]
+        tokens = sample_next(_guided(logits, n, cfg.guidance_scale, guide), cfg, special, generators)  # (n, K)
+        tokens = torch.where(valid[:, t], tokens, special)
+        seq[:, :, t] = tokens.repeat(2, 1) if guide else tokens
+    return undo_delay(seq[:n], special)  # (n, K, n_frames)
+
+
+def encode_one_by_one(text_encoder, captions: Sequence[str]) -> TextEncoding:
+    """Each caption encoded alone (its encoding cannot depend on the others), stacked: (B, S, E), (B, S)."""
+    parts = [text_encoder.encode([caption]) for caption in captions]
+    return TextEncoding(torch.cat([p.hidden for p in parts]), torch.cat([p.mask for p in parts]))
+
+
+def pad_rows(items: Sequence, size: int) -> list:
+    """`items` followed by copies of its first item up to `size` (every batch runs at the configured size)."""
+    return list(items) + [items[0]] * (size - len(items))
+
+
+def generate_tokens(
+    model: MusicLM,
+    text_encoder,
+    captions: Sequence[str],
+    n_frames: int,
+    cfg: GenerateConfig,
+    seed: int | Sequence[int],
+    *,
+    recurrent: bool = True,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Codes (B, K, n_frames) for `captions`.
+
+    `seed`: one per caption, or one int from which caption i gets `caption_seed(seed, str(i))`. A caption's codes
+    depend on its text, its seed and `cfg` only, not on the other captions of the call."""
+    if n_frames < 1:
+        raise UserFacingError(f"generate: n_frames must be >= 1, got {n_frames}")
+    seeds = [caption_seed(seed, str(i)) for i in range(len(captions))] if isinstance(seed, int) else list(seed)
+    if len(seeds) != len(captions):
+        raise ValueError(f"{len(seeds)} seeds for {len(captions)} captions")
+    model.eval()
+    device = next(model.parameters()).device
+    guide = cfg.guidance_scale != 1.0
+    uncond = text_encoder.uncond(cfg.batch_size).to(device) if guide and captions else None
+    out = []
+    for i in range(0, len(captions), cfg.batch_size):
+        chunk = list(captions[i : i + cfg.batch_size])
+        chunk_seeds = pad_rows(seeds[i : i + cfg.batch_size], cfg.batch_size)
+        text = encode_one_by_one(text_encoder, pad_rows(chunk, cfg.batch_size)).to(device)
+        if guide:
+            text = TextEncoding(torch.cat([text.hidden, uncond.hidden]), torch.cat([text.mask, uncond.mask]))
+        generators = [torch.Generator(device=device).manual_seed(s) for s in chunk_seeds]
+        codes = _generate_batch(model, text, n_frames, cfg, generators, recurrent, progress)
+        out.append(codes[: len(chunk)].cpu())
+    if not out:
+        return torch.zeros(0, model.cfg.n_codebooks, n_frames, dtype=torch.long)
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------------- output
+
+
+def write_codes(path: str | Path, captions: Sequence[str], codes: torch.Tensor, meta: dict) -> Path:
+    """codes (B, K, T) -> .npz (`codes` int16 (B, K, T), `captions`, `meta` JSON) or .parquet (one row a caption)."""
+    path = Path(path)
+    array = codes.numpy().astype(np.int16)
+    if path.suffix == ".npz":
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                codes=array,
+                captions=np.array(list(captions), dtype=str),
+                meta=np.array(json.dumps(meta, sort_keys=True)),
+            )
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table(
+            {
+                "index": pa.array(range(len(captions)), pa.int32()),
+                "caption": pa.array(list(captions), pa.string()),
+                "n_frames": pa.array([array.shape[2]] * len(captions), pa.int32()),
+                "codes": pa.array([row.tolist() for row in array], pa.list_(pa.list_(pa.int16()))),
+            }
+        ).replace_schema_metadata({"ssmttm.generate": json.dumps(meta, sort_keys=True)})
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    else:
+        raise UserFacingError(f"--out {path}: use a .npz or .parquet file name")
+    return path

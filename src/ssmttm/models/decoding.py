@@ -1,0 +1,235 @@
+"""How MusicLM.step runs one recurrent position: eagerly, compiled, or replayed from a CUDA graph.
+
+All three run the same function, `decode_step`: embed the previous tokens, add the position's embedding, advance
+every sublayer's state in place (Mamba2.step, MLP, attention) and apply the heads. They differ only in how the
+operations are dispatched, which is what a decode step of a small model spends its time on:
+
+- "eager": one PyTorch call per operation (Mamba2.step is already the in-place form with about half the calls of
+  the reference formulation). Every backbone, every device.
+- "compile": torch.compile of decode_step (Inductor; on CPU it generates and builds C++ with the machine's compiler),
+  which fuses the pointwise chains between the matmuls. Compiled once per model and batch size; the first call pays
+  the compilation (tens of seconds on a small CPU). If compiling fails the model falls back to eager with a warning.
+- "cuda_graph": on CUDA, one graph per batch size is captured around decode_step (which then calls mamba_ssm's
+  kernels) and replayed each step, as mamba_ssm's own decoding does. The graph reads and writes fixed buffers, so
+  the cache handed out by `start` points at them: one generation per batch size at a time.
+
+"auto" (the default of MusicLM.start) is cuda_graph on CUDA with mamba_ssm's kernels, eager otherwise. compile and
+cuda_graph need a backbone whose states keep their shape (Mamba2 and MLP sublayers: prefix_mamba, prefix_simba);
+a KV cache grows every step, so attention backbones always decode eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ssmttm.models.blocks import BackboneCache
+
+if TYPE_CHECKING:
+    from ssmttm.models.lm import MusicLM
+
+log = logging.getLogger(__name__)
+
+DECODE_MODES = ("auto", "eager", "compile", "cuda_graph")
+STATIC_STATE_KINDS = frozenset({"mamba", "mlp"})  # sublayers whose decode state never changes shape
+
+
+def decode_step(model: MusicLM, tokens: torch.Tensor, position: torch.Tensor, states: list[Any]) -> torch.Tensor:
+    """tokens (B, K) just chosen, position embedding (D,) -> logits of the next position (B, K, V).
+
+    `states` holds one entry per sublayer, in order (the flattened BackboneCache.states), advanced in place.
+    """
+    x = model.embed(tokens[:, :, None])[:, 0] + position  # (B, D)
+    for sub, state in zip(model.backbone.sublayers(), states, strict=True):
+        x = sub.step(x, state)
+    return model.logits(x[:, None])[:, :, 0]  # (B, K, V)
+
+
+def has_static_states(model: MusicLM) -> bool:
+    return all(sub.kind in STATIC_STATE_KINDS for sub in model.backbone.sublayers())
+
+
+def resolve_mode(model: MusicLM, mode: str, device: torch.device) -> str:
+    """The mode `mode` means for this model and device ("auto" resolved; a mode that cannot run is an error)."""
+    if mode not in DECODE_MODES:
+        raise ValueError(f"decode mode {mode!r}; valid: {', '.join(DECODE_MODES)}")
+    static = has_static_states(model)
+    if mode == "auto":
+        from ssmttm.models.mamba2 import HAS_MAMBA_SSM_KERNELS
+
+        return "cuda_graph" if static and device.type == "cuda" and HAS_MAMBA_SSM_KERNELS else "eager"
+    if mode != "eager" and not static:
+        raise ValueError(
+            f"decode mode {mode!r} needs Mamba2/MLP sublayers only; backbone {model.backbone.name!r} has a KV cache "
+            "that grows every step: use 'eager'"
+        )
+    if mode == "cuda_graph" and device.type != "cuda":
+        raise ValueError(f"decode mode 'cuda_graph' needs a CUDA model, this one is on {device}")
+    return mode
+
+
+def flat_states(cache: BackboneCache) -> list[Any]:
+    return [state for block_states in cache.states for state in block_states]
+
+
+# ---------------------------------------------------------------------------------------------------- compiled
+
+
+@dataclass
+class CompiledStep:
+    """torch.compile(decode_step) for one model; a failure to compile switches the model to eager for good."""
+
+    model: MusicLM
+    compiled: Callable | None = None
+    failed: str | None = None  # why compiling failed, once it has
+
+    def __post_init__(self) -> None:
+        # fullgraph: a graph break is a compile-time error, raised before anything runs (no half-advanced state).
+        self.compiled = torch.compile(decode_step, fullgraph=True, dynamic=False)
+
+    def __call__(self, tokens: torch.Tensor, position: torch.Tensor, states: list[Any]) -> torch.Tensor:
+        if self.failed is None:
+            try:
+                return self.compiled(self.model, tokens, position, states)
+            except Exception as exc:  # Dynamo/Inductor/C++ compiler errors of any kind: decode eagerly instead
+                self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                log.warning("torch.compile of the decode step failed (%s); decoding eagerly", self.failed)
+        return decode_step(self.model, tokens, position, states)
+
+
+def compiled_step(model: MusicLM) -> CompiledStep:
+    """The model's compiled step, created on first use and kept on the model (compiled once per batch size)."""
+    runner = model.__dict__.get("_compiled_step")
+    if runner is None:
+        runner = CompiledStep(model)
+        model.__dict__["_compiled_step"] = runner  # a plain attribute: not a submodule, not in the state dict
+    return runner
+
+
+# ---------------------------------------------------------------------------------------------------- CUDA graphs
+
+
+@dataclass
+class _Graph:
+    graph: Any  # torch.cuda.CUDAGraph
+    tokens: torch.Tensor  # (B, K) long, input buffer
+    position: torch.Tensor  # (D,), input buffer
+    cache: BackboneCache  # the states the graph advances
+    logits: torch.Tensor  # (B, K, V), output buffer
+    owner: object | None = None  # the generation currently bound to these buffers
+
+
+@dataclass
+class CudaGraphSteps:
+    """One captured decode_step per batch size, sharing one memory pool (mamba_ssm's decoding does the same)."""
+
+    model: MusicLM
+    graphs: dict[tuple[int, torch.dtype], _Graph] = field(default_factory=dict)
+    pool: Any = None
+
+    def bind(self, cache: BackboneCache, n_codebooks: int) -> object:
+        """Move `cache`'s prefilled states into the graph's buffers and point the cache at them; returns a token
+        identifying this generation (a later `bind` with the same batch size takes the buffers over)."""
+        states = flat_states(cache)
+        batch = next(s.ssm_state.shape[0] for s in states if s is not None)
+        dtype = next(s.ssm_state.dtype for s in states if s is not None)
+        key = (batch, dtype)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(batch, n_codebooks, dtype, cache.position)
+        entry = self.graphs[key]
+        for src, dst in zip(states, flat_states(entry.cache), strict=True):
+            if src is not None:
+                dst.conv_state.copy_(src.conv_state)
+                dst.ssm_state.copy_(src.ssm_state)
+        cache.states = [list(block) for block in entry.cache.states]
+        entry.owner = object()
+        return entry.owner
+
+    def step(self, owner: object, tokens: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        entry = next((g for g in self.graphs.values() if g.owner is owner), None)
+        if entry is None:
+            raise RuntimeError(
+                "this generation's CUDA graph buffers were taken over by a later MusicLM.start with the same batch "
+                "size; run one generation per batch size at a time, or start with decode='eager'"
+            )
+        entry.tokens.copy_(tokens)
+        entry.position.copy_(position)
+        entry.graph.replay()
+        return entry.logits.clone()
+
+    def _capture(self, batch: int, n_codebooks: int, dtype: torch.dtype, position: int) -> _Graph:
+        model = self.model
+        device = next(model.parameters()).device
+        cache = model.backbone.allocate_cache(batch, 1, device=device, dtype=dtype)
+        tokens = torch.zeros(batch, n_codebooks, dtype=torch.long, device=device)
+        pos = torch.zeros(model.cfg.d_model, device=device, dtype=dtype)
+        states = flat_states(cache)
+        # Warm up on a side stream (Triton autotuning, lazy initialisation) before capturing, as CUDA graphs need.
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                decode_step(model, tokens, pos, states)
+        torch.cuda.current_stream(device).wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = decode_step(model, tokens, pos, states)
+        return _Graph(graph, tokens, pos, cache, logits)
+
+
+def cuda_graph_steps(model: MusicLM) -> CudaGraphSteps:
+    runner = model.__dict__.get("_cuda_graph_steps")
+    if runner is None:
+        runner = CudaGraphSteps(model)
+        model.__dict__["_cuda_graph_steps"] = runner
+    return runner
+
+
+# ---------------------------------------------------------------------------------------------------- per generation
+
+
+@dataclass
+class Decoder:
+    """What `start` leaves in cache.extra["decoder"]: the resolved mode and the per-position embeddings."""
+
+    mode: str
+    positions: torch.Tensor  # (max_len, D): row t = sinusoidal_positions(t, 1, D)
+    owner: object | None = None  # cuda_graph: the buffers this generation is bound to
+
+    def __call__(self, model: MusicLM, tokens: torch.Tensor, cache: BackboneCache) -> torch.Tensor:
+        position = self.position(model, cache.position)
+        if self.mode == "cuda_graph":
+            logits = cuda_graph_steps(model).step(self.owner, tokens, position)
+        elif self.mode == "compile":
+            logits = compiled_step(model)(tokens, position, flat_states(cache))
+        else:
+            logits = decode_step(model, tokens, position, flat_states(cache))
+        cache.position += 1
+        return logits
+
+    def position(self, model: MusicLM, t: int) -> torch.Tensor:
+        if t < self.positions.shape[0]:
+            return self.positions[t]
+        from ssmttm.models.lm import sinusoidal_positions  # past max_len (Mamba states allow it): compute the row
+
+        return sinusoidal_positions(t, 1, model.cfg.d_model, self.positions.device)[0].to(self.positions.dtype)
+
+
+def make_decoder(model: MusicLM, cache: BackboneCache, mode: str, n_codebooks: int) -> Decoder:
+    """Resolve `mode` for `model` and prepare the per-generation decoder (binding CUDA graph buffers if any)."""
+    from ssmttm.models.lm import sinusoidal_positions
+
+    weight = next(model.parameters())
+    resolved = resolve_mode(model, mode, weight.device)
+    dtype = model.emb[0].weight.dtype
+    positions = sinusoidal_positions(0, cache.max_len, model.cfg.d_model, weight.device).to(dtype)
+    decoder = Decoder(resolved, positions)
+    if resolved == "cuda_graph":
+        decoder.owner = cuda_graph_steps(model).bind(cache, n_codebooks)
+    return decoder
