@@ -15,4 +15,16 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q "$TORCH_SPEC" ${PIP_TORCH_ARGS:-}
 "${PIP[@]}" install -q -c requirements/constraints.txt -e ".[${EXTRAS}]"
 "$VENV/bin/python" scripts/fix_torchaudio.py
+# Debian's Chromium drives the report's browser test (tests/report/test_report_browser.py), skipped without it.
+if [ ! -x /usr/bin/chromium ]; then
+  HOW="apt-get install -y --no-install-recommends chromium"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; } \
+      || echo "note: could not install chromium; the report's browser test will be skipped (try: $HOW)"
+  else
+    echo "note: /usr/bin/chromium is missing; the report's browser test will be skipped (install it: sudo $HOW)"
+  fi
+fi
 "$VENV/bin/python" -c "import ssmttm, torch; print('ssmttm environment ready: torch', torch.__version__)"

@@ -38,6 +38,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "generate": ("ssmttm.generate.stage", "captions -> WAVs for each checkpoint of an LM run, and the references"),
     "decode": ("ssmttm.decode", "decode codes (.npz, .parquet) or latents (.npz) to WAVs with a codec"),
     "evaluate": ("ssmttm.evaluate.stage", "metrics with intervals and cards for generated sets against references"),
+    "report": ("ssmttm.report.stage", "one HTML page: the paper-style table, figures, audio and a listening test"),
 }
 
 

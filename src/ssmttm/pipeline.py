@@ -33,6 +33,9 @@ class Stage:
     outs: tuple[str, ...]  # what DVC versions
     rules: tuple[str, ...]  # its Snakemake rules: the job rules, then the aggregate `*_all` rule if any
     target: str  # what the DVC stage asks Snakemake to build
+    # params keys (dotted) that name a user's input file (a manifest, a caption import): the file's bytes are part of
+    # the recipe, so editing it reruns the stage. DVC sees such files under INPUTS_DIR, a dependency of the stage.
+    inputs: tuple[str, ...] = ()
 
     @property
     def code_paths(self) -> tuple[str, ...]:
@@ -45,6 +48,7 @@ class Stage:
 
 
 PACKAGE_DIR = "src/ssmttm"
+INPUTS_DIR = "inputs"  # where a user's manifests and caption files live (tracked by git; a DVC dependency)
 
 
 # DAG order. `code` lists what can change a stage's output; helpers used by every stage (artifacts, config, cli)
@@ -57,6 +61,7 @@ STAGES: dict[str, Stage] = {
         outs=("data/manifest",),
         rules=("manifest",),
         target="data/manifest",
+        inputs=("corpus.manifest_path",),
     ),
     "fetch": Stage(
         params=("fetch", "corpus"),
@@ -89,6 +94,7 @@ STAGES: dict[str, Stage] = {
         outs=("data/caption",),
         rules=("caption", "caption_all"),
         target="caption_all",
+        inputs=("caption.import_path",),
     ),
     "codec": Stage(
         params=("seed", "portable_cpu", "codec"),
@@ -173,6 +179,14 @@ STAGES: dict[str, Stage] = {
         rules=("lm_plot",),
         target="results/lm_plot",
     ),
+    "report": Stage(
+        params=("seed", "report"),
+        code=("report", "evaluate/clipsets.py", "evaluate/cards.py", "evaluate/features.py", "train/plots.py"),
+        upstream=("codec", "train_lm", "generate", "evaluate", "lm_plot"),
+        outs=("results/report",),
+        rules=("report",),
+        target="results/report",
+    ),
 }
 
 # Keys of a section that choose *which* runs exist rather than how one is made: left out of a run's recipe, so
@@ -239,9 +253,10 @@ def code_digest(root: str | Path, entries: tuple[str, ...]) -> str:
 class Recipes:
     """Recipe hashes of every stage for one params dict and one source tree (memoised: the DAG asks often)."""
 
-    def __init__(self, params: Mapping[str, Any], package_root: str | Path):
+    def __init__(self, params: Mapping[str, Any], package_root: str | Path, inputs_root: str | Path = "."):
         self.params = params
         self.root = Path(package_root)
+        self.inputs_root = Path(inputs_root)  # what relative input paths are relative to: the repository
         self._memo: dict[tuple[str, str | None], str] = {}
 
     def sections(self, stage: str, backbone: str | None = None) -> dict[str, Any]:
@@ -278,8 +293,21 @@ class Recipes:
                 "code": code_digest(self.root, STAGES[stage].code),
                 "upstream": upstream,
             }
+            if STAGES[stage].inputs:
+                record["inputs"] = {key: self.input_digest(key) for key in STAGES[stage].inputs}
             self._memo[key] = hashlib.sha256(canonical_json(record).encode()).hexdigest()
         return self._memo[key]
+
+
+    def input_digest(self, dotted: str) -> str | None:
+        """sha256 of the file a params key names (None when unset; "missing" lets the stage report the error)."""
+        value: Any = self.params
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if not value:
+            return None
+        path = Path(value) if Path(value).is_absolute() else self.inputs_root / value
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
 
 
 def recipe_file(output: str | Path, is_dir: bool) -> Path:

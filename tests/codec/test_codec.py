@@ -103,7 +103,8 @@ def test_decoded_samples_is_what_the_decoder_returns(rates):
         with torch.no_grad():
             out = model.decode(torch.randn(1, model.latent_dim, frames))
         assert out.shape[-1] == decoded_samples(rates, frames)
-    assert decoded_samples(rates, 7) == (7 * hop if all(r % 2 == 0 for r in rates) else 7 * hop - (hop // 5) * 2)
+    short = {(4, 2): 0, (5, 2): 2, (8, 5, 4, 2): 8}[tuple(rates)]  # the 5's lost sample, upsampled after it
+    assert decoded_samples(rates, 7) == 7 * hop - short
 
 
 def test_odd_decoder_rates_decode_whole_frames(tmp_path):

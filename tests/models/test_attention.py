@@ -64,9 +64,12 @@ def test_cross_attention_step_uses_text_kv_from_prefill():
 
 
 def test_mlp_step_equals_forward():
+    # The step computes its projections as weight @ x^T (models.few_rows): equal up to the summation order.
     mlp = MLP(CFG).eval()
     x = torch.randn(3, 16)
-    assert torch.equal(mlp.step(x, None), mlp(x))
+    torch.testing.assert_close(mlp.step(x, None), mlp(x), rtol=1e-6, atol=1e-6)
+    mlp64, x64 = MLP(CFG).double().eval(), x.double()
+    torch.testing.assert_close(mlp64.step(x64, None), mlp64(x64), rtol=1e-14, atol=1e-14)
 
 
 def test_heads_must_divide_width():

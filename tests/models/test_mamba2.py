@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmttm.models.mamba2 import HAS_MAMBA_SSM_KERNELS, Mamba2, Mamba2Config, Mamba2State, mamba2_param_count
-from ssmttm.models.ssd import decay_matrix, segsum, ssd_chunked, ssd_sequential
+from ssmttm.models.ssd import LOG_DECAY_FLOOR, decay_within_chunk, segsum, ssd_chunked, ssd_sequential
 
 F64 = torch.float64
 
@@ -54,22 +54,24 @@ def test_segsum_values():
     assert torch.equal(segsum(a), expected)
 
 
-def test_decay_matrix_values():
-    a_cum = torch.tensor([-1.0, -3.0, -6.0], dtype=F64)  # log-decays -1, -2, -3
+def test_decay_within_chunk_values_and_gradient():
+    a_cum = torch.tensor([-1.0, -3.0, -6.0, -100.0], dtype=F64)  # log-decays -1, -2, -3, -94
     e = torch.exp(torch.tensor(1.0, dtype=F64))
-    zero = torch.tensor(0.0, dtype=F64)
-    # On and below the diagonal exp(a[j+1] + ... + a[i]), above it 0.
-    expected = torch.stack([e**0, zero, zero, e**-2, e**0, zero, e**-5, e**-3, e**0]).view(3, 3)
-    torch.testing.assert_close(decay_matrix(a_cum), expected, rtol=1e-15, atol=0)
-    # Its hand-written backward equals autograd's through exp(segsum(a)).
-    a = torch.randn(2, 3, 7, dtype=F64).abs().neg()
-    weights = torch.randn(2, 3, 7, 7, dtype=F64)
+    one, floor = e**0, e**LOG_DECAY_FLOOR
+    # On and below the diagonal exp(a[j+1] + ... + a[i]) (at least the floor), above it 1 (the scan masks C.B).
+    expected = torch.stack(
+        [one, one, one, one, e**-2, one, one, one, e**-5, e**-3, one, one, floor, floor, floor, one]
+    ).view(4, 4)
+    torch.testing.assert_close(decay_within_chunk(a_cum), expected, rtol=1e-14, atol=0)
+    # With causal weights (what the scan's masked scores give it), the hand-written backward equals autograd's
+    # through exp(segsum(a)), the textbook formulation.
+    a = torch.rand(2, 3, 7, dtype=F64).neg()
+    weights = torch.randn(2, 3, 7, 7, dtype=F64).tril()
     a_cum = a.cumsum(-1).requires_grad_()
-    (grad,) = torch.autograd.grad((decay_matrix(a_cum) * weights).sum(), a_cum)
+    (grad,) = torch.autograd.grad((decay_within_chunk(a_cum) * weights).sum(), a_cum)
     a_ref = a.clone().requires_grad_()
     (grad_ref,) = torch.autograd.grad((torch.exp(segsum(a_ref)) * weights).sum(), a_ref)
     torch.testing.assert_close(grad.flip(-1).cumsum(-1).flip(-1), grad_ref, rtol=1e-12, atol=1e-12)
-    assert torch.autograd.gradcheck(decay_matrix, (a_cum[:1, :1].detach().clone().requires_grad_(),))
 
 
 @pytest.mark.parametrize("length", [1, 7, 8, 16, 37])

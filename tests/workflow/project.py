@@ -25,7 +25,7 @@ ND_TRACK = "tender/tender_acoustic_1.opus"  # a real demo file, declared under a
 N_SHARDS = 2
 
 TINY_OVERRIDES = {
-    "corpus": {"source": "manifest", "manifest_path": "tiny_manifest.jsonl", "n_shards": N_SHARDS},
+    "corpus": {"source": "manifest", "manifest_path": "inputs/tiny_manifest.jsonl", "n_shards": N_SHARDS},
     "segment": {"clip_seconds": 5, "hop_seconds": 5, "max_clips_per_track": 3, "tail": "drop"},
     "codec": {
         "train": {
@@ -145,7 +145,8 @@ def make_project(repo_root: Path, folder: Path, remote: Path | None = None) -> P
             shutil.copy2(source, target)
     params = merge(yaml.safe_load((repo_root / "params.yaml").read_text()), TINY_OVERRIDES)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    with open(folder / "tiny_manifest.jsonl", "w") as handle:
+    (folder / "inputs").mkdir()
+    with open(folder / "inputs/tiny_manifest.jsonl", "w") as handle:
         for row in manifest_rows():
             handle.write(json.dumps(row) + "\n")
     shutil.copytree(repo_root / "src", folder / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

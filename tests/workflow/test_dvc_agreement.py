@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from ssmttm.pipeline import STAGES
+from ssmttm.pipeline import INPUTS_DIR, STAGES
 from tests.workflow.smk import read_rules
 
 
@@ -56,7 +56,8 @@ def test_each_stage_follows_the_pipeline_table(stages):
         stage = stages[name]
         assert stage.get("params", []) == list(spec.params), f"dvc stage {name}: params"
         upstream = [out for up in spec.upstream for out in STAGES[up].outs]
-        assert stage["deps"] == upstream + list(spec.code_paths), f"dvc stage {name}: deps"
+        inputs = [INPUTS_DIR] if spec.inputs else []
+        assert stage["deps"] == upstream + inputs + list(spec.code_paths), f"dvc stage {name}: deps"
         assert sorted(_outs(stage)) == sorted(spec.outs), f"dvc stage {name}: outs"
         assert _allowed_rules(stage["cmd"]) == list(spec.rules), f"dvc stage {name}: rules"
         forced = re.search(r"--forcerun ((?:\w+ ?)+) -- ", stage["cmd"]).group(1).split()
@@ -111,7 +112,7 @@ def test_every_producing_rule_belongs_to_one_stage(stages, rules):
 def test_code_deps_exist(stages, repo_root):
     for name, stage in stages.items():
         for dep in stage.get("deps", []):
-            if dep.startswith(("src/", "workflow/")):
+            if dep.startswith(("src/", "workflow/", INPUTS_DIR)):
                 assert (repo_root / dep).exists(), f"dvc stage {name}: dependency {dep} does not exist"
 
 

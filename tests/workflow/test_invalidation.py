@@ -39,6 +39,7 @@ OWN_PARAM = {
     "generate": ("generate.refine_steps", 3),
     "evaluate": ("evaluate.bootstrap_resamples", 30),
     "lm_plot": None,
+    "report": ("report.listening_max_captions", 7),
 }
 JOBS_PER_STAGE = {  # Snakemake jobs of each stage in the tiny project (2 shards, 2 backbones)
     "manifest": {"manifest": 1},
@@ -54,6 +55,7 @@ JOBS_PER_STAGE = {  # Snakemake jobs of each stage in the tiny project (2 shards
     "generate": {"generate": 2, "generate_reference": 1},
     "evaluate": {"evaluate": 1},
     "lm_plot": {"lm_plot": 1},
+    "report": {"report": 1},
 }
 
 
@@ -149,6 +151,21 @@ def test_a_changed_upstream_artifact_reruns_the_stage_and_what_follows(project, 
     finally:
         victim.write_bytes(original)
         run(dvc("commit", "--force", "--quiet", upstream), project)
+    assert_up_to_date(project)
+
+
+def test_editing_the_user_manifest_reruns_the_corpus_and_what_follows(project):
+    """The manifest file that params name is an input: editing its bytes (not its path) reruns manifest onwards."""
+    manifest = project / "inputs/tiny_manifest.jsonl"
+    original = manifest.read_bytes()
+    rows = [json.loads(line) for line in original.decode().splitlines()]
+    rows[0]["tags"]["style"] = "edited"
+    try:
+        manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        assert snakemake_would_run(project) == expected_jobs(downstream("manifest"))
+        assert dvc_would_run(project) == {"manifest", "caption"}  # the stages that declare inputs/
+    finally:
+        manifest.write_bytes(original)
     assert_up_to_date(project)
 
 

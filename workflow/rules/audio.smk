@@ -87,3 +87,28 @@ rule evaluate:
     shell:
         "ssmttm evaluate --params {PARAMS} --reference results/generate/{REFERENCE} --generated {params.generated}"
         " --out {output} 2> {log}" + record("{output}")
+
+
+rule report:
+    input:
+        "data/codec",
+        expand("results/train_lm/{backbone}/metrics.json", backbone=BACKBONES),
+        expand("results/generate/{run}/summary.json", run=pipeline.runs("generate", config)),
+        "results/evaluate",
+        "results/lm_plot",
+        changed("report", "results/report"),
+    output:
+        report(
+            directory("results/report"),
+            htmlindex="index.html",
+            category="Results",
+            caption="../report/caption.rst",
+        ),
+    params:
+        recipe=recipe("report"),
+        runs=expand("results/train_lm/{backbone}", backbone=BACKBONES),
+    log:
+        "logs/report.log",
+    shell:
+        "ssmttm report --params {PARAMS} --generated results/generate --evaluate results/evaluate --runs {params.runs}"
+        " --lm-plot results/lm_plot --codec data/codec --out {output} 2> {log}" + record("{output}")

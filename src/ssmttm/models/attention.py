@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmttm.models.few_rows import linear_few_rows
+
 
 @dataclass
 class AttentionConfig:
@@ -60,8 +62,8 @@ class MLP(nn.Module):
     def prefill(self, x: torch.Tensor, state: None, **_: object) -> torch.Tensor:
         return self.forward(x)
 
-    def step(self, x: torch.Tensor, state: None) -> torch.Tensor:  # x (B, D)
-        return self.forward(x)
+    def step(self, x: torch.Tensor, state: None) -> torch.Tensor:  # x (B, D): one decode position
+        return linear_few_rows(self.fc2, self.drop(F.gelu(linear_few_rows(self.fc1, x))))
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ssmttm.models.blocks import BackboneCache
+from ssmttm.models.few_rows import linear_few_rows
 
 if TYPE_CHECKING:
     from ssmttm.models.lm import MusicLM
@@ -46,7 +47,7 @@ def decode_step(model: MusicLM, tokens: torch.Tensor, position: torch.Tensor, st
     x = model.embed(tokens[:, :, None])[:, 0] + position  # (B, D)
     for sub, state in zip(model.backbone.sublayers(), states, strict=True):
         x = sub.step(x, state)
-    return model.logits(x[:, None])[:, :, 0]  # (B, K, V)
+    return torch.stack([linear_few_rows(head, x) for head in model.heads], dim=1)  # (B, K, V)
 
 
 def has_static_states(model: MusicLM) -> bool:
@@ -81,33 +82,59 @@ def flat_states(cache: BackboneCache) -> list[Any]:
 
 @dataclass
 class CompiledStep:
-    """torch.compile(decode_step) for one model; a failure to compile switches the model to eager for good."""
+    """torch.compile(decode_step) for one model; a failure to compile switches the model to eager for good.
+
+    Inductor's C++ wrapper (cpp_wrapper) calls the generated kernels from C++ instead of Python. Guards, Dynamo's
+    per-call checks that the inputs still match the compiled code (a third of a small model's step), are evaluated
+    on the first call for each `key` only: the key (fixed by `make_decoder` for a generation) holds everything the
+    compiled code depends on that can vary between generations (batch size and codebooks, dtypes, device, the
+    parameters' layout, train/eval, kernel flags), so later calls with the same key skip them.
+    """
 
     model: MusicLM
     compiled: Callable | None = None
+    warm: set = field(default_factory=set)  # keys compiled and run once with full guards
     failed: str | None = None  # why compiling failed, once it has
 
     def __post_init__(self) -> None:
         # fullgraph: a graph break is a compile-time error, raised before anything runs (no half-advanced state).
-        self.compiled = torch.compile(decode_step, fullgraph=True, dynamic=False)
+        self.compiled = torch.compile(decode_step, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
 
-    def __call__(self, tokens: torch.Tensor, position: torch.Tensor, states: list[Any]) -> torch.Tensor:
+    def __call__(self, key: tuple, tokens: torch.Tensor, position: torch.Tensor, states: list[Any]) -> torch.Tensor:
         if self.failed is None:
+            if key in self.warm:
+                with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                    return self.compiled(self.model, tokens, position, states)
             try:
-                return self.compiled(self.model, tokens, position, states)
+                logits = self.compiled(self.model, tokens, position, states)
             except Exception as exc:  # Dynamo/Inductor/C++ compiler errors of any kind: decode eagerly instead
                 self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 log.warning("torch.compile of the decode step failed (%s); decoding eagerly", self.failed)
+            else:
+                self.warm.add(key)
+                return logits
         return decode_step(self.model, tokens, position, states)
 
 
 def compiled_step(model: MusicLM) -> CompiledStep:
-    """The model's compiled step, created on first use and kept on the model (compiled once per batch size)."""
+    """The model's compiled step, created on first use and kept on the model (compiled once per key)."""
     runner = model.__dict__.get("_compiled_step")
     if runner is None:
         runner = CompiledStep(model)
         model.__dict__["_compiled_step"] = runner  # a plain attribute: not a submodule, not in the state dict
     return runner
+
+
+def compile_key(model: MusicLM, cache: BackboneCache, n_codebooks: int) -> tuple:
+    """What the compiled step of `model` depends on for the generation that `cache` belongs to."""
+    states = [t for s in flat_states(cache) if s is not None for t in (s.conv_state, s.ssm_state)]
+    return (
+        n_codebooks,
+        model.training,
+        tuple((t.shape, t.dtype, t.device, t.stride()) for t in states),
+        tuple((p.shape, p.dtype, p.device, p.stride()) for p in model.parameters()),
+        tuple(getattr(sub.mixer, "use_kernels", None) for sub in model.backbone.sublayers()),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- CUDA graphs
@@ -201,13 +228,14 @@ class Decoder:
     mode: str
     positions: torch.Tensor  # (max_len, D): row t = sinusoidal_positions(t, 1, D)
     owner: object | None = None  # cuda_graph: the buffers this generation is bound to
+    key: tuple = ()  # compile: what the compiled code depends on (compile_key)
 
     def __call__(self, model: MusicLM, tokens: torch.Tensor, cache: BackboneCache) -> torch.Tensor:
         position = self.position(model, cache.position)
         if self.mode == "cuda_graph":
             logits = cuda_graph_steps(model).step(self.owner, tokens, position)
         elif self.mode == "compile":
-            logits = compiled_step(model)(tokens, position, flat_states(cache))
+            logits = compiled_step(model)(self.key, tokens, position, flat_states(cache))
         else:
             logits = decode_step(model, tokens, position, flat_states(cache))
         cache.position += 1
@@ -232,4 +260,6 @@ def make_decoder(model: MusicLM, cache: BackboneCache, mode: str, n_codebooks: i
     decoder = Decoder(resolved, positions)
     if resolved == "cuda_graph":
         decoder.owner = cuda_graph_steps(model).bind(cache, n_codebooks)
+    elif resolved == "compile":
+        decoder.key = compile_key(model, cache, n_codebooks)
     return decoder

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssmttm.models.few_rows import linear_few_rows
 from ssmttm.models.ssd import ssd_chunked, ssd_step
 
 # Kernels exist only on CUDA machines with the `cuda` extra. Any failure (missing package, broken CUDA/Triton build)
@@ -289,7 +290,7 @@ class Mamba2(nn.Module):
 
         CUDA with mamba_ssm: its kernels. Otherwise the in-place path below: the same arithmetic as
         `step_reference` (which keeps the out-of-place formulation of ssd.ssd_step as the oracle) in about half the
-        operations, with no temporary copy of the state.
+        operations, with no temporary copy of the state, and the projections in few_rows' order.
         """
         if self._kernels_active(x):
             return self._step_kernels(x, state)
@@ -298,7 +299,7 @@ class Mamba2(nn.Module):
         if state.ssm_state.dtype != acc or not state.ssm_state.is_contiguous():
             return self.step_reference(x, state)  # a state kept in low precision goes the out-of-place way
         batch, G, R, P, N = x.shape[0], c.ngroups, c.nheads // c.ngroups, c.headdim, c.d_state
-        z, xBC, dt = self._split_in_proj(x)  # (B, d_inner), (B, conv_dim), (B, H)
+        z, xBC, dt = torch.split(linear_few_rows(self.in_proj, x), [c.d_inner, c.conv_dim, c.nheads], dim=-1)
         window = torch.cat([state.conv_state[:, :, 1:], xBC[..., None].to(state.conv_state.dtype)], dim=-1)
         state.conv_state.copy_(window)  # (B, conv_dim, d_conv): drop the oldest input, append xBC
         xBC = (_f32(window) * _f32(self.conv1d.weight[:, 0])).sum(dim=-1)  # (B, conv_dim)
@@ -314,7 +315,8 @@ class Mamba2(nn.Module):
         ssm.addcmul_((xs_acc * dt[..., None]).view(batch, G, R, P, 1), B.to(acc).view(batch, G, 1, 1, N))
         y = torch.matmul(ssm.view(batch, G, R * P, N), C.to(acc).view(batch, G, N, 1))  # (B, G, R*P, 1)
         y = torch.addcmul(y.view(batch, c.nheads, P), xs_acc, _f32(self.D)[:, None]).to(x.dtype)  # + D x
-        return self._gate_and_project(y.view(batch, c.d_inner), z)  # (B, D)
+        y = y.view(batch, c.d_inner)
+        return linear_few_rows(self.out_proj, self.norm(y, z) if self.norm is not None else y * F.silu(z))  # (B, D)
 
     def step_reference(self, x: Tensor, state: Mamba2State) -> Tensor:
         """`step` written with the reference recurrence ssd.ssd_step, out of place (the oracle of the tests)."""

@@ -29,6 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# Log-decays below this (a factor under 1e-26, far below float32 resolution next to the undecayed terms) are taken as
+# the floor (as -inf in the small matrix that carries states across chunks, where -inf is also its causal mask):
+# without it the scan runs into subnormal floats, which x86 processes tens of times slower (measured: 15 % of a CPU
+# training step).
+LOG_DECAY_FLOOR = -60.0
+
 
 def _acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -57,16 +63,13 @@ def segsum(a: Tensor) -> Tensor:
     return S.masked_fill(~causal, float("-inf"))
 
 
-class _DecayMatrix(torch.autograd.Function):
-    """exp of masked differences with a hand-written backward: d exp(d) / d d is the output itself (0 above the
-    diagonal), so backward is one product and two sums, where autograd's chain through sub/masked_fill/exp makes
-    about twice as many passes over (..., Q, Q)."""
+class _DecayWithinChunk(torch.autograd.Function):
+    """decay_within_chunk with its backward written out: d exp(d) / d d is the output itself, so backward is one
+    product and two sums, where autograd through sub/clamp/exp makes about twice as many passes over (..., Q, Q)."""
 
     @staticmethod
     def forward(ctx, a_cum: Tensor) -> Tensor:
-        Q = a_cum.shape[-1]
-        above = torch.ones(Q, Q, dtype=torch.bool, device=a_cum.device).triu(1)
-        decay = (a_cum[..., :, None] - a_cum[..., None, :]).masked_fill_(above, float("-inf")).exp_()
+        decay = (a_cum[..., :, None] - a_cum[..., None, :]).clamp_(LOG_DECAY_FLOOR, 0.0).exp_()
         ctx.save_for_backward(decay)
         return decay
 
@@ -78,15 +81,17 @@ class _DecayMatrix(torch.autograd.Function):
         return g.sum(dim=-1) - g.sum(dim=-2)
 
 
-def decay_matrix(a_cum: Tensor) -> Tensor:
+def decay_within_chunk(a_cum: Tensor) -> Tensor:
     """Decays between the positions of a chunk, from running sums of log-decays: a_cum (..., Q) -> M (..., Q, Q).
 
-    M[i, j] = exp(a_cum[i] - a_cum[j]) = exp(a[j+1] + ... + a[i]) for j <= i, 0 above the diagonal. Differences of
-    running sums lose about |a_cum| * eps to cancellation, as in mamba_ssm's kernels; within a chunk that stays far
-    below the tolerance the float32 scan is tested to, and it takes three passes over (..., Q, Q) where `segsum`
-    takes five (and backward two where autograd through `segsum` takes about ten).
+    M[i, j] = exp(a_cum[i] - a_cum[j]) = exp(a[j+1] + ... + a[i]) for j <= i. Above the diagonal M is 1, not 0: the
+    scan applies the causal mask to its C.B scores, R = H / G times smaller than M, so the gradient reaching M there
+    is 0 (the backward relies on it). Log-decays below LOG_DECAY_FLOOR count as the floor.
+    Differences of running sums lose about |a_cum| * eps to cancellation, as in mamba_ssm's kernels; within a chunk
+    that stays far below the tolerance the float32 scan is tested to, and it takes three passes over (..., Q, Q)
+    where `segsum` takes five (and backward two where autograd through `segsum` takes about ten).
     """
-    return _DecayMatrix.apply(a_cum)
+    return _DecayWithinChunk.apply(a_cum)
 
 
 def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
@@ -159,13 +164,13 @@ def ssd_chunked(
     a_cum = (dt * A.to(acc)).cumsum(dim=2)  # (b, c, q, h): log-decay from the chunk start through position q
 
     # 1. Within each chunk: y_i = sum_{j <= i} (C_i . B_j) exp(a_cum[i] - a_cum[j]) dt_j x_j.
-    CB = C @ B.transpose(-1, -2)  # (b, c, g, i, j)
-    decay = decay_matrix(a_cum.transpose(2, 3))  # (b, c, h, i, j), causal: 0 for j > i
+    CB = (C @ B.transpose(-1, -2)).tril()  # (b, c, g, i, j), causal: 0 for j > i
+    decay = decay_within_chunk(a_cum.transpose(2, 3))  # (b, c, h, i, j)
     scores = decay.view(batch, nchunks, ngroups, R, Q, Q) * CB[:, :, :, None]  # (b, c, g, r, i, j)
     y = scores.view(batch, nchunks, nheads, Q, Q) @ xdt.transpose(2, 3)  # (b, c, h, i, p)
 
     # 2. State each chunk leaves at its end when started from zero: sum_j exp(a_cum[last] - a_cum[j]) dt_j x_j B_j^T.
-    to_end = torch.exp(a_cum[:, :, -1:] - a_cum)  # (b, c, q, h)
+    to_end = torch.exp((a_cum[:, :, -1:] - a_cum).clamp_min(LOG_DECAY_FLOOR))  # (b, c, q, h)
     rows = (xdt * to_end[..., None]).view(batch, nchunks, Q, ngroups, R * headdim).transpose(2, 3)  # (b,c,g,q,rp)
     chunk_states = B.transpose(-1, -2) @ rows  # (b, c, g, n, r * p)
 
@@ -174,7 +179,10 @@ def ssd_chunked(
     # sum_{j <= c} exp(s_j + ... + s_{c-1}) S[j]: one (C + 1) x (C + 1) matrix per head, exp(segsum([0, s_0, ...])),
     # applied in one matmul (a loop over chunks costs several small operations per chunk, backward included).
     chunk_sums = F.pad(a_cum[:, :, -1].transpose(1, 2), (1, 0))  # (b, h, C + 1): [0, s_0, ..., s_{C-1}]
-    mix = torch.exp(segsum(chunk_sums))  # (b, h, C + 1, C + 1)
+    seg = segsum(chunk_sums)  # -inf above the diagonal: causal, so no floor there but exact zeros
+    mix = torch.exp(
+        seg.masked_fill(seg < LOG_DECAY_FLOOR, float("-inf"))
+    )  # (b, h, C + 1, C + 1)  # (b, h, C + 1, C + 1)
     per_head = chunk_states.view(batch, nchunks, ngroups, dstate, R, headdim).permute(0, 2, 4, 1, 3, 5)
     per_head = per_head.reshape(batch, nheads, nchunks, dstate * headdim)  # (b, h, c, n * p)
     if initial_state is None:
@@ -188,6 +196,8 @@ def ssd_chunked(
 
     # 4. Contribution of the entering state, decayed from the chunk start through i: exp(a_cum[i]) C_i h_in.
     y_in = (C @ h_in).view(batch, nchunks, ngroups, Q, R, headdim).transpose(2, 3)  # (b, c, q, g, r, p)
-    y_in = y_in.reshape(batch, nchunks, Q, nheads, headdim) * torch.exp(a_cum)[..., None]  # (b, c, q, h, p)
+    y_in = (
+        y_in.reshape(batch, nchunks, Q, nheads, headdim) * torch.exp(a_cum.clamp_min(LOG_DECAY_FLOOR))[..., None]
+    )  # (b, c, q, h, p)
     y = (y.transpose(2, 3) + y_in).reshape(batch, nchunks * Q, nheads, headdim)[:, :length]  # (B, L, H, P)
     return y.to(in_dtype), final

@@ -7,7 +7,8 @@ stage names its sets: `<backbone>/step-NNNNNNN/<variant>` and `reference/<varian
 
 A metric entry of the evaluate stage (ssmttm.evaluate.cards) is one of {"status": "ok" | "unreliable", "value",
 "ci", "n", "better", ["warning"]} or {"status": "not computed", "reason"}; a metric the evaluate stage did not write
-for a set reads as not computed with that reason, so the page shows every gap instead of dropping it.
+for a set (split-half FDs exist for the reference only, paired measures for reconstructions only) reads as
+"not reported" with that reason, so the page shows every gap instead of dropping it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SUMMARY_FILE = "summary.json"
 REFERENCE_RUN = "reference"
 EVALUATE_FORMAT_PREFIX = "ssmttm.evaluate/"
 OK, UNRELIABLE, NOT_COMPUTED = "ok", "unreliable", "not computed"
+NOT_REPORTED = "not reported"  # the evaluate stage does not compute this metric for this kind of set
 
 
 @dataclass(frozen=True)
@@ -175,15 +177,15 @@ class Evaluation:
         return self.by_system.get((run, step, variant))
 
     def metric(self, entry: dict[str, Any] | None, metric: str) -> dict[str, Any]:
-        """The entry of `metric` in a set entry, or a not-computed entry saying why there is none."""
+        """The entry of `metric` in a set entry, or an entry without a value saying why there is none."""
         if entry is None:
-            return {"status": NOT_COMPUTED, "reason": "the evaluate stage has no set for these clips"}
+            return {"status": NOT_COMPUTED, "reason": "the evaluate stage has no set for these clips; rerun it"}
         metrics = entry.get("metrics") or {}
         if metric in metrics:
             return metrics[metric]
         if "all" in metrics:  # a set without a usable clip
             return metrics["all"]
-        return {"status": NOT_COMPUTED, "reason": f"the evaluate stage reported no {metric} for this set"}
+        return {"status": NOT_REPORTED, "reason": f"the evaluate stage does not report {metric} for this kind of set"}
 
     def metric_names(self) -> list[str]:
         names = set(self.reference.get("metrics") or {})
@@ -200,7 +202,7 @@ def read_evaluation(folder: str | Path) -> Evaluation:
     data = json.loads(path.read_text())
     fmt = str(data.get("format", ""))
     if not fmt.startswith(EVALUATE_FORMAT_PREFIX) or not isinstance(data.get("sets"), dict):
-        raise UserFacingError(f"{path}: not a metrics file of `ssmttm evaluate` (format {fmt!r}); pass its --out folder")
+        raise UserFacingError(f"{path}: not the metrics of `ssmttm evaluate` (format {fmt!r}); pass its --out folder")
     by_system: dict[tuple[str, int | None, str], dict[str, Any]] = {}
     for name, entry in data["sets"].items():
         parts = name.split("/")

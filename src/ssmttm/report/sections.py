@@ -1,0 +1,294 @@
+"""The sections of the report page, each a function of what it shows returning HTML.
+
+Nothing is dropped: every set the evaluate stage wrote has a column in the full metrics table, every metric a row,
+every skipped variant and failed clip is listed, and each not-computed or flagged number carries its note.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ssmttm.report.html import Notes, audio_tag, esc, metric_cell, number, table
+from ssmttm.report.inputs import REFERENCE_RUN, Evaluation, Generated, System
+from ssmttm.report.paper import HEADLINES, PAIR, PAPER_SOURCE, PAPER_VALUES, Comparison, Headline, paper_value
+
+REFERENCE_LABELS = {
+    "original": "reference (original clip)",
+    "codec": "codec reconstruction (all codebooks)",
+    "codebook1_only": "codec, codebook 1 only",
+    "reference_codebook1": "refiner on the reference's codebook 1",
+}
+PAPER_HEADLINES = [h for h in HEADLINES if h.metric in PAPER_VALUES]
+OTHER_HEADLINES = [h for h in HEADLINES if h.metric not in PAPER_VALUES]
+PAIRED_MEASURES = ("dyncorr", "log_mel_l1_db", "mel_distance")  # of each reconstruction against its reference clip
+
+
+def reference_label(variant: str) -> str:
+    return REFERENCE_LABELS.get(variant, f"reference: {variant}")
+
+
+def _link(anchor: str, text: str) -> str:
+    return f'<a href="#{esc(anchor)}">{esc(text)}</a>'
+
+
+def contents() -> str:
+    links = [
+        ("ordering", "Paper's ordering"),
+        ("table", "Paper-style table"),
+        ("figures", "Figures"),
+        ("all-metrics", "All metrics"),
+        ("training", "Training"),
+        ("codec", "Codec"),
+        ("generation", "Generation"),
+        ("audio", "Audio"),
+        ("listening", "Listening test"),
+        ("provenance", "Inputs"),
+    ]
+    return "<p>" + " · ".join(_link(a, t) for a, t in links) + "</p>"
+
+
+def intro(generated: Generated, evaluation: Evaluation, table_variant: str) -> str:
+    steps = sorted({s.step for s in generated.systems if s.step is not None})
+    variants = sorted({s.variant for s in generated.systems})
+    boot = evaluation.data.get("bootstrap") or {}
+    counts = sorted({s.n_ok for s in generated.systems})
+    return (
+        f"<p>Backbones: {esc(', '.join(generated.backbones()) or 'none')}; checkpoint steps: "
+        f"{esc(', '.join(map(str, steps)) or 'none')}; variants: {esc(', '.join(variants) or 'none')} "
+        f"(the paper-style table shows <code>{esc(table_variant)}</code>, the paper's two-stage systems); clips per "
+        f"set: {esc(', '.join(map(str, counts)) or '0')}.</p>"
+        f"<p class=small>Every number is the evaluate stage's: value [{float(boot.get('confidence', 0.95)):.0%} "
+        f"confidence interval: {esc(boot.get('method', 'bootstrap'))}, {esc(boot.get('resamples', '?'))} resamples]"
+        ", N (clips). "
+        f"<span class=flag>⚠ N too small</span> marks a value over fewer than {esc(boot.get('min_clips', '?'))} clips "
+        "(or a rank-deficient Fréchet fit): kept for inspection, not for conclusions. <span class=nc>not "
+        "computed</span> means the metric has no number in this run; its note says why and how to enable it; "
+        "<span class=n>n/a</span>: the metric does not apply to that kind of set. Each "
+        "set's metric card (implementation, weights, sample rate, windows, N) is linked in the full table.</p>"
+    )
+
+
+# ----------------------------------------------------------------------------------------------- ordering sentences
+
+
+def ordering_section(comparisons: list[Comparison], problem: str | None, notes: Notes) -> str:
+    parts = ['<h2 id="ordering">Does the paper\'s ordering of prefix_simba and cross_transformer hold?</h2>']
+    parts.append(f'<p class="small">Paper values: {esc(PAPER_SOURCE)}.</p>')
+    if problem:
+        return "".join(parts) + f"<p>{esc(problem)}</p>"
+    for title, chosen in (
+        ("The paper's metrics", [c for c in comparisons if c.paper is not None]),
+        ("Other metrics (the paper reports no ordering; which backbone is better here)", [
+            c for c in comparisons if c.paper is None
+        ]),
+    ):  # fmt: skip
+        items = []
+        for comparison in chosen:
+            css = {"holds": "holds", "reversed": "reversed", "better": "better"}.get(comparison.verdict, "cannot")
+            sentence = _sentence_html(comparison, notes)
+            items.append(f'<li class="verdict-{css}"><b>{esc(comparison.verdict)}</b>: {sentence}</li>')
+        parts.append(f"<h3>{esc(title)}</h3><ul class=sentences>{''.join(items) or '<li>none</li>'}</ul>")
+    return "".join(parts)
+
+
+def _sentence_html(comparison: Comparison, notes: Notes) -> str:
+    """The comparison's sentence, escaped, with note marks (HTML) where it names a reason."""
+    marks: list[str] = []
+
+    def note(reason: str) -> str:
+        marks.append(notes.mark(reason))
+        return f"\x00{len(marks) - 1}\x00"  # a placeholder that escaping leaves alone
+
+    return re.sub("\x00(\\d+)\x00", lambda m: marks[int(m.group(1))], esc(comparison.sentence(note=note)))
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def _headline_header(headline: Headline) -> str:
+    arrow = {"lower": " ↓", "higher": " ↑"}.get(str(headline.better), "")
+    return f"{esc(headline.title)}{arrow}<br><code>{esc(headline.metric)}</code>"
+
+
+def paper_table(systems: list[System], evaluation: Evaluation, notes: Notes) -> str:
+    """Rows backbone x step: ours beside the paper's for FD / KL / CLAP, then the other headline metrics."""
+    header = ["backbone", "step"]
+    for headline in PAPER_HEADLINES:
+        header += [f"{_headline_header(headline)}<br>ours", f"{esc(headline.paper_name)}<br>paper"]
+    header += [_headline_header(h) for h in OTHER_HEADLINES] + ["clips"]
+    backbones = [b for b in PAIR if b in {s.run for s in systems} or b in PAPER_VALUES["fd_openl3"]]
+    backbones += sorted({s.run for s in systems} - set(backbones))
+    rows, classes = [], []
+    for backbone in backbones:
+        ours = {s.step: s for s in systems if s.run == backbone}
+        paper_steps = {step for metric in PAPER_VALUES.values() for step in metric.get(backbone, {})}
+        for step in sorted(set(ours) | paper_steps, key=lambda s: s if s is not None else -1):
+            system = ours.get(step)
+            entry = evaluation.set_of(backbone, step, system.variant) if system else None
+            row = [esc(backbone), esc(step)]
+            for headline in PAPER_HEADLINES:
+                mine = metric_cell(evaluation.metric(entry, headline.metric), notes) if system else "no checkpoint"
+                row += [mine, number(paper_value(headline.metric, backbone, step))]
+            row += [metric_cell(evaluation.metric(entry, h.metric), notes) if system else "" for h in OTHER_HEADLINES]
+            row.append(_clip_count(system) if system else "")
+            rows.append(row)
+            classes.append("" if system else "paper-only")
+    return table(header, rows, classes)
+
+
+def _clip_count(system: System) -> str:
+    failed = len(system.clips) - system.n_ok
+    return f"{system.n_ok}" + (f' <span class="failed">({failed} failed)</span>' if failed else "")
+
+
+def systems_table(systems: list[System], evaluation: Evaluation, notes: Notes, label_of: Any) -> str:
+    header = ["set"] + [_headline_header(h) for h in HEADLINES] + ["clips"]
+    rows = []
+    for system in systems:
+        entry = evaluation.set_of(system.run, system.step, system.variant)
+        rows.append(
+            [esc(label_of(system))]
+            + [metric_cell(evaluation.metric(entry, h.metric), notes) for h in HEADLINES]
+            + [_clip_count(system)]
+        )
+    return table(header, rows)
+
+
+def full_metrics_table(evaluation: Evaluation, notes: Notes, cards_dir: str | None) -> str:
+    """Every metric (rows) of every set the evaluate stage wrote (columns), with links to the sets' cards."""
+    sets: list[tuple[str, dict[str, Any]]] = [("reference", evaluation.reference)]
+    sets += sorted((name, entry) for name, entry in evaluation.data.get("sets", {}).items())
+    header = ["metric"]
+    for name, entry in sets:
+        card = entry.get("card")
+        label = esc(name).replace("/", "/<wbr>")
+        if cards_dir and card:
+            markdown = str(card).removesuffix(".json") + ".md"
+            label += f'<br><a class=small href="{esc(cards_dir)}/{esc(markdown.removeprefix("cards/"))}">card</a>'
+        header.append(label)
+    rows = [
+        [f"<code>{esc(metric)}</code>"] + [metric_cell(evaluation.metric(entry, metric), notes) for _, entry in sets]
+        for metric in evaluation.metric_names()
+    ]
+    rows.append(["clips"] + [esc(entry.get("n_clips", "—")) for _, entry in sets])
+    return table(header, rows)
+
+
+def training_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+    keys = ("params", "steps", "flops", "last_loss", "last_val_loss", "best_val_loss")
+    rows = [[esc(name)] + [number(values.get(k)) for k in keys] for name, values in sorted(summary.items())]
+    return table(["backbone", *keys], rows)
+
+
+def codec_section(codec: Mapping[str, Any] | None, evaluation: Evaluation, notes: Notes) -> str:
+    parts = ['<h2 id="codec">Codec</h2>']
+    floor = [evaluation.set_of(REFERENCE_RUN, None, v) for v in ("codec", "codebook1_only")]
+    parts.append(
+        "<p>Reconstructions of the reference clips (the codec floor: no language model can do better than its codec)"
+        " are in the tables above and below as <i>codec reconstruction</i> and <i>codec, codebook 1 only</i>.</p>"
+    )
+    if any(floor):
+        rows = []
+        for variant, entry in zip(("codec", "codebook1_only"), floor, strict=True):
+            if entry is None:
+                continue
+            cells = [metric_cell(evaluation.metric(entry, m), notes) for m in PAIRED_MEASURES]
+            rows.append([esc(reference_label(variant)), *cells])
+        parts.append(table(["set", "dyncorr ↑", "log-mel L1 (dB) ↓", "mel distance ↓"], rows))
+    if codec is None:
+        parts.append("<p>No codec metrics given (pass <code>--codec data/codec</code>).</p>")
+        return "".join(parts)
+    heldout = codec.get("heldout") or {}
+    measures = sorted({k.rsplit("_", 1)[0] for k in heldout if k.endswith(("_trained", "_untrained"))})
+    if measures:
+        rows = [[esc(m), number(heldout.get(f"{m}_trained")), number(heldout.get(f"{m}_untrained"))] for m in measures]
+        parts.append(f"<p>Held-out clips of the codec stage ({esc(len(heldout.get('clips', [])))} clips):</p>")
+        parts.append(table(["measure", "trained codec", "untrained codec (same architecture)"], rows))
+        if heldout.get("metric"):
+            parts.append(f'<p class="small">{esc(heldout["metric"])}</p>')
+    other = {k: v for k, v in codec.items() if k in ("sample_rate", "steps", "final_losses", "train", "source")}
+    if other:
+        items = "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in other.items())
+        parts.append(f"<ul class=small>{items}</ul>")
+    return "".join(parts)
+
+
+def generation_section(generated: Generated) -> str:
+    parts = ['<h2 id="generation">Generation</h2>']
+    if generated.skipped:
+        items = "".join(
+            f"<li><b>{esc(run)}</b>: {esc(variant)} skipped: {esc(reason)}</li>"
+            for run, reasons in sorted(generated.skipped.items())
+            for variant, reason in sorted(reasons.items())
+        )
+        parts.append(f"<p>Variants not generated:</p><ul>{items}</ul>")
+    failures = [
+        f"<li>{esc(system.name)} / {esc(clip.caption_id)}: {esc(clip.reason)}</li>"
+        for system in [*generated.references.values(), *generated.systems]
+        for clip in system.clips.values()
+        if clip.path is None
+    ]
+    parts.append(
+        f"<p>Failed clips ({len(failures)}):</p><ul class=failed>{''.join(failures)}</ul>"
+        if failures
+        else "<p>No clip failed in generation.</p>"
+    )
+    return "".join(parts)
+
+
+def audio_section(
+    generated: Generated, audio_paths: Mapping[tuple[str, str], str], captions: list[str], reference_variant: str
+) -> str:
+    """Per caption: the reference, the codec reconstruction, the other reference variants, then every system."""
+    parts = ['<h2 id="audio">Audio</h2>']
+    every = generated.captions()
+    if len(captions) < len(every):
+        parts.append(f"<p>{len(captions)} of {len(every)} captions (report.page_max_captions).</p>")
+    reference_order = [reference_variant, "codec"] + sorted(set(generated.references) - {reference_variant, "codec"})
+    systems = [generated.references[v] for v in reference_order if v in generated.references] + generated.systems
+    for caption_id in captions:
+        players = []
+        for system in systems:
+            clip = system.clips.get(caption_id)
+            label = reference_label(system.variant) if system.run == REFERENCE_RUN else system.label
+            if clip is None:
+                player = '<span class="n">no clip for this caption</span>'
+            elif clip.path is None:
+                player = f'<span class="failed">failed: {esc(clip.reason)}</span>'
+            else:
+                player = audio_tag(audio_paths[(system.name, caption_id)], f"{label}: {caption_id}")
+            players.append(f"<figure><figcaption>{esc(label)}</figcaption>{player}</figure>")
+        parts.append(
+            f'<div class="caption-block"><h3>{esc(caption_id)}</h3><p class="caption-text">“{esc(every[caption_id])}”'
+            f'</p><div class="players">{"".join(players)}</div></div>'
+        )
+    return "".join(parts)
+
+
+def listening_section(summary: Mapping[str, Any]) -> str:
+    systems = "".join(f"<li>{esc(s)}</li>" for s in summary["systems"])
+    return (
+        '<h2 id="listening">Listening test</h2>'
+        f'<p>A package for raters: <a href="listening/{esc(summary["form"])}">the rating form</a> '
+        f"({esc(summary['n_items'])} anonymised clips in {esc(summary['n_trials'])} shuffled trials, overall quality "
+        "and relevance to the text on 1-5, as MusicGen's OVL and REL; answers download as CSV or JSON). Hand raters "
+        "the folder <code>listening/rater/</code> only; the answer key (<code>listening/answer_key.csv</code>) "
+        "and how to join it with the answers are described in <code>listening/README.md</code>. Systems in the "
+        f"test:</p><ul class=small>{systems}</ul>"
+    )
+
+
+def provenance_section(inputs: Mapping[str, Any], evaluation: Evaluation) -> str:
+    items = "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in inputs.items())
+    models = "".join(
+        f"<li><code>{esc(name)}</code>: {esc(status)}</li>"
+        for name, status in sorted((evaluation.data.get("models") or {}).items())
+    )
+    return (
+        f'<h2 id="provenance">Inputs</h2><ul class=small>{items}</ul>'
+        f"<p>Metric networks of the evaluate stage:</p><ul class=small>{models or '<li>none configured</li>'}</ul>"
+        '<p class="small">provenance.json beside this page records the params, code version and sha256 of every '
+        "input file.</p>"
+    )
