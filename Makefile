@@ -34,8 +34,8 @@ demo: setup  ## run the whole pipeline on the embedded offline demo profile (par
 	$(VENV)/bin/dvc commit --force --quiet
 	$(VENV)/bin/dvc status
 
-experiments:  ## `dvc exp show` at 120 columns: the params that differ, each backbone's best validation loss, codec quality
-	$(VENV)/bin/dvc exp show --only-changed --md --drop 'data/.*|src/.*|results/.*|final_losses\..*|heldout\.(metric|seconds|mel_distance_untrained)|sample_rate|segment_samples|steps|train\.(clips|tracks)|.*\.(flops|params|steps|last_loss|last_val_loss)'
+experiments:  ## `dvc exp show` at 120 columns: the params that differ, each backbone's best validation loss, codec and refiner quality
+	$(VENV)/bin/dvc exp show --only-changed --md --drop 'data/.*|src/.*|results/.*|final_losses\..*|heldout\.(metric|seconds|.*_untrained|clips|tracks)|sample_rate|segment_samples|steps|train\.(clips|tracks)|.*\.(flops|params|steps|last_loss|last_val_loss)|sets\..*|listening\..*|ordering\..*|params\..*|best_val_step|checkpoint|clips_per_step|crop_frames|final|first_loss|initial_val_loss|total_params'
 
 test: setup  ## run the test suite (offline, CPU)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -2,8 +2,9 @@
 
 For each shape, both implementations get the same number of Mamba2 mixer layers, width, d_state, headdim, chunk
 size and vocabulary (1025), random weights, float32:
-- ours: MusicLM with the prefix_mamba backbone (two Mamba2 sublayers per block, so layers / 2 blocks), a text
-  prefix of PREFIX positions, dropout, label smoothing and caption dropout off (they are work transformers does not do);
+- ours: MusicLM with the prefix_mamba backbone, a text prefix of PREFIX positions, and dropout, label smoothing and
+  caption dropout off (work transformers does not do). A prefix_mamba block holds two Mamba2 sublayers, so `layers`
+  Mamba2 layers are layers / 2 blocks: the issue's "4 layers" are 2 blocks here against 4 transformers blocks;
 - transformers: Mamba2ForCausalLM with `layers` Mamba2 blocks and a prompt of PREFIX tokens.
 Before timing, one of our mixers is loaded with the weights of one of theirs and both run the same input: the
 outputs must agree to float32 rounding, or the benchmark stops.
@@ -11,27 +12,31 @@ outputs must agree to float32 rounding, or the benchmark stops.
 Generation, a batch of 2 rows: ours is one caption with classifier-free guidance (cond + uncond rows, guidance 3,
 special id masked, temperature 1.2, top-k 250, one multinomial draw, the token fed to both rows), transformers'
 `generate` with its cache draws for both rows with the same temperature and top-k; tokens/s = generated positions
-per second. Ours is timed in each decode mode that runs here (eager; compile when --compile, the default; on CUDA
-also CUDA graphs). Training: forward + backward of the loss, batch x positions through the backbone (ours: PREFIX
-text positions + the audio tokens). Timings alternate between the implementations, `repeats` times each, and the
-medians are reported; peak memory is the resident-set high-water mark a call adds (CPU) or max allocated (CUDA).
+per second. Ours is timed in each decode mode that runs here (models.decoding: eager, the CPU default; compile
+unless --no-compile, after a warm-up call that compiles; on CUDA also CUDA graphs), and must sample the same tokens
+in every mode. Training: forward + backward of the loss, batch x positions through the backbone (ours: PREFIX text
+positions + the audio tokens). Timings alternate between the implementations, `repeats` times each, and the
+medians are reported with the process's CPU time beside the wall time (equal when no other process competed for
+the cores); peak memory is the resident-set high-water mark a call adds (CPU) or max allocated (CUDA).
 On CUDA the paper-size model (prefix_mamba, 19 blocks x 1024, d_state 512, bf16) also reports its per-token latency
 against the memory-bandwidth floor: bytes of weights and states read and written per step / HBM bandwidth.
 
-    python bench/bench_vs_transformers.py --quick     # 200 tokens, small shapes, < 3 min on 2 cores
-    python bench/bench_vs_transformers.py             # 500 tokens, both shapes, 5 repeats
+    python bench/bench_vs_transformers.py --quick     # 200 tokens, 1 thread, the small shape: < 3 min on 2 cores
+    python bench/bench_vs_transformers.py             # 500 tokens, 1 and 2 threads, both shapes, 5 repeats
 Writes results/bench/vs_transformers.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import logging
 import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,41 +124,55 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
-    """Run fn(); return (seconds, peak MiB it added over the memory in use before the call)."""
+def _release_freed_memory() -> None:
+    """Return memory freed by earlier calls to the OS (glibc keeps it otherwise), so the next peak is the call's own."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float]:
+    """Run fn(); return (seconds, CPU seconds of this process, peak MiB it added over the memory in use before)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
         torch.cuda.synchronize()
-        return time.perf_counter() - start, (torch.cuda.max_memory_allocated() - base) / 2**20
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        return time.perf_counter() - start, time.process_time() - cpu, peak
+    _release_freed_memory()
     before = _status_kb("VmRSS") or 0
     try:  # writing 5 resets this process's peak RSS (VmHWM) on Linux
         Path("/proc/self/clear_refs").write_text("5")
         exact = True
     except OSError:
         exact = False
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     peak = _status_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return seconds, max(0, (peak or 0) - before) / 1024
+    return seconds, cpu_seconds, max(0, (peak or 0) - before) / 1024
 
 
 def alternate(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, dict]:
-    """Time every fn `repeats` times, interleaved (A B A B ...) so that load changes hit all alike."""
-    seconds: dict[str, list[float]] = {name: [] for name in fns}
-    peaks: dict[str, float] = {name: 0.0 for name in fns}
+    """Time every fn `repeats` times, interleaved (A B A B ...) so that load changes hit all alike; medians.
+
+    cpu_seconds (this process's CPU time) next to seconds shows how much of a wall time was waiting for a core."""
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            s, mib = timed(fn, device)
-            seconds[name].append(s)
-            peaks[name] = max(peaks[name], mib)
+            runs[name].append(timed(fn, device))
     return {
-        name: {"seconds": statistics.median(s), "all_seconds": s, "peak_mib": peaks[name]}
-        for name, s in seconds.items()
+        name: {
+            "seconds": statistics.median(r[0] for r in rs),
+            "cpu_seconds": statistics.median(r[1] for r in rs),
+            "all_seconds": [r[0] for r in rs],
+            "peak_mib": max(r[2] for r in rs),
+        }
+        for name, rs in runs.items()
     }
 
 
@@ -342,7 +361,12 @@ def bench_paper_latency(n: int, bandwidth: float | None, device: torch.device) -
     mode = cache.extra["decoder"].mode
     generate_ours(model, text, 8, "auto")
     seconds, _ = timed(lambda: generate_ours(model, text, n, "auto"), device)
-    weights = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if not name.startswith("emb"))
+    # Every weight is read once per step except the embedding tables (B rows) and the text projection (prefix only).
+    weights = sum(
+        p.numel() * p.element_size()
+        for name, p in model.named_parameters()
+        if not name.startswith(("emb.", "text_proj."))
+    )
     state = sum(
         t.numel() * t.element_size()
         for s in cache.states
@@ -395,30 +419,38 @@ def print_report(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="200 tokens, 3 repeats, the small shape's training only")
+    parser.add_argument(
+        "--quick", action="store_true", help="200 tokens, 3 repeats, generation at 1 thread, the small shape only"
+    )
     parser.add_argument("--tokens", type=int, help="tokens per generation (default 500, quick 200)")
     parser.add_argument("--repeats", type=int, help="timed runs per implementation (default 5, quick 3)")
-    parser.add_argument("--gen-threads", type=int, nargs="+", default=[1, 2], help="thread counts for generation")
-    parser.add_argument("--train-threads", type=int, default=2)
+    parser.add_argument(
+        "--gen-threads", type=int, nargs="+", help="thread counts for generation (default 1 2, quick 1)"
+    )
+    parser.add_argument("--train-threads", type=int, default=2, help="threads for training (default 2)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile decode mode")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--hbm-bandwidth", type=float, help="bytes/s for the CUDA floor (default: by device name)")
     parser.add_argument("--out", default="results/bench/vs_transformers.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # its per-call notes on missing kernels and padding side
     device = torch.device(args.device)
     n = args.tokens or (200 if args.quick else 500)
     repeats = args.repeats or (3 if args.quick else 5)
+    gen_threads = args.gen_threads or ([1] if args.quick else [1, 2])
     modes = decode_modes(not args.no_compile, device)
+    start = time.perf_counter()
 
     parity = {shape.name: mixer_parity(shape, device) for shape in (SMALL, PAPER_LIKE)}
     if not all(p["ok"] for p in parity.values()):
         raise SystemExit(f"our mixer and transformers' disagree with the same weights: {parity}")
-    generation = [bench_generation(SMALL, n, t, repeats, modes, device) for t in args.gen_threads]
+    generation = [bench_generation(SMALL, n, t, repeats, modes, device) for t in gen_threads]
     training = [bench_training(SMALL, 4, 1024, args.train_threads, repeats, device)]
     if not args.quick:
-        generation.append(bench_generation(PAPER_LIKE, n // 5, args.gen_threads[0], repeats, modes, device))
+        generation.append(bench_generation(PAPER_LIKE, n // 5, gen_threads[0], repeats, modes, device))
         training.append(bench_training(PAPER_LIKE, 1, 1024, args.train_threads, max(1, repeats // 2), device))
     paper_latency = None
     if device.type == "cuda":
@@ -426,12 +458,14 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "vs_transformers",
         "quick": args.quick,
+        "command": "python bench/bench_vs_transformers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "shapes": {s.name: dataclasses.asdict(s) for s in (SMALL, PAPER_LIKE)},
         "sampling": {"guidance": GUIDANCE, "temperature": TEMPERATURE, "top_k": TOP_K, "rows": 2},
         "parity": parity,
         "generation": generation,
         "training": training,
         "paper_latency": paper_latency,
+        "wall_s": time.perf_counter() - start,
         "device": str(device),
         "machine": platform.machine(),
         "processor": platform.processor(),
@@ -441,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print_report(result)
     write_json(args.out, result)
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {args.out} ({result['wall_s']:.0f} s)")
     return result
 
 

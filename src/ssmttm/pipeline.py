@@ -98,7 +98,7 @@ STAGES: dict[str, Stage] = {
     ),
     "codec": Stage(
         params=("seed", "portable_cpu", "codec"),
-        code=("codec",),
+        code=("codec", "evaluate/signal.py"),
         upstream=("segment",),
         outs=("data/codec",),
         rules=("codec",),

@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssmttm.models.mamba2 import HAS_MAMBA_SSM_KERNELS, Mamba2, Mamba2Config, Mamba2State, mamba2_param_count
+from ssmttm.models.mamba2 import (
+    HAS_MAMBA_SSM_KERNELS,
+    Mamba2,
+    Mamba2Config,
+    Mamba2State,
+    _CausalTaps,
+    mamba2_param_count,
+)
 from ssmttm.models.ssd import LOG_DECAY_FLOOR, decay_within_chunk, segsum, ssd_chunked, ssd_sequential
 
 F64 = torch.float64
@@ -107,6 +114,20 @@ def test_chunked_float32_is_stable_with_strong_decay():
     assert y32.dtype == torch.float32 and torch.isfinite(y32).all() and torch.isfinite(h32).all()
     torch.testing.assert_close(y32.double(), y_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(h32.double(), h_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_chunked_float32_gradients_with_strong_decay_match_float64():
+    # Log-decays down to -32 per step, so many decays fall under the scan's floor (LOG_DECAY_FLOOR): gradients stay
+    # finite and close to the float64 recurrence's.
+    inputs64 = scan_inputs(1, 150, 4, 4, 1, 8, dt_scale=2.0, A_max=16.0, seed=2)
+    weights = torch.randn(1, 150, 4, 4, dtype=F64)
+    leaves64 = [t.clone().requires_grad_() for t in inputs64]
+    (ssd_sequential(*leaves64)[0] * weights).sum().backward()
+    leaves32 = [t.float().requires_grad_() for t in inputs64]
+    (ssd_chunked(*leaves32, chunk_size=64)[0] * weights.float()).sum().backward()
+    for g32, g64 in zip((t.grad for t in leaves32), (t.grad for t in leaves64), strict=True):
+        assert torch.isfinite(g32).all()
+        torch.testing.assert_close(g32.double(), g64, rtol=1e-3, atol=1e-3 * g64.abs().max().item())
 
 
 def test_chunked_gradients_equal_sequential():
@@ -224,6 +245,80 @@ def test_gradients_reach_every_parameter():
     model(torch.randn(2, 19, 16)).pow(2).mean().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().max() > 0, name
+
+
+@pytest.mark.parametrize("overrides", [{}, {"ngroups": 1}, {"rmsnorm": False, "bias": True, "conv_bias": False}])
+def test_in_place_step_equals_the_reference_step(overrides):
+    model = small_model(**overrides)
+    u = torch.randn(3, 12, 16, dtype=F64)
+    fast, ref = model.allocate_state(3), model.allocate_state(3)
+    with torch.no_grad():
+        for t in range(u.shape[1]):
+            torch.testing.assert_close(
+                model.step(u[:, t], fast), model.step_reference(u[:, t], ref), rtol=0, atol=1e-12
+            )
+    torch.testing.assert_close(fast.ssm_state, ref.ssm_state, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast.conv_state, ref.conv_state, rtol=0, atol=1e-13)  # in_proj: another sum order
+
+
+def test_low_precision_state_takes_the_reference_step():
+    model = small_model(dtype=torch.float32)
+    state = model.allocate_state(2, dtype=torch.bfloat16)
+    twin = Mamba2State(state.conv_state.clone(), state.ssm_state.clone())
+    x = torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(model.step(x, state), model.step_reference(x, twin))
+    assert state.ssm_state.dtype == torch.bfloat16 and torch.equal(state.ssm_state, twin.ssm_state)
+
+
+@pytest.mark.parametrize("ngroups", [1, 2])
+def test_gradients_equal_the_formula(ngroups):
+    # The chunked scan, the shifted-tap conv and their hand-written backwards against autograd through the layer
+    # written out position by position (float64): every parameter and the input.
+    model = small_model(ngroups=ngroups)
+    u = torch.randn(2, 21, 16, dtype=F64, requires_grad=True)
+    weights = torch.randn(2, 21, 16, dtype=F64)
+    params = [u, *model.parameters()]
+    grads = torch.autograd.grad((model(u) * weights).sum(), params)
+    expected = torch.autograd.grad((formula_mamba2(model, u) * weights).sum(), params)
+    for name, g, e in zip(["input", *dict(model.named_parameters())], grads, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_causal_taps_equal_grouped_conv1d():
+    torch.manual_seed(3)
+    x = torch.randn(2, 9, 6, dtype=F64, requires_grad=True)
+    weight = torch.randn(6, 1, 4, dtype=F64, requires_grad=True)
+    bias = torch.randn(6, dtype=F64, requires_grad=True)
+    padded = F.pad(x, (0, 0, 3, 0))
+    out = _CausalTaps.apply(padded, weight[:, 0], bias)
+    ref = F.conv1d(padded.transpose(1, 2), weight, bias, groups=6).transpose(1, 2)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-14)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * g).sum(), (x, weight, bias))
+    ref_grads = torch.autograd.grad((ref * g).sum(), (x, weight, bias))
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+
+
+def test_matches_transformers_mixer_with_the_same_weights():
+    # transformers' Mamba2Mixer (its pure-PyTorch path here) with our parameter layout: the same function.
+    from transformers import Mamba2Config as HFMamba2Config
+    from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+
+    hf_cfg = HFMamba2Config(
+        hidden_size=16, state_size=8, head_dim=8, num_heads=4, expand=2, n_groups=2, chunk_size=8, num_hidden_layers=1
+    )
+    torch.manual_seed(0)
+    theirs = Mamba2Mixer(hf_cfg, layer_idx=0).eval()
+    with torch.no_grad():
+        for param in theirs.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    ours = Mamba2(small_config(), dtype=torch.float32)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    u = torch.randn(2, 21, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(u), theirs(u), rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- layout and init

@@ -95,7 +95,7 @@ class CodecTrainConfig:
     codebook_size: int = 1024
     codebook_dim: int = 8
     quantizer_dropout: float = 0.0
-    steps: int = 400
+    steps: int = 160
     batch_size: int = 8
     segment_s: float = 0.5  # random crop length per training item
     lr: float = 1e-3

@@ -155,18 +155,17 @@ class CudaGraphSteps:
     """One captured decode_step per batch size, sharing one memory pool (mamba_ssm's decoding does the same)."""
 
     model: MusicLM
-    graphs: dict[tuple[int, torch.dtype], _Graph] = field(default_factory=dict)
+    graphs: dict[tuple[int, int, torch.dtype], _Graph] = field(default_factory=dict)  # (B, K, dtype)
     pool: Any = None
 
-    def bind(self, cache: BackboneCache, n_codebooks: int) -> object:
+    def bind(self, cache: BackboneCache, batch: int, n_codebooks: int) -> object:
         """Move `cache`'s prefilled states into the graph's buffers and point the cache at them; returns a token
         identifying this generation (a later `bind` with the same batch size takes the buffers over)."""
         states = flat_states(cache)
-        batch = next(s.ssm_state.shape[0] for s in states if s is not None)
         dtype = next(s.ssm_state.dtype for s in states if s is not None)
-        key = (batch, dtype)
+        key = (batch, n_codebooks, dtype)
         if key not in self.graphs:
-            self.graphs[key] = self._capture(batch, n_codebooks, dtype, cache.position)
+            self.graphs[key] = self._capture(batch, n_codebooks, dtype)
         entry = self.graphs[key]
         for src, dst in zip(states, flat_states(entry.cache), strict=True):
             if src is not None:
@@ -188,7 +187,7 @@ class CudaGraphSteps:
         entry.graph.replay()
         return entry.logits.clone()
 
-    def _capture(self, batch: int, n_codebooks: int, dtype: torch.dtype, position: int) -> _Graph:
+    def _capture(self, batch: int, n_codebooks: int, dtype: torch.dtype) -> _Graph:
         model = self.model
         device = next(model.parameters()).device
         cache = model.backbone.allocate_cache(batch, 1, device=device, dtype=dtype)
@@ -223,21 +222,29 @@ def cuda_graph_steps(model: MusicLM) -> CudaGraphSteps:
 
 @dataclass
 class Decoder:
-    """What `start` leaves in cache.extra["decoder"]: the resolved mode and the per-position embeddings."""
+    """What `start` leaves in cache.extra["decoder"]: the resolved mode, the per-position embeddings, the states."""
 
     mode: str
     positions: torch.Tensor  # (max_len, D): row t = sinusoidal_positions(t, 1, D)
+    states: list[Any]  # the cache's states, flattened (one per sublayer)
+    tokens_shape: tuple[int, int]  # (B, K): compiled code and graphs are built for exactly this
     owner: object | None = None  # cuda_graph: the buffers this generation is bound to
     key: tuple = ()  # compile: what the compiled code depends on (compile_key)
 
     def __call__(self, model: MusicLM, tokens: torch.Tensor, cache: BackboneCache) -> torch.Tensor:
         position = self.position(model, cache.position)
-        if self.mode == "cuda_graph":
-            logits = cuda_graph_steps(model).step(self.owner, tokens, position)
-        elif self.mode == "compile":
-            logits = compiled_step(model)(self.key, tokens, position, flat_states(cache))
+        if self.mode == "eager":
+            logits = decode_step(model, tokens, position, self.states)
         else:
-            logits = decode_step(model, tokens, position, flat_states(cache))
+            if tuple(tokens.shape) != self.tokens_shape:
+                raise ValueError(
+                    f"step: tokens {tuple(tokens.shape)}, this generation started with {self.tokens_shape}"
+                )
+            tokens = tokens.to(torch.long).contiguous()  # the layout the compiled code was built for
+            if self.mode == "cuda_graph":
+                logits = cuda_graph_steps(model).step(self.owner, tokens, position)
+            else:
+                logits = compiled_step(model)(self.key, tokens, position, self.states)
         cache.position += 1
         return logits
 
@@ -249,17 +256,17 @@ class Decoder:
         return sinusoidal_positions(t, 1, model.cfg.d_model, self.positions.device)[0].to(self.positions.dtype)
 
 
-def make_decoder(model: MusicLM, cache: BackboneCache, mode: str, n_codebooks: int) -> Decoder:
-    """Resolve `mode` for `model` and prepare the per-generation decoder (binding CUDA graph buffers if any)."""
+def make_decoder(model: MusicLM, cache: BackboneCache, mode: str, batch: int, n_codebooks: int) -> Decoder:
+    """Resolve `mode` for `model` and prepare the decoder of the generation whose prefilled states are in `cache`
+    (`batch` rows of `n_codebooks` tokens per step), binding CUDA graph buffers if any."""
     from ssmttm.models.lm import sinusoidal_positions
 
     weight = next(model.parameters())
     resolved = resolve_mode(model, mode, weight.device)
     dtype = model.emb[0].weight.dtype
     positions = sinusoidal_positions(0, cache.max_len, model.cfg.d_model, weight.device).to(dtype)
-    decoder = Decoder(resolved, positions)
-    if resolved == "cuda_graph":
-        decoder.owner = cuda_graph_steps(model).bind(cache, n_codebooks)
-    elif resolved == "compile":
+    owner = cuda_graph_steps(model).bind(cache, batch, n_codebooks) if resolved == "cuda_graph" else None
+    decoder = Decoder(resolved, positions, flat_states(cache), (batch, n_codebooks), owner=owner)
+    if resolved == "compile":
         decoder.key = compile_key(model, cache, n_codebooks)
     return decoder

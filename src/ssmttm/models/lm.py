@@ -213,7 +213,7 @@ class MusicLM(nn.Module):
         x = prefix + sinusoidal_positions(0, prefix.shape[1], prefix.shape[2], prefix.device).to(prefix.dtype)
         cache = self.backbone.allocate_cache(b, prefix.shape[1] + max_new, device=x.device, dtype=x.dtype)
         h = self.backbone.prefill(x, cache, None if self.prefix else text, None if self.prefix else mask)
-        cache.extra["decoder"] = make_decoder(self, cache, decode, self.cfg.n_codebooks)
+        cache.extra["decoder"] = make_decoder(self, cache, decode, b, self.cfg.n_codebooks)
         return self.logits(h[:, -1:])[:, :, 0], cache
 
     @torch.no_grad()

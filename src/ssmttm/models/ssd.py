@@ -165,7 +165,8 @@ def ssd_chunked(
 
     # 1. Within each chunk: y_i = sum_{j <= i} (C_i . B_j) exp(a_cum[i] - a_cum[j]) dt_j x_j.
     CB = (C @ B.transpose(-1, -2)).tril()  # (b, c, g, i, j), causal: 0 for j > i
-    decay = decay_within_chunk(a_cum.transpose(2, 3))  # (b, c, h, i, j)
+    # contiguous: (b, c, h, i, j) in that order in memory (the small a_cum's layout would otherwise carry over).
+    decay = decay_within_chunk(a_cum.transpose(2, 3).contiguous())  # (b, c, h, i, j)
     scores = decay.view(batch, nchunks, ngroups, R, Q, Q) * CB[:, :, :, None]  # (b, c, g, r, i, j)
     y = scores.view(batch, nchunks, nheads, Q, Q) @ xdt.transpose(2, 3)  # (b, c, h, i, p)
 

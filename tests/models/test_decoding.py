@@ -1,0 +1,201 @@
+"""Decode modes (models.decoding): the same logits and sampled tokens as the recurrent path before issue 12.
+
+The oracle is that path written out here: positions computed per step, every Mamba2 sublayer through
+`Mamba2.step_reference` (ssd.ssd_step, out of place), the MLP through its forward, the heads as `model.logits`.
+"""
+
+import logging
+
+import pytest
+import torch
+
+from ssmttm.models import decoding
+from ssmttm.models.decoding import decode_step, flat_states, resolve_mode
+from ssmttm.models.lm import sinusoidal_positions
+from ssmttm.models.mamba2 import HAS_MAMBA_SSM_KERNELS
+from tests.models._lm_utils import ALL_BACKBONES, SPECIAL, random_text, tiny_model
+
+STEPS = 24
+
+
+def reference_step(model, tokens, cache):
+    """MusicLM.step as it was: tokens (B, K) -> logits (B, K, V), advancing `cache`."""
+    x = model.embed(tokens[:, :, None])[:, 0]
+    x = x + sinusoidal_positions(cache.position, 1, x.shape[-1], x.device)[0].to(x.dtype)
+    for sub, state in zip(model.backbone.sublayers(), flat_states(cache), strict=True):
+        if sub.kind == "mamba":
+            y = sub.mixer.step_reference(sub.norm(x), state)
+        elif sub.kind == "mlp":
+            y = sub.mixer(sub.norm(x))
+        else:
+            y = sub.mixer.step(sub.norm(x), state)
+        x = x + sub.drop(y)
+    cache.position += 1
+    return model.logits(x[:, None])[:, :, 0]
+
+
+def sample(logits, generator):
+    """Guided top-k sampling as generation does it: (2, K, V) cond + uncond rows -> tokens (2, K)."""
+    guided = logits[1:] + 3.0 * (logits[:1] - logits[1:])
+    guided[..., SPECIAL] = float("-inf")
+    guided = guided / 1.2
+    kth = torch.topk(guided, 8, dim=-1).values[..., -1:]
+    probs = torch.softmax(guided.masked_fill(guided < kth, float("-inf")), dim=-1).flatten(0, -2)
+    return torch.multinomial(probs, 1, generator=generator).view(1, -1).repeat(2, 1)
+
+
+@torch.no_grad()
+def decode(model, step, steps=STEPS, seed=7, decode_mode="eager", dtype=torch.float32):
+    """Sampled tokens (steps, 2, K) and the logits of every step (steps, 2, K, V) on the CPU, `step` advancing the
+    cache (sampling on the CPU, so that one seed draws the same on every device)."""
+    device = next(model.parameters()).device
+    hidden, mask = random_text(2)
+    logits, cache = model.start(hidden.to(device, dtype), mask.to(device), max_new=steps, decode=decode_mode)
+    generator = torch.Generator().manual_seed(seed)
+    tokens, all_logits = [], [logits.cpu()]
+    for _ in range(steps - 1):
+        tokens.append(sample(all_logits[-1].float(), generator))
+        all_logits.append(step(tokens[-1].to(device), cache).cpu())
+    return torch.stack(tokens), torch.stack(all_logits)
+
+
+@pytest.mark.parametrize("backbone", ALL_BACKBONES)
+def test_step_matches_the_reference_path_and_samples_the_same_tokens(backbone):
+    model = tiny_model(backbone, n_codebooks=2)
+    tokens, logits = decode(model, model.step)
+    ref_tokens, ref_logits = decode(model, lambda t, cache: reference_step(model, t, cache))
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-5)
+    assert torch.equal(tokens, ref_tokens)
+    assert len(set(tokens.flatten().tolist())) > 3  # sampling really varied
+
+
+@pytest.mark.parametrize("backbone", ["prefix_mamba", "prefix_simba"])
+def test_step_in_float64_agrees_with_the_reference_to_rounding(backbone):
+    model = tiny_model(backbone, n_codebooks=2).double()
+    _, logits = decode(model, model.step, dtype=torch.float64)
+    _, ref_logits = decode(model, lambda t, cache: reference_step(model, t, cache), dtype=torch.float64)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-12, atol=1e-12)
+
+
+def test_position_table_rows_equal_the_per_step_embeddings():
+    model = tiny_model("prefix_mamba")
+    hidden, mask = random_text(2)
+    _, cache = model.start(hidden, mask, max_new=40)
+    table = cache.extra["decoder"].positions
+    assert table.shape == (cache.max_len, model.cfg.d_model)
+    for t in (0, 5, cache.max_len - 1):
+        assert torch.equal(table[t], sinusoidal_positions(t, 1, model.cfg.d_model)[0])
+    # Mamba2 states allow stepping past max_len: the row is then computed, not looked up.
+    assert torch.equal(
+        cache.extra["decoder"].position(model, cache.max_len + 3), sinusoidal_positions(cache.max_len + 3, 1, 32)[0]
+    )
+
+
+def test_modes_resolve_per_backbone_and_device():
+    cpu = torch.device("cpu")
+    assert resolve_mode(tiny_model("prefix_mamba"), "auto", cpu) == "eager"
+    assert resolve_mode(tiny_model("prefix_simba"), "compile", cpu) == "compile"
+    with pytest.raises(ValueError, match="KV cache"):
+        resolve_mode(tiny_model("cross_simba"), "compile", cpu)
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_mode(tiny_model("prefix_mamba"), "cuda_graph", cpu)
+    with pytest.raises(ValueError, match="valid"):
+        resolve_mode(tiny_model("prefix_mamba"), "fast", cpu)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("C++ compiler not found")
+
+        return run
+
+    monkeypatch.setattr(decoding.torch, "compile", broken_compile)
+    model = tiny_model("prefix_simba")
+    with caplog.at_level(logging.WARNING, logger="ssmttm.models.decoding"):
+        tokens, logits = decode(model, model.step, steps=6, decode_mode="compile")
+    assert "decoding eagerly" in caplog.text and "C++ compiler not found" in caplog.text
+    assert model.__dict__["_compiled_step"].failed.startswith("RuntimeError")
+    ref_tokens, ref_logits = decode(model, model.step, steps=6)
+    assert torch.equal(tokens, ref_tokens) and torch.equal(logits, ref_logits)
+    # Compiled code and graphs are built for one (B, K): another shape is refused, not silently broadcast.
+    hidden, mask = random_text(2)
+    _, cache = model.start(hidden, mask, max_new=3, decode="compile")
+    with pytest.raises(ValueError, match="started with"):
+        model.step(torch.zeros(1, 1, dtype=torch.long), cache)
+
+
+def test_decode_step_is_the_eager_mode():
+    model = tiny_model("prefix_simba", n_codebooks=2)
+    hidden, mask = random_text(2)
+    with torch.no_grad():
+        _, cache_a = model.start(hidden, mask, max_new=4)
+        _, cache_b = model.start(hidden, mask, max_new=4)
+        tokens = torch.tensor([[3, 4], [3, 4]])
+        position = cache_a.extra["decoder"].positions[cache_a.position]
+        direct = decode_step(model, tokens, position, flat_states(cache_a))
+        assert torch.equal(model.step(tokens, cache_b), direct)
+    assert cache_b.position == cache_a.position + 1  # the Decoder advances the position, decode_step does not
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["prefix_mamba", "prefix_simba"])
+def test_compiled_step_matches_eager(backbone):
+    # Inductor builds C++ here: tens of seconds on a small machine, hence slow.
+    model = tiny_model(backbone, n_codebooks=2)
+    tokens, logits = decode(model, model.step, decode_mode="compile")
+    assert model.__dict__["_compiled_step"].failed is None
+    eager_tokens, eager_logits = decode(model, model.step)
+    torch.testing.assert_close(logits, eager_logits, rtol=1e-5, atol=1e-5)
+    assert torch.equal(tokens, eager_tokens)
+    again, _ = decode(model, model.step, decode_mode="compile")  # warm key: guards skipped
+    assert torch.equal(again, tokens)
+
+
+# ----------------------------------------------------------------------------------------------- CUDA
+
+
+needs_kernels = pytest.mark.skipif(
+    not (torch.cuda.is_available() and HAS_MAMBA_SSM_KERNELS), reason="needs CUDA and mamba_ssm"
+)
+
+
+def _cuda_model(backbone):
+    # Sizes the Triton/causal_conv1d kernels accept: conv_dim 160 (a multiple of 8), headdim 16, d_state 16.
+    return tiny_model(backbone, d_model=64, headdim=16, d_state=16, n_codebooks=2).cuda()
+
+
+@pytest.mark.gpu
+@needs_kernels
+@pytest.mark.parametrize("backbone", ["prefix_mamba", "prefix_simba"])
+def test_cuda_graph_decoding_matches_eager_kernels_and_the_cpu_reference(backbone):
+    model = _cuda_model(backbone)
+    graph_tokens, graph_logits = decode(model, model.step, decode_mode="cuda_graph")
+    eager_tokens, eager_logits = decode(model, model.step, decode_mode="eager")
+    torch.testing.assert_close(graph_logits, eager_logits, rtol=1e-5, atol=1e-5)
+    assert torch.equal(graph_tokens, eager_tokens)
+    assert resolve_mode(model, "auto", torch.device("cuda")) == "cuda_graph"
+    cpu = model.cpu()
+    _, ref_logits = decode(cpu, lambda t, cache: reference_step(cpu, t, cache))
+    # The kernels compute in another order (and Triton's dot in TF32): close, not equal.
+    torch.testing.assert_close(graph_logits, ref_logits, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_one_cuda_graph_per_batch_size_and_one_generation_at_a_time():
+    model = _cuda_model("prefix_mamba")
+    hidden, mask = random_text(2)
+    hidden, mask = hidden.cuda(), mask.cuda()
+    _, cache_a = model.start(hidden, mask, max_new=4, decode="cuda_graph")
+    _, cache_one = model.start(hidden[:1], mask[:1], max_new=4, decode="cuda_graph")
+    graphs = model.__dict__["_cuda_graph_steps"].graphs
+    assert len(graphs) == 2  # batch sizes 2 and 1
+    tokens = torch.zeros(2, 2, dtype=torch.long, device="cuda")
+    model.step(tokens, cache_a)
+    model.step(tokens[:1], cache_one)
+    _, cache_b = model.start(hidden, mask, max_new=4, decode="cuda_graph")  # takes batch size 2's buffers over
+    assert len(graphs) == 2
+    model.step(tokens, cache_b)
+    with pytest.raises(RuntimeError, match="taken over"):
+        model.step(tokens, cache_a)
