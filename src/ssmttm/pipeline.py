@@ -298,7 +298,6 @@ class Recipes:
             self._memo[key] = hashlib.sha256(canonical_json(record).encode()).hexdigest()
         return self._memo[key]
 
-
     def input_digest(self, dotted: str) -> str | None:
         """sha256 of the file a params key names (None when unset; "missing" lets the stage report the error)."""
         value: Any = self.params

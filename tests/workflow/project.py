@@ -2,7 +2,8 @@
 
 `make_project` lays out a scratch repository with the project's workflow files, a copy of src/ (stage source files
 are dependencies of both engines), a tiny params.yaml (3 demo tracks + 1 track whose licence is not allowed, 5 s
-clips, a tiny codec, two tiny LMs, a tiny refiner, 1 s clips generated from the one test track's captions) and a git + DVC repository with a local remote, as a user's clone would have.
+clips, a tiny codec, two tiny LMs, a tiny refiner, 1 s clips generated from the one test track's captions) and a
+git + DVC repository with a local remote, as a user's clone would have.
 """
 
 from __future__ import annotations

@@ -69,7 +69,9 @@ def test_every_rule_hashes_the_recipe_of_its_own_stage(rules, repo_root):
     for name, spec in STAGES.items():
         for rule in spec.job_rules:
             body = re.search(rf"^rule {rule}:\n((?:[ \t]+.*\n|\n)*)", text, re.MULTILINE).group(1)
-            assert re.search(rf'recipe=recipe\("{name}"[,)]', body), f"rule {rule} must record the recipe of stage {name}"
+            assert re.search(rf'recipe=recipe\("{name}"[,)]', body), (
+                f"rule {rule} must record the recipe of stage {name}"
+            )
             assert f'changed("{name}",' in body, f"rule {rule} must rerun when the recipe of {name} changed"
             assert "+ record(" in body, f"rule {rule} must write its recipe beside its output"
 
