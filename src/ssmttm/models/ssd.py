@@ -11,7 +11,8 @@ is a decay matrix. `ssd_chunked` uses both views: it cuts the sequence into chun
 
   1. inside each chunk evaluates that quadratic (Q x Q) form directly (matmuls),
   2. summarises each chunk by the state it leaves at its end when started from zero,
-  3. carries the state across chunks with the recurrence (one step per chunk, not per position),
+  3. carries the state across chunks: the recurrence over chunks, unrolled into one small (chunks x chunks) decay
+     matrix per head and applied in one matmul,
   4. adds to every position the decayed contribution of the state entering its chunk.
 
 `ssd_sequential` is the naive per-position recurrence, kept as the ground truth for tests and benchmarks; `ssd_step`
@@ -141,10 +142,10 @@ def ssd_chunked(
     x (B, L, H, P), dt (B, L, H) (already softplus'ed), A (H,), B/C (B, L, G, N), initial_state (B, H, P, N) or None
     -> y (B, L, H, P), final state (B, H, P, N). L need not be a multiple of chunk_size.
 
-    Layout, chosen so that every contraction is one batched matmul over contiguous (or free-view) operands: x stays
-    in its (b, c, q, h, p) order, where the h = g * R + r heads of group g and their channels form one (R * P)-wide
-    row per position; states are kept transposed as (b, c, g, n, r * p). Letters: b batch, c chunk, q (i, j) position
-    in the chunk, g group, r head within the group, p head channel, n state channel.
+    Layout, chosen so that the contractions are batched matmuls with few copies: x stays in its (b, c, q, h, p) order,
+    where the h = g * R + r heads of group g and their channels form one (R * P)-wide row per position; chunk states
+    are kept transposed as (b, c, g, n, r * p). Letters: b batch, c chunk (nc chunks), q (i, j) position in the chunk,
+    g group, r head within the group, p head channel, n state channel.
     """
     _check_shapes(x, dt, A, B, C)
     batch, length, nheads, headdim = x.shape
@@ -176,18 +177,17 @@ def ssd_chunked(
     chunk_states = B.transpose(-1, -2) @ rows  # (b, c, g, n, r * p)
 
     # 3. States entering the chunks, all at once. With s_c the log-decay over chunk c and S = [h_0, chunk_states[0],
-    # ..., chunk_states[C-1]], the state entering chunk c (c = C: the final state) is
-    # sum_{j <= c} exp(s_j + ... + s_{c-1}) S[j]: one (C + 1) x (C + 1) matrix per head, exp(segsum([0, s_0, ...])),
+    # ..., chunk_states[nc - 1]] (nc chunks), the state entering chunk c (c = nc: the final state) is
+    # sum_{j <= c} exp(s_j + ... + s_{c-1}) S[j]: one (nc + 1) x (nc + 1) matrix per head, exp(segsum([0, s_0, ...])),
     # applied in one matmul (a loop over chunks costs several small operations per chunk, backward included).
-    chunk_sums = F.pad(a_cum[:, :, -1].transpose(1, 2), (1, 0))  # (b, h, C + 1): [0, s_0, ..., s_{C-1}]
-    seg = segsum(chunk_sums)  # -inf above the diagonal: causal, so no floor there but exact zeros
-    mix = torch.exp(
-        seg.masked_fill(seg < LOG_DECAY_FLOOR, float("-inf"))
-    )  # (b, h, C + 1, C + 1)  # (b, h, C + 1, C + 1)
+    chunk_sums = F.pad(a_cum[:, :, -1].transpose(1, 2), (1, 0))  # (b, h, nc + 1): [0, s_0, ..., s_{nc-1}]
+    seg = segsum(chunk_sums)  # (b, h, nc + 1, nc + 1), -inf above the diagonal
+    # Below the floor -inf (exact zeros) rather than the floor itself: -inf is this matrix's causal mask too.
+    mix = torch.exp(seg.masked_fill(seg < LOG_DECAY_FLOOR, float("-inf")))  # (b, h, nc + 1, nc + 1)
     per_head = chunk_states.view(batch, nchunks, ngroups, dstate, R, headdim).permute(0, 2, 4, 1, 3, 5)
     per_head = per_head.reshape(batch, nheads, nchunks, dstate * headdim)  # (b, h, c, n * p)
     if initial_state is None:
-        states = mix[..., 1:] @ per_head  # (b, h, C + 1, n * p): h_0 = 0
+        states = mix[..., 1:] @ per_head  # (b, h, nc + 1, n * p): h_0 = 0
     else:
         h0 = initial_state.to(acc).transpose(-1, -2).reshape(batch, nheads, 1, dstate * headdim)
         states = mix @ torch.cat([h0, per_head], dim=2)
