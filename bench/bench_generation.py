@@ -39,26 +39,28 @@ def _status_kb(field: str) -> int | None:
 
 
 def measure_peak(fn, device: torch.device):
-    """Run fn(); return (result, seconds, peak MiB added over the memory in use before the call, method)."""
+    """Run fn(); return (result, seconds, CPU seconds of this process, peak MiB added over the memory in use before
+    the call, method). bench_vs_transformers.py measures with this too."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = fn()
         torch.cuda.synchronize()
-        return out, time.perf_counter() - start, (torch.cuda.max_memory_allocated() - base) / 2**20, "cuda_max_alloc"
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        return out, time.perf_counter() - start, time.process_time() - cpu, peak, "cuda_max_alloc"
     before = _status_kb("VmRSS")
     try:  # writing 5 to clear_refs resets the peak RSS (VmHWM) of this process (Linux)
         Path("/proc/self/clear_refs").write_text("5")
         method = "rss_hwm"
     except OSError:
         method = "ru_maxrss (monotonic, approximate)"
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     peak = _status_kb("VmHWM") if method == "rss_hwm" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return out, seconds, max(0, (peak or 0) - (before or 0)) / 1024, method
+    return out, seconds, cpu_seconds, max(0, (peak or 0) - (before or 0)) / 1024, method
 
 
 def main() -> None:
@@ -95,7 +97,7 @@ def main() -> None:
     rows = {}
     for mode in ("recurrent", "full_rerun"):
         recurrent = mode == "recurrent"
-        codes, seconds, peak_mib, method = measure_peak(
+        codes, seconds, _, peak_mib, method = measure_peak(
             lambda recurrent=recurrent: generate_tokens(
                 model, encoder, captions, n_frames, gen_cfg, seed=0, recurrent=recurrent, progress=False
             ),

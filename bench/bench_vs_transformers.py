@@ -34,7 +34,6 @@ import dataclasses
 import logging
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -49,6 +48,9 @@ import torch  # noqa: E402
 from ssmttm.artifacts import library_versions, write_json  # noqa: E402
 from ssmttm.models.lm import LMConfig, MusicLM, lm_loss  # noqa: E402
 from ssmttm.models.mamba2 import Mamba2, Mamba2Config  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_generation import measure_peak  # noqa: E402  (one memory/time measurement for both benchmarks)
 
 VOCAB = 1025  # 1024 codes + the special id
 SPECIAL = 1024
@@ -114,16 +116,6 @@ PAPER = Shape("paper", d_model=1024, layers=38, d_state=512, headdim=64, chunk_s
 # ---------------------------------------------------------------------------------------------------- measuring
 
 
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def _release_freed_memory() -> None:
     """Return memory freed by earlier calls to the OS (glibc keeps it otherwise), so the next peak is the call's own."""
     try:
@@ -134,27 +126,10 @@ def _release_freed_memory() -> None:
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float]:
     """Run fn(); return (seconds, CPU seconds of this process, peak MiB it added over the memory in use before)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        start, cpu = time.perf_counter(), time.process_time()
-        fn()
-        torch.cuda.synchronize()
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-        return time.perf_counter() - start, time.process_time() - cpu, peak
-    _release_freed_memory()
-    before = _status_kb("VmRSS") or 0
-    try:  # writing 5 resets this process's peak RSS (VmHWM) on Linux
-        Path("/proc/self/clear_refs").write_text("5")
-        exact = True
-    except OSError:
-        exact = False
-    start, cpu = time.perf_counter(), time.process_time()
-    fn()
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    peak = _status_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return seconds, cpu_seconds, max(0, (peak or 0) - before) / 1024
+    if device.type != "cuda":
+        _release_freed_memory()
+    _, seconds, cpu_seconds, peak_mib, _ = measure_peak(fn, device)
+    return seconds, cpu_seconds, peak_mib
 
 
 def alternate(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, dict]:
