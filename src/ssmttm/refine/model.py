@@ -29,9 +29,16 @@ import torch.nn.functional as F
 from ssmttm.artifacts import atomic_path, write_json
 from ssmttm.config import dataclass_to_dict, section_to_dataclass
 from ssmttm.errors import UserFacingError
-from ssmttm.refine.diffusion import SCHEDULERS, DiffusionConfig, row_generators, sample_primary, sample_secondary
+from ssmttm.refine.diffusion import (
+    SCHEDULERS,
+    DiffusionConfig,
+    role_unet_config,
+    row_generators,
+    sample_primary,
+    sample_secondary,
+)
 from ssmttm.refine.normalise import STATS_FILE, LatentStats, denormalise, normalise
-from ssmttm.refine.unet import UNet1D, UNetConfig, unet_preset
+from ssmttm.refine.unet import UNet1D, UNetConfig
 from ssmttm.text.encoder import TextConfig
 
 REFINER_FORMAT = "ssmttm.refiner/1"
@@ -60,9 +67,7 @@ class RefinerConfig:
         )
 
     def unet_config(self, diffusion: DiffusionConfig, role: str, context_dim: int) -> UNetConfig:
-        d, c = diffusion.codebook_dim, diffusion.channels
-        in_out = (c, c - d) if role == "secondary" else (d, d)
-        return unet_preset(self.unet, *in_out, context_dim=context_dim, **self.unet_overrides)
+        return role_unet_config(diffusion, role, self.unet, context_dim, **self.unet_overrides)
 
 
 @dataclass
