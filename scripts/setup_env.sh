@@ -15,6 +15,14 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q "$TORCH_SPEC" ${PIP_TORCH_ARGS:-}
 "${PIP[@]}" install -q -c requirements/constraints.txt -e ".[${EXTRAS}]"
 "$VENV/bin/python" scripts/fix_torchaudio.py
+# frechet-audio-distance (the cluster's cross-check of the Fréchet core, extra `eval`) pins numpy<2 on Python 3.11 and
+# imports laion_clap, encodec and torchvision at import time, so it cannot be installed into this environment. Its
+# files alone go beside it, for the test that runs the package's own Fréchet formula on the same embeddings as ours
+# (tests/evaluate/test_frechet.py).
+FAD_DIR="$VENV/cross-check/frechet-audio-distance"
+if [ ! -f "$FAD_DIR/frechet_audio_distance/fad.py" ]; then
+  "${PIP[@]}" install -q --no-deps --target "$FAD_DIR" "frechet-audio-distance==0.3.4"
+fi
 # Debian's Chromium drives the report's browser test (tests/report/test_report_browser.py), skipped without it.
 if [ ! -x /usr/bin/chromium ]; then
   HOW="apt-get install -y --no-install-recommends chromium"
