@@ -39,6 +39,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "decode": ("ssmttm.decode", "decode codes (.npz, .parquet) or latents (.npz) to WAVs with a codec"),
     "evaluate": ("ssmttm.evaluate.stage", "metrics with intervals and cards for generated sets against references"),
     "report": ("ssmttm.report.stage", "one HTML page: the paper-style table, figures, audio and a listening test"),
+    "preflight": ("ssmttm.preflight.cli", "check weights, inputs, disk, GPUs, network of a profile; print the plan"),
 }
 
 
