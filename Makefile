@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup demo test lint bench profile experiments help
+.PHONY: setup demo test lint bench profile preflight experiments dvc-cluster-cache help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,3 +49,16 @@ bench: setup  ## run the CPU benchmarks, JSON under results/bench/
 
 profile: setup  ## switch profile: make profile NAME=paper  (copies configs/NAME.yaml to params.yaml after validation)
 	$(VENV)/bin/ssmttm profile $(NAME)
+
+dvc-cluster-cache: setup  ## DVC cache on a big file system, linked not copied: make dvc-cluster-cache CACHE_DIR=/big/fs/dvc-cache
+	@test -n "$(CACHE_DIR)" || { echo "usage: make dvc-cluster-cache CACHE_DIR=/path/on/the/big/file/system" >&2; exit 2; }
+	@# .dvc/config.local: this clone only, never committed; the repository's .dvc/config (the demo's) is unchanged.
+	$(VENV)/bin/dvc cache dir --local $(CACHE_DIR)
+	$(VENV)/bin/dvc config --local cache.type reflink,hardlink,symlink
+	$(VENV)/bin/dvc config --local cache.shared group
+	$(VENV)/bin/dvc config --list --local --show-origin
+	@echo "artifacts already in the workspace: dvc checkout --relink (README: DVC cache for a large corpus)"
+
+PROFILE ?= params.yaml
+preflight: setup  ## check weights, inputs, disk, GPUs, network for a profile and print the plan: make preflight [PROFILE=configs/paper.yaml] [PREFLIGHT_ARGS=--skip-network]
+	$(VENV)/bin/ssmttm preflight $(PROFILE) $(PREFLIGHT_ARGS)

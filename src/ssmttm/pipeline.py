@@ -193,6 +193,10 @@ STAGES: dict[str, Stage] = {
 # adding a backbone to `train_lm.also_train` trains that backbone and leaves the others alone.
 RUN_SELECTION_KEYS = {"train_lm": ("also_train",)}
 
+# Key of the `lm` and `train_lm` sections mapping a backbone to the settings its run uses instead of the shared ones
+# (`lm.per_backbone.prefix_mamba.n_layers: 19`). A run's sections hold only its own backbone's entries, resolved.
+PER_BACKBONE = "per_backbone"
+
 # The generate stage's backbone-independent job (references, codec floor, the refiner on the references' codebook 1).
 REFERENCE_RUN = "reference"
 
@@ -211,6 +215,25 @@ def runs(stage: str, params: Mapping[str, Any]) -> list[str] | None:
     if stage == "generate":
         return [*backbones(params), REFERENCE_RUN]
     return None
+
+
+def resolve_backbone(section: Mapping[str, Any] | None, backbone: str) -> dict[str, Any] | None:
+    """`section` as the run of `backbone` sees it: the shared keys with `per_backbone[backbone]` applied over them,
+    every other backbone's entries dropped. A section without `per_backbone` comes back equal to itself."""
+    if section is None:
+        return None
+    shared = {key: value for key, value in section.items() if key != PER_BACKBONE}
+    own = (section.get(PER_BACKBONE) or {}).get(backbone) or {}
+    return {**shared, **own}
+
+
+def run_sections(params: Mapping[str, Any], backbone: str) -> dict[str, Any]:
+    """The sections that differ between backbone runs, resolved for `backbone`: `lm` (its `backbone` set to it) and
+    `train_lm`. The recipe of a train_lm run and the configs `ssmttm train-lm --backbone` builds both come from here."""
+    return {
+        "lm": {**resolve_backbone(params.get("lm") or {}, backbone), "backbone": backbone},
+        "train_lm": resolve_backbone(params.get("train_lm"), backbone),
+    }
 
 
 def downstream(stage: str) -> list[str]:
@@ -260,12 +283,14 @@ class Recipes:
         self._memo: dict[tuple[str, str | None], str] = {}
 
     def sections(self, stage: str, backbone: str | None = None) -> dict[str, Any]:
+        """The params sections in the recipe of `stage` (of its run for `backbone`): a backbone's run holds its own
+        resolved `lm` and `train_lm` (run_sections), so another backbone's `per_backbone` entries never reach it."""
         chosen = {name: self.params.get(name) for name in STAGES[stage].params}
+        if backbone is not None:
+            chosen.update({name: s for name, s in run_sections(self.params, backbone).items() if name in chosen})
         for section, keys in RUN_SELECTION_KEYS.items():
             if isinstance(chosen.get(section), Mapping):
                 chosen[section] = {k: v for k, v in chosen[section].items() if k not in keys}
-        if backbone is not None and "lm" in chosen:
-            chosen["lm"] = {**chosen["lm"], "backbone": backbone}
         return chosen
 
     def __call__(self, stage: str, backbone: str | None = None) -> str:

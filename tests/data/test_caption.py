@@ -350,7 +350,7 @@ def test_model_errors(clips_dir, tiny_qwen2_audio, tmp_path):
     with pytest.raises(MissingWeightsError) as err:
         load_captioner(model_cfg(Path("someone/not-downloaded-audio-model")).model)
     message = str(err.value)
-    assert "huggingface-cli download someone/not-downloaded-audio-model" in message and "cache" in message
+    assert "hf download someone/not-downloaded-audio-model" in message and "cache" in message
     with pytest.raises(UserFacingError, match="expects 16000 Hz"):
         load_captioner(model_cfg(tiny_qwen2_audio, sample_rate=24000).model)
     assert load_captioner(model_cfg(tiny_qwen2_audio, sample_rate=None).model).sample_rate == 16000

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import yaml
 
 import ssmttm
 from ssmttm import audio
-from ssmttm.artifacts import read_jsonl
+from ssmttm.artifacts import read_jsonl, write_jsonl
 from ssmttm.config import section_to_dataclass
 from ssmttm.data import segment as seg
 from ssmttm.errors import UserFacingError
@@ -207,13 +209,76 @@ def test_excerpt_window_is_honoured_only_when_the_file_holds_it(tmp_path):
         np.testing.assert_allclose(got, tone(880, 1.0, RATE)[0], atol=1e-3)
 
 
-def test_rerun_is_byte_identical(shard):
-    _, _, out = run(shard, make_cfg(tail="pad"))
+@pytest.mark.parametrize("audio_format", ["wav", "flac"])
+def test_rerun_is_byte_identical(shard, audio_format):
+    _, _, out = run(shard, make_cfg(tail="pad", audio_format=audio_format))
     first = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    run(shard, make_cfg(tail="pad"))
+    run(shard, make_cfg(tail="pad", audio_format=audio_format))
     second = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert first.keys() == second.keys() and len(first) == 9  # 6 clips + 3 tables
     assert first == second
+
+
+# ----------------------------------------------------------------------------------------------- FLAC clips
+
+
+def _pcm16(path: Path) -> np.ndarray:
+    samples, _ = sf.read(str(path), dtype="int16")
+    return samples
+
+
+def test_flac_clip_holds_exactly_the_16_bit_samples_of_the_wav_clip(tmp_path):
+    rng = np.random.default_rng(0)
+    # full scale, beyond full scale (clipped), silence and every rounding case in between
+    samples = np.concatenate([rng.uniform(-1.2, 1.2, RATE), [-1.0, 1.0, 0.0, 0.5 / 32767, -0.5 / 32767]]).astype(
+        np.float32
+    )
+    seg.write_clip(tmp_path / "c.wav", samples, RATE, "wav")
+    seg.write_clip(tmp_path / "c.flac", samples, RATE, "flac")
+    assert sf.info(str(tmp_path / "c.flac")).format == "FLAC" and sf.info(str(tmp_path / "c.flac")).subtype == "PCM_16"
+    np.testing.assert_array_equal(_pcm16(tmp_path / "c.flac"), _pcm16(tmp_path / "c.wav"))
+    wav_float, _ = sf.read(str(tmp_path / "c.wav"), dtype="float32")
+    flac_float, _ = sf.read(str(tmp_path / "c.flac"), dtype="float32")
+    np.testing.assert_array_equal(flac_float, wav_float)  # what every clip reader gets
+
+
+def test_flac_segment_output_is_what_tokenize_reads_as_wav(shard, tmp_path):
+    from ssmttm.codec.train import resolve_audio_path
+    from ssmttm.data.tokenize import TokenizeConfig, load_clip, tokenize_shard
+    from ssmttm.generate.references import index_clips
+    from tests.codec import tiny_codec
+
+    wav_clips, _, wav_out = run(shard, make_cfg(tail="pad"), out=tmp_path / "wav" / "shard-00000")
+    flac_clips, _, flac_out = run(
+        shard, make_cfg(tail="pad", audio_format="flac"), out=tmp_path / "flac" / "shard-00000"
+    )
+    assert [c["clip_id"] for c in flac_clips] == [c["clip_id"] for c in wav_clips]
+    assert sorted(p.name for p in (flac_out / "clips").iterdir()) == [f"{c['clip_id']}.flac" for c in flac_clips]
+    assert sum(p.stat().st_size for p in (flac_out / "clips").iterdir()) < sum(
+        p.stat().st_size for p in (wav_out / "clips").iterdir()
+    )
+    for wav, flac in zip(wav_clips, flac_clips, strict=True):
+        assert flac["audio_path"].endswith(".flac") and {**flac, "audio_path": ""} == {**wav, "audio_path": ""}
+        np.testing.assert_array_equal(load_clip(flac, flac_out, RATE), load_clip(wav, wav_out, RATE))
+
+    captions = [{"clip_id": c["clip_id"], "track_id": c["track_id"], "caption": "a tone"} for c in wav_clips]
+    codec = tiny_codec(tmp_path / "codec")
+    cfg = TokenizeConfig(encode_window_s=0.05, batch_size=2, device="cpu", valid_fraction=0.0, test_fraction=0.0)
+    shards = {}
+    for name, clips_dir in (("wav", wav_out), ("flac", flac_out)):
+        write_jsonl(tmp_path / name / "caption" / "captions.jsonl", captions)
+        summary = tokenize_shard(cfg, clips_dir, tmp_path / name / "caption", codec, tmp_path / name / "t.parquet", 0)
+        assert summary["rows"] == len(wav_clips) and summary["failures"] == 0
+        shards[name] = pq.read_table(str(tmp_path / name / "t.parquet")).select(["clip_id", "codes"]).to_pylist()
+    assert shards["flac"] == shards["wav"]
+
+    # A copy elsewhere (its clips.jsonl still names the old place): readers find the .flac files in the copy.
+    moved = tmp_path / "moved" / "shard-00000"
+    shutil.copytree(flac_out, moved)
+    shutil.rmtree(flac_out)
+    expected = {c["clip_id"]: moved / "clips" / f"{c['clip_id']}.flac" for c in flac_clips}
+    assert {c["clip_id"]: resolve_audio_path(c, moved) for c in flac_clips} == expected
+    assert index_clips([moved.parent]) == expected
 
 
 def test_an_exception_mid_run_leaves_no_output(shard, monkeypatch):

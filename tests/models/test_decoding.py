@@ -21,7 +21,8 @@ STEPS = 24
 def reference_step(model, tokens, cache):
     """MusicLM.step as it was: tokens (B, K) -> logits (B, K, V), advancing `cache`."""
     x = model.embed(tokens[:, :, None])[:, 0]
-    x = x + sinusoidal_positions(cache.position, 1, x.shape[-1], x.device)[0].to(x.dtype)
+    order = model.cfg.position_order
+    x = x + sinusoidal_positions(cache.position, 1, x.shape[-1], x.device, order)[0].to(x.dtype)
     for sub, state in zip(model.backbone.sublayers(), flat_states(cache), strict=True):
         if sub.kind == "mamba":
             y = sub.mixer.step_reference(sub.norm(x), state)
@@ -77,18 +78,18 @@ def test_step_in_float64_agrees_with_the_reference_to_rounding(backbone):
     torch.testing.assert_close(logits, ref_logits, rtol=1e-12, atol=1e-12)
 
 
-def test_position_table_rows_equal_the_per_step_embeddings():
-    model = tiny_model("prefix_mamba")
+@pytest.mark.parametrize("order", ["cos_sin", "sin_cos"])
+def test_position_table_rows_equal_the_per_step_embeddings(order):
+    model = tiny_model("prefix_mamba", position_order=order)
     hidden, mask = random_text(2)
     _, cache = model.start(hidden, mask, max_new=40)
     table = cache.extra["decoder"].positions
     assert table.shape == (cache.max_len, model.cfg.d_model)
     for t in (0, 5, cache.max_len - 1):
-        assert torch.equal(table[t], sinusoidal_positions(t, 1, model.cfg.d_model)[0])
+        assert torch.equal(table[t], sinusoidal_positions(t, 1, model.cfg.d_model, order=order)[0])
     # Mamba2 states allow stepping past max_len: the row is then computed, not looked up.
-    assert torch.equal(
-        cache.extra["decoder"].position(model, cache.max_len + 3), sinusoidal_positions(cache.max_len + 3, 1, 32)[0]
-    )
+    past = cache.max_len + 3
+    assert torch.equal(cache.extra["decoder"].position(model, past), sinusoidal_positions(past, 1, 32, order=order)[0])
 
 
 def test_modes_resolve_per_backbone_and_device():

@@ -1,11 +1,12 @@
 import dataclasses
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ssmttm.models.delay import apply_delay
-from ssmttm.models.lm import MusicLM, lm_loss, load_lm, save_lm
+from ssmttm.models.lm import MusicLM, lm_loss, load_lm, save_lm, sinusoidal_positions
 from tests.models._lm_utils import ALL_BACKBONES, SPECIAL, random_text, tiny_cfg, tiny_model
 
 
@@ -26,6 +27,54 @@ def test_recurrent_decoding_equals_full_forward(backbone):
     full = model(tokens, hidden, mask)  # (B, K, L, V)
     assert full.shape == (2, 2, 11, SPECIAL + 1)
     assert torch.allclose(_step_logits(model, tokens, hidden, mask), full, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["prefix_simba", "cross_transformer"])
+def test_recurrent_decoding_equals_full_forward_with_the_legacy_position_order(backbone):
+    model = tiny_model(backbone, position_order="sin_cos")
+    hidden, mask = random_text(2)
+    tokens = torch.randint(0, SPECIAL + 1, (2, 1, 9), generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(_step_logits(model, tokens, hidden, mask), model(tokens, hidden, mask), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- positions
+
+
+def official_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """The official code's create_sin_embedding (Lonian6/SSM-TTM simba.py, from MusicGen), restated in float64:
+    half = dim / 2 angles p / 10000^(i / (half - 1)), i = 0..half-1, as [cos | sin]."""
+    half = dim // 2
+    exponents = torch.arange(half, dtype=torch.float64) / (half - 1)
+    angles = positions.double()[:, None] / torch.pow(torch.tensor(10000.0, dtype=torch.float64), exponents)
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)  # (L, dim)
+
+
+@pytest.mark.parametrize("dim", [32, 1024])
+def test_positions_follow_the_official_formula(dim):
+    """Every position of a paper-length sequence (60 text + 2588 audio): the same frequencies, cos before sin."""
+    expected = official_positions(torch.arange(2648), dim)
+    ours = sinusoidal_positions(0, 2648, dim, dtype=torch.float64)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+    shifted = sinusoidal_positions(100, 7, dim, dtype=torch.float64)  # a recurrent step's rows: start > 0
+    torch.testing.assert_close(shifted, expected[100:107], rtol=0, atol=1e-6)
+    # The model computes in float32 like the official code: angles up to 2647 rad carry float32 rounding (ulp 2.4e-4).
+    torch.testing.assert_close(sinusoidal_positions(0, 2648, dim), expected.float(), rtol=0, atol=1e-3)
+
+
+def test_position_orders_swap_the_halves():
+    cos_sin = sinusoidal_positions(3, 5, 16)
+    sin_cos = sinusoidal_positions(3, 5, 16, order="sin_cos")
+    assert torch.equal(cos_sin[:, :8], sin_cos[:, 8:]) and torch.equal(cos_sin[:, 8:], sin_cos[:, :8])
+    assert torch.equal(cos_sin[0, :8], torch.cos(3 * torch.exp(-torch.log(torch.tensor(1e4)) * torch.arange(8) / 7)))
+    assert tiny_cfg().position_order == "cos_sin"
+    with pytest.raises(ValueError, match="position_order"):
+        tiny_cfg(position_order="sincos")
+
+
+def test_odd_width_pads_one_zero_column():
+    pe = sinusoidal_positions(0, 4, 9, dtype=torch.float64)
+    assert pe.shape == (4, 9) and torch.equal(pe[:, 8], torch.zeros(4, dtype=torch.float64))
+    torch.testing.assert_close(pe[:, :8], official_positions(torch.arange(4), 8), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("backbone", ALL_BACKBONES)
@@ -154,6 +203,20 @@ def test_save_and_load_round_trip(tmp_path):
     tokens = torch.randint(0, SPECIAL, (2, 2, 5))
     assert torch.equal(loaded(tokens, hidden, mask), model(tokens, hidden, mask))
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_checkpoint_without_position_order_loads_with_the_order_it_was_trained_with(tmp_path):
+    """config.json files written before lm.position_order existed were trained with [sin | cos] positions."""
+    model = tiny_model("prefix_simba", position_order="sin_cos")
+    folder = save_lm(model, model.cfg, tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    del config["lm"]["position_order"]
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded, cfg, _ = load_lm(folder)
+    assert cfg.position_order == "sin_cos"
+    hidden, mask = random_text(1)
+    tokens = torch.randint(0, SPECIAL, (1, 1, 6))
+    assert torch.equal(loaded(tokens, hidden, mask), model(tokens, hidden, mask))
 
 
 def test_model_needs_resolved_text_width():

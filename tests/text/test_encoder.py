@@ -44,7 +44,7 @@ def test_uncond_is_the_empty_prompt(minilm):
 
 
 def test_missing_local_folder_names_path_and_command(tmp_path):
-    with pytest.raises(MissingWeightsError, match="huggingface-cli download") as info:
+    with pytest.raises(MissingWeightsError, match="`hf download google/flan-t5-base --local-dir ") as info:
         resolve_encoder(str(tmp_path / "no-such-model"))
     assert "no-such-model" in str(info.value)
 
@@ -52,7 +52,7 @@ def test_missing_local_folder_names_path_and_command(tmp_path):
 def test_missing_hub_model_names_the_download_command():
     with pytest.raises(MissingWeightsError) as info:
         TextEncoder(TextConfig(encoder="ssmttm-test/not-a-real-model", device="cpu"))
-    assert "huggingface-cli download ssmttm-test/not-a-real-model" in str(info.value)
+    assert "`hf download ssmttm-test/not-a-real-model`" in str(info.value)
 
 
 def test_caption_dropout_replaces_whole_captions_and_masks_tokens():

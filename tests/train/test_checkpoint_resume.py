@@ -55,6 +55,34 @@ def test_prune_keeps_the_newest(tmp_path):
     assert [s for s, _ in list_checkpoints(tmp_path)] == [1500, 2000]
 
 
+def test_prune_keeps_the_newest_full_and_the_weights_of_chosen_steps(tmp_path):
+    from ssmttm.generate.checkpoints import kept_checkpoints
+
+    for step in range(500, 5001, 500):
+        _fake_checkpoint(tmp_path, step)
+    milestones = (1000, 2500, 100_000)  # a step not reached yet changes nothing
+    removed = prune_checkpoints(tmp_path, 2, milestones)
+    assert [p.name for p in removed] == [checkpoint_name(s) for s in (500, 1500, 2000, 3000, 3500, 4000)]
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [4500, 5000]  # what a resume may start from
+    for step in (1000, 2500):
+        assert sorted(p.name for p in (tmp_path / checkpoint_name(step)).iterdir()) == [
+            "config.json",
+            "model.safetensors",
+        ]
+    assert [c.step for c in kept_checkpoints(tmp_path)] == [1000, 2500, 4500, 5000]  # what generate makes audio from
+    assert prune_checkpoints(tmp_path, 2, milestones) == []  # pruning again keeps the same set
+    _fake_checkpoint(tmp_path, 5500)
+    assert [p.name for p in prune_checkpoints(tmp_path, 2, milestones)] == ["step-0004500"]
+    assert [c.step for c in kept_checkpoints(tmp_path)] == [1000, 2500, 5000, 5500]
+
+
+def test_weights_are_kept_only_at_steps_that_have_a_checkpoint():
+    assert tiny_train(keep_weights_at_steps=[8, 4, 4]).keep_weights_at_steps == (4, 8)
+    assert tiny_train(keep_weights_at_steps=[8, 400]).keep_weights_at_steps == (8, 400)  # beyond max_steps: unused
+    with pytest.raises(ValueError, match=r"keep_weights_at_steps \[6\]: no checkpoint is saved there"):
+        tiny_train(keep_weights_at_steps=[4, 6])  # checkpoint_every 4, max_steps 8
+
+
 def test_rng_state_round_trip_through_weights_only_load(tmp_path):
     torch.manual_seed(3)
     np.random.seed(4)
@@ -151,3 +179,37 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     assert restarted["last_loss"] != pytest.approx(resumed["last_loss"], abs=1e-6)
     (archived,) = (tmp_path / "cut" / "previous").iterdir()
     assert _losses(archived) == got
+
+
+def test_resume_after_pruning_to_milestone_weights_repeats_the_uninterrupted_run(tmp_path):
+    """keep_last_checkpoints=1 with milestones: a kill leaves one full checkpoint plus weights-only milestones; the
+    resume starts from the full one and ends with the same weights, milestones and losses as an uninterrupted run."""
+    from ssmttm.generate.checkpoints import kept_checkpoints
+
+    shards = make_shards(tmp_path / "shards")
+    train = tiny_train(max_steps=8, checkpoint_every=2, keep_last_checkpoints=1, keep_weights_at_steps=[2, 4])
+    common = dict(
+        shards_dir=shards,
+        lm_cfg=tiny_lm(),
+        text_cfg=TEXT_CFG,
+        train_cfg=train,
+        seed=7,
+        text_cache_dir=tmp_path / "cache",
+        text_encoder=FakeTextEncoder(),
+    )
+    train_lm(out_dir=tmp_path / "full", **common)
+    with pytest.raises(Killed):
+        train_lm(out_dir=tmp_path / "cut", callbacks=[KillAt(7)], **common)
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut")] == [6]
+    assert not (tmp_path / "cut" / checkpoint_name(4) / TRAINER_STATE_FILE).exists()
+    train_lm(out_dir=tmp_path / "cut", **common)
+
+    assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "full"), abs=1e-6)
+    for run in ("full", "cut"):
+        assert [s for s, _ in list_checkpoints(tmp_path / run)] == [8]
+        assert [c.step for c in kept_checkpoints(tmp_path / run)] == [2, 4, 8]
+    for step in (4, 8):  # milestone weights load for generation and match the uninterrupted run's
+        a, _, _ = load_lm(tmp_path / "full" / checkpoint_name(step))
+        b, _, _ = load_lm(tmp_path / "cut" / checkpoint_name(step))
+        a, b = a.state_dict(), b.state_dict()
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

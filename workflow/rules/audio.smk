@@ -17,7 +17,7 @@ rule train_refiner:
         run="results/train_refiner",
     threads: lambda wildcards: config["train_refiner"].get("num_threads") or 1
     resources:
-        gpu=lambda wildcards: 1 if config["train_refiner"].get("device") == "cuda" else 0,
+        gpu=gpus(lambda c: on_gpu(c["train_refiner"].get("device", "auto"))),
     log:
         "logs/train_refiner.log",
     shell:
@@ -40,7 +40,7 @@ rule generate:
         recipe=recipe("generate"),
         out="results/generate/{backbone}",
     resources:
-        gpu=lambda wildcards: 1 if config["generate"].get("device") == "cuda" else 0,
+        gpu=gpus(lambda c: on_gpu(c["generate"].get("device", "auto"))),
     log:
         "logs/generate/{backbone}.log",
     shell:
@@ -60,6 +60,8 @@ rule generate_reference:
     params:
         recipe=recipe("generate", run=REFERENCE),
         out=f"results/generate/{REFERENCE}",
+    resources:
+        gpu=gpus(lambda c: on_gpu(c["generate"].get("device", "auto"))),  # the refiner and codec variants
     log:
         "logs/generate/reference.log",
     shell:
@@ -82,6 +84,8 @@ rule evaluate:
         recipe=recipe("evaluate"),
         generated=expand("results/generate/{backbone}", backbone=BACKBONES),
     threads: lambda wildcards: config["evaluate"].get("num_threads") or 1
+    resources:
+        gpu=gpus(lambda c: on_gpu(c["evaluate"].get("models", {}).get("device", "cpu"))),  # the embedding networks
     log:
         "logs/evaluate.log",
     shell:

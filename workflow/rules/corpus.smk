@@ -47,6 +47,11 @@ rule select:
         "ssmttm select --params {PARAMS} --fetched {input[0]} --out {output} 2> {log}" + record("{output}")
 
 
+def vocal_removal(c):
+    """The segment stage's Demucs settings (the GPU work of segment)."""
+    return c["segment"].get("vocal_removal", {})
+
+
 rule segment:
     input:
         "data/select/shard-{shard}",
@@ -56,11 +61,16 @@ rule segment:
     params:
         recipe=recipe("segment"),
     resources:
-        gpu=lambda wildcards: 1 if config["segment"]["vocal_removal"]["enabled"] else 0,
+        gpu=gpus(lambda c: vocal_removal(c).get("enabled", False) and on_gpu(vocal_removal(c).get("device", "auto"))),
     log:
         "logs/segment/shard-{shard}.log",
     shell:
         "ssmttm segment --params {PARAMS} --selected {input[0]} --out {output} 2> {log}" + record("{output}")
+
+
+def caption_model(c):
+    """The caption stage's model settings (used in `model` mode)."""
+    return c["caption"].get("model", {})
 
 
 rule caption:
@@ -72,7 +82,7 @@ rule caption:
     params:
         recipe=recipe("caption"),
     resources:
-        gpu=lambda wildcards: 1 if config["caption"]["mode"] == "model" else 0,
+        gpu=gpus(lambda c: c["caption"]["mode"] == "model" and on_gpu(caption_model(c).get("device", "auto"))),
     log:
         "logs/caption/shard-{shard}.log",
     shell:

@@ -6,6 +6,15 @@
 # with other params is moved to `previous/<run key>/` in the run folder, never deleted.
 
 
+def lm_gpus(c):
+    """GPUs of one training job: Lightning's `devices` per node (1 for "auto"), unless it trains on the CPU."""
+    train = c["train_lm"]
+    if train.get("accelerator", "auto") == "cpu":
+        return 0
+    devices = train.get("devices", 1)
+    return devices if isinstance(devices, int) else 1
+
+
 rule text_cache:
     input:
         "data/tokenize/_manifest.json",
@@ -15,7 +24,7 @@ rule text_cache:
     params:
         recipe=recipe("text_cache"),
     resources:
-        gpu=lambda wildcards: 1 if config["text"].get("device") == "cuda" else 0,
+        gpu=gpus(lambda c: on_gpu(c["text"].get("device", "auto"))),  # flan-t5 over every caption
     log:
         "logs/text_cache.log",
     shell:
@@ -34,7 +43,7 @@ rule train_lm:
         run="results/train_lm/{backbone}",
     threads: lambda wildcards: config["train_lm"].get("num_threads") or 1
     resources:
-        gpu=lambda wildcards: config["train_lm"].get("devices", 1) if config["train_lm"].get("accelerator") == "gpu" else 0,
+        gpu=gpus(lm_gpus),
         runtime=lambda wildcards: config["train_lm"].get("max_hours", 1) * 60,
     log:
         "logs/train_lm/{backbone}.log",

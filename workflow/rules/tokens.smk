@@ -11,7 +11,7 @@ rule codec:
         recipe=recipe("codec"),
         clips=expand("data/segment/shard-{shard}", shard=SHARDS),
     resources:
-        gpu=lambda wildcards: 1 if config["codec"]["mode"] == "train" and config["codec"].get("device") == "cuda" else 0,
+        gpu=gpus(lambda c: c["codec"]["mode"] == "train" and on_gpu(c["codec"].get("device", "cpu"))),
     log:
         "logs/codec.log",
     shell:
@@ -29,6 +29,8 @@ rule tokenize:
         failures="data/tokenize/shard-{shard}.failures.tsv",
     params:
         recipe=recipe("tokenize"),
+    resources:
+        gpu=gpus(lambda c: on_gpu(c["tokenize"].get("device", "auto"))),
     log:
         "logs/tokenize/shard-{shard}.log",
     shell:

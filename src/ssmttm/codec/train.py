@@ -126,11 +126,14 @@ class Clip:
 
 
 def resolve_audio_path(row: dict[str, Any], clips_dir: Path) -> Path:
-    """clips.jsonl paths are relative to the repository root (the working directory); fall back to the folder."""
+    """clips.jsonl paths are relative to the repository root (the working directory); fall back to the folder.
+
+    The fallback keeps the recorded file name, so WAV and FLAC clips (segment.audio_format) are found alike.
+    """
     path = Path(row["audio_path"])
     if path.is_file():
         return path
-    local = clips_dir / "clips" / f"{row['clip_id']}.wav"
+    local = clips_dir / "clips" / path.name
     return local if local.is_file() else path
 
 

@@ -41,7 +41,7 @@ class CaptionModelConfig:
 
 
 def fetch_command(name_or_path: str) -> str:
-    return f"huggingface-cli download {name_or_path}"
+    return f"hf download {name_or_path}"  # huggingface_hub's CLI (`huggingface-cli` is its deprecated old name)
 
 
 def _resolve_device(device: str) -> torch.device:

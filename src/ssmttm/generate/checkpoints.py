@@ -2,7 +2,9 @@
 
 A run folder (results/train_lm/<backbone>) holds `step-NNNNNNN/` folders and `final/`, which duplicates the last
 step (hard links; its config.json records the step). `final/` adds a checkpoint only when its step folder is gone
-(pruned by train_lm.keep_last_checkpoints). A checkpoint folder given directly is its own one-checkpoint run.
+(pruned by train_lm.keep_last_checkpoints). A step folder needs only its weights and config: the steps of
+train_lm.keep_weights_at_steps outlive pruning without their optimizer state and are generated like the newest.
+A checkpoint folder given directly is its own one-checkpoint run.
 """
 
 from __future__ import annotations

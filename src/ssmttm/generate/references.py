@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 
 def index_clips(clip_dirs: Sequence[str | Path]) -> dict[str, Path]:
-    """clip_id -> WAV of the segment folders given (data/segment, or some of its shard-NNNNN folders)."""
+    """clip_id -> audio file (WAV or FLAC) of the segment folders given (data/segment, or some of its shard-NNNNN
+    folders)."""
     tables = []
     for folder in map(Path, clip_dirs):
         tables += (
@@ -58,7 +59,7 @@ def index_clips(clip_dirs: Sequence[str | Path]) -> dict[str, Path]:
     for table in tables:
         for row in read_jsonl(table):
             path = Path(row["audio_path"])  # relative to the repository root (the working directory)
-            local = table.parent / "clips" / f"{row['clip_id']}.wav"
+            local = table.parent / "clips" / path.name  # the recorded name: .wav or .flac (segment.audio_format)
             found[row["clip_id"]] = path if path.is_file() else local
     return found
 

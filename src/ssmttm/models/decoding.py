@@ -6,27 +6,39 @@ operations are dispatched, which is what a decode step of a small model spends i
 
 - "eager": one PyTorch call per operation (Mamba2.step is already the in-place form with about half the calls of
   the reference formulation). Every backbone, every device.
-- "compile": torch.compile of decode_step (Inductor; on CPU it generates and builds C++ with the machine's compiler),
-  which fuses the pointwise chains between the matmuls. Compiled once per model and batch size; the first call pays
-  the compilation (tens of seconds on a small CPU). If compiling fails the model falls back to eager with a warning.
+- "compile": torch.compile of decode_step (Inductor; on CPU it generates and builds C++ with the machine's compiler,
+  offline), which fuses the pointwise chains between the matmuls. One compiled function serves every model: the
+  parameters are inputs of the graph (Dynamo inlines nn.Modules), so it is compiled once per process for each
+  compile key (model shapes, batch size, codebooks, dtype; `compile_key`), and another model of the same config (the
+  next checkpoint of a run) reuses it without recompiling. The first call for a key pays the compilation (seconds to
+  tens of seconds on a small CPU, less with Inductor's disk cache warm). If compiling fails, or Dynamo's recompile
+  limit (RECOMPILE_LIMIT keys) is reached, the model falls back to eager with a warning.
 - "cuda_graph": on CUDA, one graph per batch size is captured around decode_step (which then calls mamba_ssm's
   kernels) and replayed each step, as mamba_ssm's own decoding does. The graph reads and writes fixed buffers, so
   the cache handed out by `start` points at them: one generation per batch size at a time.
 
-"auto" (the default of MusicLM.start) is cuda_graph on CUDA with mamba_ssm's kernels, eager otherwise. compile and
-cuda_graph need a backbone whose states keep their shape (Mamba2 and MLP sublayers: prefix_mamba, prefix_simba);
-a KV cache grows every step, so attention backbones always decode eagerly.
+"auto" (the default of MusicLM.start): for a backbone whose states keep their shape (Mamba2 and MLP sublayers:
+prefix_mamba, prefix_simba), cuda_graph on CUDA with mamba_ssm's kernels; on CPU, compile once it pays for itself
+(`make_decoder`: this process has started COMPILE_PAYS_AFTER_ROW_STEPS rows x positions of generation with one
+compile key, or already holds compiled code for it; and a C++ compiler is found), else eager. Attention backbones
+(a KV cache grows every step) always decode eagerly, and so does everything in portable CPU mode (Inductor builds
+for the host's instruction set). Every mode samples the same tokens for a seed as eager decoding (tested in
+tests/models/test_decoding.py): the compiled logits differ from eager ones by float rounding only (about 1e-6).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ssmttm.determinism import PORTABLE_ENV
 from ssmttm.models.blocks import BackboneCache
 from ssmttm.models.few_rows import linear_few_rows
 
@@ -37,6 +49,22 @@ log = logging.getLogger(__name__)
 
 DECODE_MODES = ("auto", "eager", "compile", "cuda_graph")
 STATIC_STATE_KINDS = frozenset({"mamba", "mlp"})  # sublayers whose decode state never changes shape
+
+# "auto" on CPU compiles once a process has started this many rows x positions of generation with one compile key.
+# Measured on this project's 2-core AMD EPYC under load, 1 thread, torch 2.13 (scratch runs, eager vs compile in one
+# process): compiling costs 27-47 s for the first key of a process (Inductor's start-up included) and 12-18 s for
+# each further key with Inductor's disk cache cold, 4 s and 1 s with it warm. The compiled step saves, per position:
+# demo prefix_simba (d_model 128, 4 blocks) 2.6 -> 0.9 ms at 2 rows, 5.7 -> 3.2 ms at 8, 7.7 -> 4.2 ms at 16,
+# 15.0 -> 7.6 ms at 32, i.e. 0.23-0.30 ms per row-position from 8 rows up (0.8 ms at 2 rows); the issue-12 shape
+# (prefix_mamba, d_model 256, 2 blocks, 2 rows) 2.1 -> 1.1 ms. A cold compile (~40 s) is repaid after
+# 40 s / 0.27 ms = ~150,000 row-positions: one 8-caption demo checkpoint (2 batches x 8 rows x 259 positions, 8,300)
+# stays eager, a long CPU run switches. Counting the work a process has started, rather than deciding per
+# generation, lets a run made of many short generations switch too, once its eager overhead has cost about what
+# the compile does (so at most twice the best choice's overhead).
+COMPILE_PAYS_AFTER_ROW_STEPS = 150_000
+# Compile keys the one compiled decode_step may hold (Dynamo's recompile_limit for it; its default is 8). A generate
+# process needs one per (config, batch size); past the limit a model decodes eagerly with a warning.
+RECOMPILE_LIMIT = 32
 
 
 def decode_step(model: MusicLM, tokens: torch.Tensor, position: torch.Tensor, states: list[Any]) -> torch.Tensor:
@@ -54,15 +82,21 @@ def has_static_states(model: MusicLM) -> bool:
     return all(sub.kind in STATIC_STATE_KINDS for sub in model.backbone.sublayers())
 
 
-def resolve_mode(model: MusicLM, mode: str, device: torch.device) -> str:
-    """The mode `mode` means for this model and device ("auto" resolved; a mode that cannot run is an error)."""
+def resolve_mode(model: MusicLM, mode: str, device: torch.device, row_steps: float = 0) -> str:
+    """The mode `mode` means for this model and device ("auto" resolved; a mode that cannot run is an error).
+
+    `row_steps`: the rows x positions a compiled step would serve (for "auto" on CPU; see `make_decoder`)."""
     if mode not in DECODE_MODES:
         raise ValueError(f"decode mode {mode!r}; valid: {', '.join(DECODE_MODES)}")
     static = has_static_states(model)
     if mode == "auto":
         from ssmttm.models.mamba2 import HAS_MAMBA_SSM_KERNELS
 
-        return "cuda_graph" if static and device.type == "cuda" and HAS_MAMBA_SSM_KERNELS else "eager"
+        if static and device.type == "cuda" and HAS_MAMBA_SSM_KERNELS:
+            return "cuda_graph"
+        if static and device.type == "cpu" and row_steps >= COMPILE_PAYS_AFTER_ROW_STEPS and compile_available():
+            return "compile"
+        return "eager"
     if mode != "eager" and not static:
         raise ValueError(
             f"decode mode {mode!r} needs Mamba2/MLP sublayers only; backbone {model.backbone.name!r} has a KV cache "
@@ -81,43 +115,87 @@ def flat_states(cache: BackboneCache) -> list[Any]:
 
 
 @dataclass
+class CompileBook:
+    """What this process knows about compiling the decode step, shared by every model (`BOOK`)."""
+
+    function: Callable | None = None  # torch.compile(decode_step), created on first use: one for every model
+    row_steps: Counter = field(default_factory=Counter)  # compile key -> rows x positions "auto" generations started
+    compiled: set = field(default_factory=set)  # compile keys with compiled code in this process
+    unavailable: str | None = None  # why "auto" no longer compiles in this process (no C++ compiler, a failure)
+    compiler_checked: bool = False
+
+    def compiled_step(self) -> Callable:
+        if self.function is None:
+            # fullgraph: a graph break is a compile-time error, raised before anything runs (no half-advanced state).
+            self.function = torch.compile(
+                decode_step,
+                fullgraph=True,
+                dynamic=False,
+                options={"cpp_wrapper": True},
+                recompile_limit=RECOMPILE_LIMIT,
+            )
+        return self.function
+
+
+BOOK = CompileBook()
+
+
+def compile_available() -> bool:
+    """Whether "auto" may compile here: not in portable CPU mode, no failure yet, a C++ compiler Inductor can use
+    (looked up once; without one, one log line and eager decoding). Inductor needs no network: it builds with the
+    local compiler (it downloads one only if TORCH_INDUCTOR_INSTALL_GXX is set)."""
+    if os.environ.get("ATEN_CPU_CAPABILITY") == PORTABLE_ENV["ATEN_CPU_CAPABILITY"]:
+        return False  # portable mode pins ATen's kernels; Inductor's code is built for the host (-march=native)
+    if BOOK.unavailable is None and not BOOK.compiler_checked:
+        BOOK.compiler_checked = True
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()  # the compiler Inductor would use (CXX, else g++), run once with --version
+        except Exception as exc:  # InvalidCxxCompiler, or an Inductor that cannot load
+            BOOK.unavailable = f"no C++ compiler for torch.compile ({type(exc).__name__})"
+            log.info("decode 'auto': %s; decoding eagerly", BOOK.unavailable)
+    return BOOK.unavailable is None
+
+
+@dataclass
 class CompiledStep:
-    """torch.compile(decode_step) for one model; a failure to compile switches the model to eager for good.
+    """The compiled decode_step as one model uses it; a failure to compile switches the model to eager for good.
 
     Inductor's C++ wrapper (cpp_wrapper) calls the generated kernels from C++ instead of Python. Guards, Dynamo's
     per-call checks that the inputs still match the compiled code (a third of a small model's step), are evaluated
-    on the first call for each `key` only: the key (fixed by `make_decoder` for a generation) holds everything the
-    compiled code depends on that can vary between generations (batch size and codebooks, dtypes, device, the
-    parameters' layout, train/eval, kernel flags), so later calls with the same key skip them.
+    on this model's first call for each `key` only: the key (fixed by `make_decoder` for a generation) holds everything
+    the compiled code depends on that can vary between generations (batch size and codebooks, dtypes, device, the
+    parameters' layout, train/eval, kernel flags), so later calls with the same key skip them. The full check on a
+    model's first call also guards what the key leaves out (the backbone's layout, Python constants), so a new model
+    never runs another's code unchecked.
     """
 
     model: MusicLM
-    compiled: Callable | None = None
     warm: set = field(default_factory=set)  # keys compiled and run once with full guards
     failed: str | None = None  # why compiling failed, once it has
 
-    def __post_init__(self) -> None:
-        # fullgraph: a graph break is a compile-time error, raised before anything runs (no half-advanced state).
-        self.compiled = torch.compile(decode_step, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
-
     def __call__(self, key: tuple, tokens: torch.Tensor, position: torch.Tensor, states: list[Any]) -> torch.Tensor:
         if self.failed is None:
+            compiled = BOOK.compiled_step()
             if key in self.warm:
                 with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                    return self.compiled(self.model, tokens, position, states)
+                    return compiled(self.model, tokens, position, states)
             try:
-                logits = self.compiled(self.model, tokens, position, states)
-            except Exception as exc:  # Dynamo/Inductor/C++ compiler errors of any kind: decode eagerly instead
+                logits = compiled(self.model, tokens, position, states)
+            except Exception as exc:  # Dynamo/Inductor/C++ compiler errors, the recompile limit: decode eagerly
                 self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                BOOK.unavailable = BOOK.unavailable or f"torch.compile failed ({self.failed})"
                 log.warning("torch.compile of the decode step failed (%s); decoding eagerly", self.failed)
             else:
                 self.warm.add(key)
+                BOOK.compiled.add(key)
                 return logits
         return decode_step(self.model, tokens, position, states)
 
 
 def compiled_step(model: MusicLM) -> CompiledStep:
-    """The model's compiled step, created on first use and kept on the model (compiled once per key)."""
+    """The model's use of the compiled step, created on first use and kept on the model."""
     runner = model.__dict__.get("_compiled_step")
     if runner is None:
         runner = CompiledStep(model)
@@ -126,7 +204,8 @@ def compiled_step(model: MusicLM) -> CompiledStep:
 
 
 def compile_key(model: MusicLM, cache: BackboneCache, n_codebooks: int) -> tuple:
-    """What the compiled step of `model` depends on for the generation that `cache` belongs to."""
+    """What the compiled step of `model` depends on for the generation that `cache` belongs to (not the model itself:
+    models of one config share the compiled code)."""
     states = [t for s in flat_states(cache) if s is not None for t in (s.conv_state, s.ssm_state)]
     return (
         n_codebooks,
@@ -225,7 +304,7 @@ class Decoder:
     """What `start` leaves in cache.extra["decoder"]: the resolved mode, the per-position embeddings, the states."""
 
     mode: str
-    positions: torch.Tensor  # (max_len, D): row t = sinusoidal_positions(t, 1, D)
+    positions: torch.Tensor  # (max_len, D): row t = model.position_embedding(t, 1)[0]
     states: list[Any]  # the cache's states, flattened (one per sublayer)
     tokens_shape: tuple[int, int]  # (B, K): compiled code and graphs are built for exactly this
     owner: object | None = None  # cuda_graph: the buffers this generation is bound to
@@ -251,22 +330,26 @@ class Decoder:
     def position(self, model: MusicLM, t: int) -> torch.Tensor:
         if t < self.positions.shape[0]:
             return self.positions[t]
-        from ssmttm.models.lm import sinusoidal_positions  # past max_len (Mamba states allow it): compute the row
-
-        return sinusoidal_positions(t, 1, model.cfg.d_model, self.positions.device)[0].to(self.positions.dtype)
+        # past max_len (Mamba states allow it): compute the row
+        return model.position_embedding(t, 1, self.positions.device)[0].to(self.positions.dtype)
 
 
 def make_decoder(model: MusicLM, cache: BackboneCache, mode: str, batch: int, n_codebooks: int) -> Decoder:
     """Resolve `mode` for `model` and prepare the decoder of the generation whose prefilled states are in `cache`
     (`batch` rows of `n_codebooks` tokens per step), binding CUDA graph buffers if any."""
-    from ssmttm.models.lm import sinusoidal_positions
-
     weight = next(model.parameters())
-    resolved = resolve_mode(model, mode, weight.device)
+    key, row_steps = (), 0.0
+    if mode == "auto" and weight.device.type == "cpu" and has_static_states(model):
+        # The work a compile of this key would speed up: every generation "auto" started with it in this process,
+        # this one included (rows x new positions); unbounded once compiled code exists (its cost is paid).
+        key = compile_key(model, cache, n_codebooks)
+        BOOK.row_steps[key] += batch * (cache.max_len - cache.position)
+        row_steps = math.inf if key in BOOK.compiled else BOOK.row_steps[key]
+    resolved = resolve_mode(model, mode, weight.device, row_steps)
     dtype = model.emb[0].weight.dtype
-    positions = sinusoidal_positions(0, cache.max_len, model.cfg.d_model, weight.device).to(dtype)
+    positions = model.position_embedding(0, cache.max_len, weight.device).to(dtype)  # (max_len, D)
     owner = cuda_graph_steps(model).bind(cache, batch, n_codebooks) if resolved == "cuda_graph" else None
     decoder = Decoder(resolved, positions, flat_states(cache), (batch, n_codebooks), owner=owner)
     if resolved == "compile":
-        decoder.key = compile_key(model, cache, n_codebooks)
+        decoder.key = key or compile_key(model, cache, n_codebooks)
     return decoder

@@ -3,14 +3,15 @@
     tokens (B, K, L) in delayed order (models.delay), text (B, S, d_text) from the frozen encoder
       -> per-codebook embeddings, summed over K            (B, L, D)
       -> text: prefix models put proj(text) before the audio, cross models attend to it
-      -> sinusoidal positions over the whole sequence (text prefix included)
+      -> sinusoidal positions over the whole sequence (text prefix included), [cos | sin] halves as the official code
       -> backbone (models.registry) -> per-codebook heads   (B, K, L, V), V = codebook_size + 1
 
 logits[:, :, t] predicts tokens[:, :, t] from tokens[:, :, :t] and the text. Prefix models read them from position
 cond_len - 1 on (the last text position predicts the first token); cross models start from a BOS made of the special
 id. Generation uses `start` (encode the prefix once) then `step` (one position, recurrent state / KV cache).
 Parameter counts (trainable, frozen text encoder excluded) cover embeddings + text projection (Linear with bias and
-LayerNorm) + backbone + heads: prefix_simba 24 x 1024 (d_state 512) = 281,042,176; 6 blocks = 72,427,072.
+LayerNorm) + backbone + heads: prefix_simba 24 x 1024 (d_state 512) = 281,042,176; 6 blocks = 72,427,072. Each
+backbone's depth comes from `lm.per_backbone` (pipeline.resolve_backbone); models.registry lists the paper's sizes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from ssmttm.text.encoder import TextProjection, caption_dropout
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FORMAT = "ssmttm.lm/1"
+POSITION_ORDERS = ("cos_sin", "sin_cos")
+LEGACY_POSITION_ORDER = "sin_cos"  # of checkpoints whose config.json predates LMConfig.position_order
 
 
 @dataclass
@@ -61,9 +64,12 @@ class LMConfig:
     p_drop_caption: float = 0.1  # classifier-free guidance: whole captions replaced by ""
     p_drop_token: float = 0.1  # then this fraction of the remaining text tokens masked
     label_smoothing: float = 0.1
+    position_order: str = "cos_sin"  # halves of the sinusoidal embedding; the official code puts cos first
 
     def __post_init__(self) -> None:
         get_spec(self.backbone)  # unknown name -> ValueError listing the valid ones
+        if self.position_order not in POSITION_ORDERS:
+            raise ValueError(f"lm.position_order = {self.position_order!r}; must be one of {POSITION_ORDERS}")
         if self.special_id != self.codebook_size:
             raise ValueError(
                 f"lm.special_id must equal lm.codebook_size ({self.codebook_size}): the special id is "
@@ -92,12 +98,19 @@ def resolve_d_text(cfg: LMConfig, d_text: int) -> LMConfig:
     return dataclasses.replace(cfg, d_text=d_text)
 
 
-def sinusoidal_positions(start: int, length: int, dim: int, device=None) -> torch.Tensor:
-    """(length, dim) embeddings of positions start..start+length-1: [sin | cos] halves, periods up to 10^4."""
+def sinusoidal_positions(
+    start: int, length: int, dim: int, device=None, order: str = "cos_sin", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(length, dim) embeddings of positions p = start..start+length-1, computed in `dtype` (float32 as the model).
+
+    Column i < half = dim // 2 has the angle p / 10000^(i / (half - 1)) (periods 2 pi .. 2 pi 10^4); the halves are
+    [cos | sin] (`order` "cos_sin", the official code's `create_sin_embedding`, from MusicGen) or [sin | cos].
+    """
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=device, dtype=torch.float32) / max(half - 1, 1))
-    angles = torch.arange(start, start + length, device=device, dtype=torch.float32)[:, None] * freqs  # (L, half)
-    pe = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=device, dtype=dtype) / max(half - 1, 1))
+    angles = torch.arange(start, start + length, device=device, dtype=dtype)[:, None] * freqs  # (L, half)
+    halves = [angles.cos(), angles.sin()] if order == "cos_sin" else [angles.sin(), angles.cos()]
+    pe = torch.cat(halves, dim=-1)  # (L, 2 * half)
     return F.pad(pe, (0, dim - 2 * half))  # odd dim: one zero column
 
 
@@ -160,6 +173,11 @@ class MusicLM(nn.Module):
     def logits(self, h: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, K, L, V)
         return torch.stack([head(h) for head in self.heads], dim=1)
 
+    def position_embedding(self, start: int, length: int, device=None) -> torch.Tensor:
+        """(length, D) sinusoidal embeddings of positions start.. in this model's order; training, prefill and
+        recurrent steps (models.decoding) all take them from here."""
+        return sinusoidal_positions(start, length, self.cfg.d_model, device, self.cfg.position_order)
+
     def _prefix(self, text: torch.Tensor, batch_size: int) -> torch.Tensor:
         """What precedes the first predicted token: the projected text (prefix models) or a BOS (cross models)."""
         return text if self.prefix else self.bos(batch_size, text.device)
@@ -180,7 +198,7 @@ class MusicLM(nn.Module):
         text, mask, _ = self.condition(text_hidden, text_mask, generator)  # (B, S, D)
         prefix = self._prefix(text, b)  # (B, P, D): P = S or 1
         x = torch.cat([prefix, self.embed(tokens[:, :, : length - 1])], dim=1)  # (B, P + L - 1, D)
-        x = x + sinusoidal_positions(0, x.shape[1], x.shape[2], x.device).to(x.dtype)
+        x = x + self.position_embedding(0, x.shape[1], x.device).to(x.dtype)
         h = self.backbone(x, None if self.prefix else text, None if self.prefix else mask)
         return self.logits(h[:, prefix.shape[1] - 1 :])  # (B, K, L, V): from position cond_len - 1 on
 
@@ -210,7 +228,7 @@ class MusicLM(nn.Module):
         b = text_hidden.shape[0]
         text, mask, _ = self.condition(text_hidden, text_mask)
         prefix = self._prefix(text, b)  # (B, P, D)
-        x = prefix + sinusoidal_positions(0, prefix.shape[1], prefix.shape[2], prefix.device).to(prefix.dtype)
+        x = prefix + self.position_embedding(0, prefix.shape[1], prefix.device).to(prefix.dtype)
         cache = self.backbone.allocate_cache(b, prefix.shape[1] + max_new, device=x.device, dtype=x.dtype)
         h = self.backbone.prefill(x, cache, None if self.prefix else text, None if self.prefix else mask)
         cache.extra["decoder"] = make_decoder(self, cache, decode, b, self.cfg.n_codebooks)
@@ -294,7 +312,7 @@ def load_lm(directory: str | Path, device: str | torch.device = "cpu") -> tuple[
                 "`ssmttm train-lm` (results/train_lm/<backbone>/step-NNNNNNN)"
             )
     config = json.loads(config_path.read_text())
-    cfg = section_to_dataclass(LMConfig, config["lm"])
+    cfg = section_to_dataclass(LMConfig, {"position_order": LEGACY_POSITION_ORDER, **config["lm"]})
     model = MusicLM(cfg)
     model.load_state_dict(load_file(str(weights_path), device=str(device)), strict=True)
     return model.to(device).eval(), cfg, config.get("text")

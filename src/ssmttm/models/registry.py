@@ -9,8 +9,10 @@
 | prefix_transformer | self-attention -> MLP                  | prefix |
 
 Each sublayer is pre-norm residual (blocks.Sublayer). Sizes at d_model 1024 (embeddings, heads and text projection
-of lm.LMWrapper included): prefix_simba 24 blocks 281.04 M, prefix_mamba 19 blocks 283.76 M, prefix_transformer
-33 blocks 279.88 M, cross_transformer 24 blocks 305.03 M (bias-free attention; PAPER.md infers 305.1 M).
+of lm.MusicLM included): prefix_simba 24 blocks 281.04 M, prefix_mamba 19 blocks 283.76 M, prefix_transformer
+33 blocks 279.88 M, cross_transformer 24 blocks 305.03 M (bias-free attention; PAPER.md infers 305.1 M), cross_simba
+19 blocks 302.80 M (no paper number). configs/paper.yaml sets these depths in `lm.per_backbone`
+(tests/models/test_paper_sizes.py).
 """
 
 from __future__ import annotations

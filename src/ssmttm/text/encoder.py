@@ -87,7 +87,7 @@ def resolve_encoder(name: str) -> str:
     if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
         raise MissingWeightsError(
             f"text encoder folder {name} does not exist; point text.encoder at a folder holding config.json, the "
-            "tokenizer files and the weights (e.g. from `huggingface-cli download google/flan-t5-base --local-dir "
+            "tokenizer files and the weights (e.g. from `hf download google/flan-t5-base --local-dir "
             f"{name}`)"
         )
     return name
@@ -118,7 +118,7 @@ class TextEncoder:
             cached = "" if Path(self.source).exists() else " in the local Hugging Face cache (HF_HOME)"
             raise MissingWeightsError(
                 f"text encoder {self.source!r} not found{cached} ({exc.__class__.__name__}); on a machine with "
-                f"internet run `huggingface-cli download {self.source}` (or set text.encoder to a local folder)"
+                f"internet run `hf download {self.source}` (or set text.encoder to a local folder)"
             ) from None
         self.model.requires_grad_(False)
         self.model.eval()

@@ -11,15 +11,19 @@ files follow docs/ARTIFACTS.md:
   read with `torch.load(weights_only=True)`, never unpickling code.
 
 A folder is written under a temporary name and renamed into place (`artifacts.atomic_dir`), so a run killed while
-saving leaves the previous checkpoint as the latest complete one.
+saving leaves the previous checkpoint as the latest complete one; older ones are pruned only after the new one is in
+place (`prune_checkpoints`). A folder without `trainer_state.pt` holds weights only: generation reads it, resuming
+never does.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +68,41 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
-def prune_checkpoints(out_dir: str | Path, keep_last: int | None) -> list[Path]:
-    """Delete all but the `keep_last` newest checkpoints (None keeps all); returns the removed folders."""
+def prune_checkpoints(out_dir: str | Path, keep_last: int | None, keep_weights_at: Iterable[int] = ()) -> list[Path]:
+    """Keep the `keep_last` newest full checkpoints (None keeps all); returns the folders deleted.
+
+    An older checkpoint whose step is in `keep_weights_at` is not deleted but loses its trainer state (optimizer
+    moments: two thirds of an AdamW checkpoint): its weights and config stay for `ssmttm generate`, and it is no
+    longer a full checkpoint, so resuming only ever starts from one of the newest. The file is removed in one unlink,
+    so a kill at any moment leaves a folder that is either full or weights-only.
+    """
     if keep_last is None:
         return []
+    milestones = set(keep_weights_at)
     removed = []
-    for _, folder in list_checkpoints(out_dir)[:-keep_last]:
-        shutil.rmtree(folder)
-        removed.append(folder)
+    for step, folder in list_checkpoints(out_dir)[:-keep_last]:
+        if step in milestones:
+            (folder / TRAINER_STATE_FILE).unlink()
+            log.info("kept the weights of %s (optimizer state removed)", folder.name)
+        else:
+            shutil.rmtree(folder)
+            removed.append(folder)
     return removed
+
+
+def sync_to_disk(*paths: Path) -> None:
+    """fsync files and folders. A rename is atomic but not durable: after a node crash the newest checkpoint could
+    be named yet hold unwritten pages, while the older one it replaced was already pruned."""
+    for path in paths:
+        handle = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        except OSError:
+            if not path.is_dir():
+                raise
+            log.debug("%s: this file system cannot sync a folder; its files are synced", path)
+        finally:
+            os.close(handle)
 
 
 # ----------------------------------------------------------------------------------------------- RNG states
@@ -146,6 +176,8 @@ class StepFolderIO(CheckpointIO):
             save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
             (tmp / CONFIG_FILE).write_text(canonical_json(config) + "\n")
             torch.save(state, tmp / TRAINER_STATE_FILE)
+            sync_to_disk(*(tmp / name for name in (WEIGHTS_FILE, CONFIG_FILE, TRAINER_STATE_FILE)))
+        sync_to_disk(path.parent)  # the rename: pruning may delete the previous checkpoint next
         log.info("checkpoint %s", path)
 
     def load_checkpoint(

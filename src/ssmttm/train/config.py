@@ -14,6 +14,7 @@ from dataclasses import dataclass
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
+LR_SCHEDULES = ("as_written", "as_run")  # train.schedule: per optimizer step (intended) / per epoch (official run)
 
 
 @dataclass
@@ -29,10 +30,15 @@ class TrainConfig:
     eps: float = 1e-7
     warmup_steps: int = 500
     min_lr_ratio: float = 0.005  # the cosine ends at min_lr_ratio x lr
+    lr_schedule: str = "as_written"  # one of LR_SCHEDULES (train.schedule)
+    schedule_steps: int | None = None  # the cosine's length T; None = max_steps
+    steps_per_epoch: int | None = None  # as_run: optimizer steps per epoch of the official run (paper 425)
     gradient_clip_val: float | None = None  # the paper does not clip
     # checkpoints, validation, logging (all counted in optimizer steps)
     checkpoint_every: int = 500
-    keep_last_checkpoints: int | None = None  # None keeps every checkpoint
+    keep_last_checkpoints: int | None = None  # full checkpoints (to resume from) kept; None keeps every checkpoint
+    # steps whose weights outlive pruning (optimizer state dropped): the metrics-against-steps figure, for generate
+    keep_weights_at_steps: tuple[int, ...] = ()
     val_every: int = 500
     val_batches: int | None = None  # micro-batches per validation run; None = the whole valid split
     log_every: int = 10
@@ -50,6 +56,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.also_train = tuple(self.also_train)
+        self.keep_weights_at_steps = tuple(sorted(set(self.keep_weights_at_steps)))
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         positive = (
             "batch_size",
@@ -69,10 +76,12 @@ class TrainConfig:
             raise ValueError(f"train_lm.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"train_lm.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        self._check_schedule()
         if self.keep_last_checkpoints is not None and self.keep_last_checkpoints < 1:
             raise ValueError(
                 f"train_lm.keep_last_checkpoints must be >= 1 or null (keep all), got {self.keep_last_checkpoints}"
             )
+        self._check_kept_steps()
         for name, allowed in (
             ("accelerator", ACCELERATORS),
             ("strategy", STRATEGIES),
@@ -80,6 +89,40 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train_lm.{name} = {getattr(self, name)!r}; must be one of {', '.join(allowed)}")
+
+    def _check_kept_steps(self) -> None:
+        """Every step of keep_weights_at_steps must be one where a checkpoint is saved: a multiple of checkpoint_every
+        (steps beyond max_steps are never reached and keep nothing), or max_steps."""
+        steps = self.keep_weights_at_steps
+        if any(step < 1 for step in steps):
+            raise ValueError(f"train_lm.keep_weights_at_steps must be steps >= 1, got {list(steps)}")
+        unsaved = [s for s in steps if s % self.checkpoint_every and s != self.max_steps]
+        if unsaved:
+            raise ValueError(
+                f"train_lm.keep_weights_at_steps {unsaved}: no checkpoint is saved there; checkpoints are saved every "
+                f"checkpoint_every = {self.checkpoint_every} steps and at max_steps = {self.max_steps}"
+            )
+
+    def _check_schedule(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train_lm.lr_schedule = {self.lr_schedule!r}; must be one of {', '.join(LR_SCHEDULES)}")
+        if self.schedule_steps is not None and self.schedule_steps < max(self.warmup_steps, 1):
+            raise ValueError(
+                f"train_lm.schedule_steps = {self.schedule_steps} must be >= 1 and >= train_lm.warmup_steps "
+                f"({self.warmup_steps}), or null (= max_steps)"
+            )
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"train_lm.steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}")
+        if self.lr_schedule == "as_run" and self.steps_per_epoch is None:
+            raise ValueError(
+                "train_lm.lr_schedule = as_run evaluates the schedule once per epoch of the official run: set "
+                "train_lm.steps_per_epoch (425 optimizer steps in the paper's run)"
+            )
+
+    @property
+    def cosine_steps(self) -> int:
+        """T, the step (as_written) or epoch counter (as_run) at which the cosine reaches min_lr_ratio."""
+        return self.schedule_steps if self.schedule_steps is not None else self.max_steps
 
     @property
     def clips_per_step(self) -> int:

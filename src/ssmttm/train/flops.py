@@ -13,6 +13,11 @@ Choices (the paper does not publish its accounting; PAPER.md section 5):
 
 With this, 100k steps of 128 clips x 2588 positions for prefix_simba give 6 x 280.0e6 x 33.1e9 = 5.6e19 FLOPs,
 about 11 % of MusicGen-small's 6 x 300e6 x (1e6 x 192 x 1500) = 5.2e20.
+
+N is counted on the model each run builds from its own resolved `lm` section (`lm.per_backbone`), and D from its own
+`train_lm.max_steps`. The paper profile (configs/paper.yaml) gives N = 279.99 M prefix_simba (24 blocks), 282.71 M
+prefix_mamba (19), 301.76 M cross_simba (19), 303.98 M cross_transformer (24; 400k steps: 2.4e20 FLOPs) and
+278.83 M prefix_transformer (33).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The LightningModule of LM training: loss, AdamW + warm-up/cosine per optimizer step, seeded micro-batches.
+"""The LightningModule of LM training: loss, AdamW + warm-up/cosine (train.schedule), seeded micro-batches.
 
 - Loss: `models.lm.lm_loss` (cross-entropy per codebook, ignore index = the special id, label smoothing, summed over
   codebooks; the LM returns audio positions only, so text positions carry no loss). Lightning divides it by
@@ -29,7 +29,7 @@ from ssmttm.models.lm import LMConfig, MusicLM
 from ssmttm.text.encoder import TextEncoding
 from ssmttm.train.checkpoint import capture_rng_state, restore_rng_state
 from ssmttm.train.config import TrainConfig
-from ssmttm.train.schedule import build_scheduler, lightning_scheduler_config
+from ssmttm.train.schedule import build_scheduler, lightning_scheduler_config, lr_multiplier
 
 STATE_KEY = "ssmttm"  # our entry in Lightning's checkpoint dict
 
@@ -143,7 +143,7 @@ class LMTrainModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
         )
-        scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+        scheduler = build_scheduler(optimizer, lr_multiplier(cfg))  # stepped per optimizer step in both modes
         return {"optimizer": optimizer, "lr_scheduler": lightning_scheduler_config(scheduler)}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

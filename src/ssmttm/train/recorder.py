@@ -5,7 +5,8 @@ At the end of every optimizer step (all ranks run the same branches, so collecti
   learning rate, cumulative tokens and FLOPs (6 N D) go to `history.jsonl`, the step's tokens/s and the training
   wall time so far to `timing.jsonl`, and both to dvclive;
 - every `val_every` steps and the last step: the validation loss on the held-out split;
-- every `checkpoint_every` steps and the last step: a `step-NNNNNNN/` checkpoint, then keep-last-K pruning.
+- every `checkpoint_every` steps and the last step: a `step-NNNNNNN/` checkpoint, then keep-last-K pruning
+  (steps of `keep_weights_at_steps` keep their weights).
 Validation runs before the checkpoint of the same step, so a checkpoint's history is complete.
 
 `history.jsonl` is the run's record and holds only what the computation determines, so rerunning a run gives it
@@ -183,7 +184,8 @@ class RunRecorder(L.Callback):
         if step % cfg.checkpoint_every == 0 or last:
             trainer.save_checkpoint(self.out_dir / checkpoint_name(step), weights_only=False)
             if trainer.is_global_zero:
-                for folder in prune_checkpoints(self.out_dir, self.cfg.keep_last_checkpoints):
+                pruned = prune_checkpoints(self.out_dir, cfg.keep_last_checkpoints, cfg.keep_weights_at_steps)
+                for folder in pruned:
                     log.info("removed old checkpoint %s", folder.name)
 
     def _tokens(self, trainer: L.Trainer, step: int) -> int:

@@ -4,8 +4,9 @@
     ssmttm train-lm --params params.yaml --shards data/tokenize --text-cache data/text_cache \\
         --backbone prefix_simba --out results/train_lm/prefix_simba
 
-Reads the sections `lm`, `text`, `train_lm` and `seed`. Hardware comes from params only:
-`train_lm.accelerator/devices/num_nodes/strategy/precision` are Lightning's own arguments.
+Reads the sections `lm`, `text`, `train_lm` and `seed`; `lm` and `train_lm` as resolved for --backbone (its entries
+of `per_backbone` applied, pipeline.run_sections), so each backbone trains at its own depth and step budget. Hardware
+comes from params only: `train_lm.accelerator/devices/num_nodes/strategy/precision` are Lightning's own arguments.
 
 The run folder (RUN_DIR, default results/train_lm/<backbone>):
 
@@ -52,6 +53,7 @@ from ssmttm.data.shards import MANIFEST_FILE
 from ssmttm.errors import UserFacingError
 from ssmttm.models.lm import CONFIG_FILE, LMConfig, resolve_d_text
 from ssmttm.models.registry import backbone_names
+from ssmttm.pipeline import run_sections
 from ssmttm.text.encoder import TextConfig
 from ssmttm.train.checkpoint import StepFolderIO, latest_checkpoint
 from ssmttm.train.config import TrainConfig
@@ -84,6 +86,7 @@ RESUME_FREE_KEYS = {
     "log_every",
     "checkpoint_every",
     "keep_last_checkpoints",
+    "keep_weights_at_steps",
     "val_every",
     "val_batches",
     "max_hours",
@@ -101,6 +104,12 @@ def resolve_precision(cfg: TrainConfig) -> str:
         return cfg.precision
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
     return "bf16-mixed" if on_gpu else "32-true"
+
+
+def backbone_configs(params: dict[str, Any], backbone: str) -> tuple[LMConfig, TrainConfig]:
+    """The LM and training configs of `backbone`'s run: `lm` and `train_lm` with its `per_backbone` entries applied."""
+    sections = run_sections(params, backbone)
+    return section_to_dataclass(LMConfig, sections["lm"]), section_to_dataclass(TrainConfig, sections["train_lm"])
 
 
 def run_config(lm_cfg: LMConfig, text_cfg: TextConfig, train_cfg: TrainConfig, seed: int) -> dict[str, Any]:
@@ -433,13 +442,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    lm_cfg = section_to_dataclass(LMConfig, params.get("lm"))
-    text_cfg = section_to_dataclass(TextConfig, params.get("text"))
-    train_cfg = section_to_dataclass(TrainConfig, params.get("train_lm"))
-    seed = int(params["seed"])
-    backbone = args.backbone or lm_cfg.backbone
+    backbone = args.backbone or params["lm"]["backbone"]
     if backbone not in backbone_names():
         raise UserFacingError(f"--backbone {backbone!r} is not a backbone; valid: {', '.join(backbone_names())}")
+    lm_cfg, train_cfg = backbone_configs(params, backbone)
+    text_cfg = section_to_dataclass(TextConfig, params.get("text"))
+    seed = int(params["seed"])
     out = Path(args.out or f"results/train_lm/{backbone}")
     metrics = train_lm(
         args.shards,
