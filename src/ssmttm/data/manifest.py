@@ -88,7 +88,7 @@ class MtgJamendoConfig:
     metadata_url: str = "https://raw.githubusercontent.com/MTG/mtg-jamendo-dataset/master/data/raw_30s_cleantags.tsv"
     licenses_url: str = "https://raw.githubusercontent.com/MTG/mtg-jamendo-dataset/master/audio_licenses.txt"
     tar_url_template: str = "https://cdn.freesound.org/mtg-jamendo/raw_30s/audio/raw_30s_audio-{index:02d}.tar"
-    tar_sha256_path: str = "../shared/data/mtg_jamendo_raw_30s_audio_sha256_tars.txt"
+    tar_sha256_path: str = "configs/checksums/mtg_jamendo_raw_30s_audio_sha256_tars.txt"
     tar_indices: tuple[int, ...] | None = None
 
 
