@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ssmttm.pipeline import STAGES, downstream
-from tests.workflow.project import commit, dvc, make_project, run, scheduled_jobs, set_param, snakemake
+from tests.workflow.project import dvc, run, run_together, scheduled_jobs, set_param, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -84,19 +84,22 @@ def snakemake_would_run(project: Path, *args: str) -> dict[str, int]:
     return scheduled_jobs(run(snakemake("--dry-run", *args), project))
 
 
+def both_would_run(project: Path) -> tuple[dict[str, int], set[str]]:
+    """(Snakemake's jobs, DVC's stages) of a dry run of each engine, run side by side."""
+    smk, dvc_out = run_together(snakemake("--dry-run"), dvc("repro", "--dry"), cwd=project)
+    return scheduled_jobs(smk), set(re.findall(r"Running stage '(\w+)'", dvc_out))
+
+
 def assert_up_to_date(project: Path) -> None:
-    assert snakemake_would_run(project) == {}
-    status = run(dvc("status", "--json"), project).strip()
-    assert json.loads(status or "{}") == {}, status
+    smk, status = run_together(snakemake("--dry-run"), dvc("status", "--json"), cwd=project)
+    assert scheduled_jobs(smk) == {}
+    assert json.loads(status.strip() or "{}") == {}, status
 
 
-@pytest.fixture(scope="module")
-def project(repo_root, tmp_path_factory):
-    root = make_project(repo_root, tmp_path_factory.mktemp("inval") / "clone-a")
-    run(snakemake(), root)
-    run(dvc("commit", "--force", "--quiet"), root)
-    commit(root, "tiny run")
-    return root
+@pytest.fixture
+def project(snakemake_project):
+    """The session's built tiny project (tests/workflow/conftest.py); each test leaves it as it found it."""
+    return snakemake_project
 
 
 def test_a_finished_run_is_up_to_date_in_both_engines(project):
@@ -110,8 +113,8 @@ def test_changing_a_stages_params_reruns_it_and_what_follows(project, stage):
     try:
         set_param(project, key, value)
         expected = downstream(stage)
-        assert snakemake_would_run(project) == expected_jobs(expected), key
-        direct = dvc_would_run(project)
+        jobs, direct = both_would_run(project)
+        assert jobs == expected_jobs(expected), key
         assert direct == {s for s in STAGES if key.split(".")[0] in STAGES[s].params}, key
         assert closure(direct) == set(expected), key
     finally:
@@ -133,8 +136,8 @@ def test_changing_a_stages_source_reruns_it_and_what_follows(project, stage):
         jobs: dict[str, int] = {}
         for reader in readers:
             jobs.update(expected_jobs(downstream(reader)))
-        assert snakemake_would_run(project) == jobs, source
-        direct = dvc_would_run(project)
+        would_run, direct = both_would_run(project)
+        assert would_run == jobs, source
         assert stage in direct and closure(direct) == set(expected), source
     finally:
         source.write_bytes(original)
@@ -174,8 +177,9 @@ def test_editing_the_user_manifest_reruns_the_corpus_and_what_follows(project):
     rows[0]["tags"]["style"] = "edited"
     try:
         manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        assert snakemake_would_run(project) == expected_jobs(downstream("manifest"))
-        assert dvc_would_run(project) == {"manifest", "caption"}  # the stages that declare inputs/
+        jobs, direct = both_would_run(project)
+        assert jobs == expected_jobs(downstream("manifest"))
+        assert direct == {"manifest", "caption"}  # the stages that declare inputs/
     finally:
         manifest.write_bytes(original)
     assert_up_to_date(project)
@@ -184,10 +188,11 @@ def test_editing_the_user_manifest_reruns_the_corpus_and_what_follows(project):
 def test_dvc_repro_reruns_a_changed_stage_and_everything_after_it(project):
     """A real `dvc repro` after a params change: exactly the stage and its followers run, then all is up to date;
     restoring the committed params and artifacts (`git checkout`, `dvc checkout`) needs no rerun in either engine."""
-    set_param(project, "caption.model.max_new_tokens", 100)
+    # generate: a stage with followers (evaluate, report) whose rerun is cheap in the tiny project
+    set_param(project, "generate.refine_steps", 3)
     output = run(dvc("repro"), project)
     ran = set(re.findall(r"Running stage '(\w+)'", output))
-    assert ran == set(downstream("caption")), output[-3000:]
+    assert ran == set(downstream("generate")) == {"generate", "evaluate", "report"}, output[-3000:]
     assert_up_to_date(project)
     run(["git", "checkout", "--", "params.yaml", "dvc.lock"], project)
     run(dvc("checkout", "--quiet", "--force"), project)
@@ -208,7 +213,7 @@ def test_restored_artifacts_trigger_nothing(project):
 def test_snakemake_reruns_what_dvc_restored_to_another_recipe(project):
     """Artifacts say which recipe made them: after a params change is built, restoring the committed artifacts
     (`git checkout` + `dvc checkout`) puts the workspace back in step, with no rerun in either engine."""
-    set_param(project, "train_lm.lr", 0.002)
+    set_param(project, "evaluate.bootstrap_resamples", 30)
     run(snakemake(), project)
     assert snakemake_would_run(project) == {}
     run(["git", "checkout", "--", "params.yaml"], project)

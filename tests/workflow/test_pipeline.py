@@ -12,12 +12,16 @@ builds the same config with `dvc repro` alone. The tests check that:
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from ssmttm.artifacts import read_jsonl, shard_of
+from ssmttm.config import ParamsError, load_params, validate_params
+from ssmttm.pipeline import PER_BACKBONE, Recipes, package_source
 from tests.workflow.project import (
     DEMO_TRACKS,
     N_SHARDS,
@@ -34,21 +38,6 @@ from tests.workflow.project import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def clones(tmp_path_factory) -> Path:
-    """A folder for clones that share the default DVC remote (`../../ssmttm-dvc-remote` from each .dvc/)."""
-    return tmp_path_factory.mktemp("clones")
-
-
-@pytest.fixture(scope="module")
-def snakemake_project(repo_root, clones):
-    project = make_project(repo_root, clones / "clone-a")
-    run(snakemake(), project)
-    run(dvc("commit", "--force", "--quiet"), project)
-    commit(project, "tiny run")
-    return project
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +151,73 @@ def test_experiments_report_their_own_backbone(dvc_project):
     # the baseline's run was not replaced: both prefix_simba and prefix_mamba runs are in the workspace
     for backbone in ("prefix_simba", "prefix_mamba", "cross_transformer"):
         assert (dvc_project / f"results/train_lm/{backbone}/metrics.json").is_file(), backbone
+
+
+# ------------------------------------------------------------------------------------- per-backbone settings (fast)
+
+PAPER_RUNS = ["prefix_simba", "prefix_mamba", "cross_transformer"]
+
+
+def _paper_recipes(repo_root: Path, edit=None) -> dict[tuple[str, str], str]:
+    """Recipes of the train_lm and generate runs of three backbones of the paper profile, after `edit(params)`."""
+    params = copy.deepcopy(load_params(repo_root / "configs/paper.yaml"))
+    params["train_lm"]["also_train"] = PAPER_RUNS[1:]
+    if edit is not None:
+        edit(params)
+    recipes = Recipes(params, package_source(repo_root), repo_root)
+    return {(stage, b): recipes(stage, b) for stage in ("train_lm", "generate") for b in PAPER_RUNS}
+
+
+def test_a_backbone_depth_changes_only_that_backbones_recipe(repo_root):
+    before = _paper_recipes(repo_root)
+    after = _paper_recipes(repo_root, lambda p: p["lm"][PER_BACKBONE]["prefix_mamba"].update(n_layers=20))
+    changed = {run for run in before if before[run] != after[run]}
+    assert changed == {("train_lm", "prefix_mamba"), ("generate", "prefix_mamba")}
+
+
+def test_a_backbone_step_budget_changes_only_that_backbones_recipe(repo_root):
+    before = _paper_recipes(repo_root)
+    shorter = {"max_steps": 300_000}
+    after = _paper_recipes(repo_root, lambda p: p["train_lm"][PER_BACKBONE]["cross_transformer"].update(shorter))
+    changed = {run for run in before if before[run] != after[run]}
+    assert changed == {("train_lm", "cross_transformer"), ("generate", "cross_transformer")}
+
+
+def test_a_run_records_its_own_resolved_sections(repo_root):
+    params = load_params(repo_root / "configs/paper.yaml")
+    sections = Recipes(params, package_source(repo_root), repo_root).sections("train_lm", "cross_transformer")
+    assert PER_BACKBONE not in sections["lm"] and PER_BACKBONE not in sections["train_lm"]
+    assert sections["lm"]["backbone"] == "cross_transformer" and sections["lm"]["n_layers"] == 24
+    assert sections["train_lm"]["max_steps"] == 400_000
+
+
+def test_without_overrides_the_sections_are_the_shared_ones(repo_root):
+    """An empty or absent per_backbone leaves every run's recipe as it was before the setting existed (the demo)."""
+    params = load_params(repo_root / "params.yaml")
+    assert PER_BACKBONE not in params["lm"] and PER_BACKBONE not in params["train_lm"]
+    plain = Recipes(params, package_source(repo_root), repo_root)
+    empty = copy.deepcopy(params)
+    empty["lm"][PER_BACKBONE], empty["train_lm"][PER_BACKBONE] = {}, {"prefix_mamba": {}}
+    with_empty = Recipes(empty, package_source(repo_root), repo_root)
+    for backbone in ("prefix_simba", "cross_transformer"):
+        expected_lm = {**params["lm"], "backbone": backbone}
+        expected_train = {k: v for k, v in params["train_lm"].items() if k != "also_train"}
+        assert plain.sections("train_lm", backbone)["lm"] == expected_lm
+        assert plain.sections("train_lm", backbone)["train_lm"] == expected_train
+        assert with_empty("train_lm", backbone) == plain("train_lm", backbone)
+
+
+@pytest.mark.parametrize(
+    "section,override,message",
+    [
+        ("lm", {"prefix_mamba": {"seq_len": 100}}, "unknown key 'lm.per_backbone.prefix_mamba.seq_len'; allowed keys"),
+        ("lm", {"simba": {"n_layers": 6}}, "unknown key 'lm.per_backbone.simba'; allowed keys here: cross_simba"),
+        ("lm", {"prefix_mamba": {"n_layers": 0}}, "lm.per_backbone.prefix_mamba.n_layers = 0 is out of range"),
+        ("train_lm", {"cross_transformer": {"lr": 1e-3}}, "allowed keys here: max_steps, schedule_steps"),
+    ],
+)
+def test_an_override_outside_its_keys_is_refused_by_name(repo_root, section, override, message):
+    params = copy.deepcopy(load_params(repo_root / "configs/paper.yaml"))
+    params[section][PER_BACKBONE] = override
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        validate_params(params, "paper.yaml")
