@@ -6,9 +6,11 @@
 Loader: `TokenShardDataset` + `collate` in one process (num_workers=0, the conservative case) over demo-shaped
 shards: data/tokenize when the pipeline has made it, else the shard bench_tokenize.py wrote, else synthetic shards of
 the demo's shape (4 codebooks x 862 frames per 10 s clip, float16 latents stored, which the loader must skip).
-Epochs are chained until the time budget is spent. Tokens are seq_len x n_codebooks per item (params.yaml `lm`).
+Epochs are chained until the time budget is spent. Tokens are seq_len x n_codebooks per item of the run's `lm`.
 
-LM: `ssmttm.models.lm.MusicLM` of params.yaml `lm` (text width 384, the demo's MiniLM; random text features, since
+The run: a backbone's (default lm.backbone) `lm` and `train_lm` sections with its `per_backbone` entries applied
+(pipeline.run_sections), which give the model, seq_len, n_codebooks and the batch size.
+LM: `ssmttm.models.lm.MusicLM` of that `lm` section (text width 384, the demo's MiniLM; random text features, since
 the train stage caches the text encodings) doing forward + backward + AdamW steps on CPU; its tokens/s is the rate at
 which training consumes data. Goal: loader >= 20x the LM. Writes results/bench/loader.json.
 """
@@ -30,6 +32,7 @@ from ssmttm.artifacts import write_json
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.data.loader import TokenShardDataset, collate
 from ssmttm.data.shards import TokenRow, list_shards, write_shard
+from ssmttm.pipeline import run_sections
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZE_BENCH_SHARD = Path(tempfile.gettempdir()) / "ssmttm-bench-tokenize" / "tokens"
@@ -128,15 +131,21 @@ def lm_rate(lm_section: dict, batch_size: int, steps: int) -> dict:
     }
 
 
-def main() -> None:
+def run_settings(params: dict, backbone: str | None = None) -> tuple[dict, int]:
+    """The `lm` section of `backbone`'s run (lm.backbone when None; run_sections) and its training batch size."""
+    sections = run_sections(params, backbone or params["lm"]["backbone"])
+    return sections["lm"], int((sections["train_lm"] or {}).get("batch_size", 8))
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 s of loading and 3 LM steps")
     parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    parser.add_argument("--backbone", help="whose run (default: the params' lm.backbone)")
     parser.add_argument("--out", default=str(REPO / "results" / "bench" / "loader.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     params = load_params(args.params)
-    lm_section = params["lm"]
-    batch_size = int((params.get("train_lm") or {}).get("batch_size", 8))
+    lm_section, batch_size = run_settings(params, args.backbone)
     seq_len, n_codebooks = int(lm_section["seq_len"]), int(lm_section["n_codebooks"])
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,7 +153,8 @@ def main() -> None:
         loader = loader_rate(shards, seq_len, n_codebooks, batch_size, 1.0 if args.quick else 5.0)
     try:
         lm = lm_rate(lm_section, batch_size, 3 if args.quick else 10)
-        consumer = "ssmttm.models.lm.MusicLM (params.yaml lm), forward + backward + AdamW on CPU"
+        run = f"{lm_section['backbone']} run of {args.params}"
+        consumer = f"ssmttm.models.lm.MusicLM ({run}), forward + backward + AdamW on CPU"
     except ImportError as exc:  # the LM module is another stage's; say so rather than guess a number
         lm, consumer = None, f"not measured: ssmttm.models.lm is not importable ({exc})"
     ratio = round(loader["tokens_per_s"] / lm["tokens_per_s"], 1) if lm else None

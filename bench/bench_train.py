@@ -5,8 +5,10 @@ text cache, optimizer), on synthetic token shards.
     python bench/bench_train.py --backbones prefix_simba cross_transformer prefix_mamba --steps 30
     python bench/bench_train.py --gpu-steps 30 --peak-flops 989e12   # on a CUDA machine: also the paper size
 
-CPU: the demo-size model of params.yaml, fp32. GPU (only when CUDA is available): the paper's 281 M prefix_simba
-(PAPER.md section 4: 24 x 1024, d_state 512, 2588 positions, batch 4) in bf16 mixed precision, with model FLOPs
+Each backbone's model and batch size are those its train_lm run uses: the `lm` and `train_lm` sections with their
+`per_backbone` entries applied (pipeline.run_sections). CPU: the demo sizes of params.yaml, fp32. GPU (only when
+CUDA is available): the paper sizes of configs/paper.yaml (prefix_simba: the released 281 M, 24 x 1024, d_state 512,
+2588 positions, batch 4; prefix_mamba 19 blocks, ...; PAPER.md section 4) in bf16 mixed precision, with model FLOPs
 utilisation MFU = 6 N tokens/s / peak (N as in ssmttm.train.flops; the peak defaults to an H100's dense bf16
 989 TFLOP/s). Tokens/s is the median over logged steps after a warm-up, so start-up and checkpointing are left
 out. Prints a table and writes results/bench/train.json.
@@ -22,16 +24,18 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from ssmttm.artifacts import write_json
-from ssmttm.config import section_to_dataclass
+from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.data.shards import TokenRow, finalize_manifest, write_shard
 from ssmttm.models.lm import LMConfig
+from ssmttm.pipeline import run_sections
 from ssmttm.text.encoder import TextConfig, TextEncoding
 from ssmttm.train.config import TrainConfig
 from ssmttm.train.flops import H100_BF16_DENSE_FLOPS, mfu
@@ -39,6 +43,8 @@ from ssmttm.train.recorder import TIMING_LOG_FILE, read_history
 from ssmttm.train.stage import train_lm
 
 WARMUP_STEPS = 3  # logged steps left out of the median (first-call overheads, allocator warm-up)
+MINILM_WIDTH = 384  # the demo's text encoder
+FLAN_T5_BASE_WIDTH = 768  # the paper's
 
 
 @dataclasses.dataclass
@@ -49,7 +55,8 @@ class BenchConfig:
     gpu_backbones: tuple[str, ...] = ("prefix_simba",)
     peak_flops: float = H100_BF16_DENSE_FLOPS
     threads: int | None = None  # torch CPU threads; None keeps torch's default
-    params: str = "params.yaml"
+    params: str = "params.yaml"  # CPU runs: the demo sizes
+    gpu_params: str = "configs/paper.yaml"  # GPU runs: the paper sizes
     seed: int = 0
 
 
@@ -128,6 +135,8 @@ def run_one(lm_cfg: LMConfig, train_cfg: TrainConfig, d_text: int, workdir: Path
     tokens_per_step = train_cfg.batch_size * train_cfg.accumulate_grad_batches * lm_cfg.seq_len
     return {
         "backbone": lm_cfg.backbone,
+        "n_layers": lm_cfg.n_layers,
+        "d_model": lm_cfg.d_model,
         "params": metrics["params"],
         "flops_params": metrics["flops_params"],
         "batch": train_cfg.batch_size,
@@ -158,33 +167,44 @@ def throughput_train_config(steps: int, **hardware) -> TrainConfig:
     )
 
 
+def backbone_runs(params: Mapping[str, Any], backbones: tuple[str, ...], steps: int, **hardware) -> list[tuple]:
+    """(LMConfig, TrainConfig) per backbone: its run's sections (run_sections: `per_backbone` applied), the LM's text
+    width left to the encoder, and a throughput-only training config with the run's batch size."""
+    runs = []
+    for backbone in backbones:
+        sections = run_sections(params, backbone)
+        lm = dataclasses.replace(section_to_dataclass(LMConfig, sections["lm"]), d_text=None)
+        batch_size = int((sections["train_lm"] or {}).get("batch_size", 8))
+        runs.append((lm, throughput_train_config(steps, batch_size=batch_size, **hardware)))
+    return runs
+
+
+def cpu_runs(cfg: BenchConfig) -> list[tuple]:
+    hardware = {"lr": 1e-3, "accelerator": "cpu", "precision": "32-true"}
+    return backbone_runs(load_params(cfg.params), cfg.backbones, cfg.steps, **hardware)
+
+
+def gpu_runs(cfg: BenchConfig) -> list[tuple]:
+    hardware = {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed", "num_workers": 2}
+    return backbone_runs(load_params(cfg.gpu_params), cfg.gpu_backbones, cfg.gpu_steps, **hardware)
+
+
 def bench_cpu(cfg: BenchConfig) -> list[dict]:
-    params = yaml.safe_load(Path(cfg.params).read_text())
-    base = section_to_dataclass(LMConfig, params["lm"])
-    train_section = params.get("train_lm", {})
-    train = throughput_train_config(
-        cfg.steps, batch_size=train_section.get("batch_size", 8), lr=1e-3, accelerator="cpu", precision="32-true"
-    )
     results = []
-    for backbone in cfg.backbones:
-        lm = dataclasses.replace(base, backbone=backbone, d_text=None)
+    for lm, train in cpu_runs(cfg):
         with tempfile.TemporaryDirectory() as tmp:
-            results.append(run_one(lm, train, 384, Path(tmp), cfg.seed))  # 384: the demo's MiniLM width
+            results.append(run_one(lm, train, MINILM_WIDTH, Path(tmp), cfg.seed))
     return results
 
 
 def bench_gpu(cfg: BenchConfig) -> list[dict] | dict:
     if not torch.cuda.is_available():
         return {"skipped": "CUDA is not available"}
-    train = throughput_train_config(
-        cfg.gpu_steps, batch_size=4, accelerator="gpu", devices=1, precision="bf16-mixed", num_workers=2
-    )
     results = []
-    for backbone in cfg.gpu_backbones:
-        lm = LMConfig(backbone=backbone)  # the dataclass defaults are the released prefix_simba (PAPER.md 4)
+    for lm, train in gpu_runs(cfg):
         torch.cuda.reset_peak_memory_stats()
         with tempfile.TemporaryDirectory() as tmp:
-            row = run_one(lm, train, 768, Path(tmp), cfg.seed)  # 768: flan-t5-base width
+            row = run_one(lm, train, FLAN_T5_BASE_WIDTH, Path(tmp), cfg.seed)
         row["mfu"] = mfu(row["flops_params"], row["tokens_per_s"], cfg.peak_flops)
         row["peak_flops"] = cfg.peak_flops
         row["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -198,12 +218,12 @@ def print_table(title: str, rows: list[dict] | dict) -> None:
     if isinstance(rows, dict):
         print(f"  skipped: {rows['skipped']}")
         return
-    print(f"  {'backbone':<20} {'params':>12} {'tokens/s':>12} {'ms/step':>9} {'loss':>15} {'MFU':>7}")
+    print(f"  {'backbone':<20} {'blocks':>6} {'params':>12} {'tokens/s':>12} {'ms/step':>9} {'loss':>15} {'MFU':>7}")
     for r in rows:
         mfu_text = f"{100 * r['mfu']:.1f}%" if "mfu" in r else "-"
         print(
-            f"  {r['backbone']:<20} {r['params']:>12,} {r['tokens_per_s']:>12,.0f} {r['step_ms']:>9.1f} "
-            f"{r['first_loss']:>7.3f}->{r['last_loss']:<7.3f} {mfu_text:>7}"
+            f"  {r['backbone']:<20} {r['n_layers']:>6} {r['params']:>12,} {r['tokens_per_s']:>12,.0f} "
+            f"{r['step_ms']:>9.1f} {r['first_loss']:>7.3f}->{r['last_loss']:<7.3f} {mfu_text:>7}"
         )
 
 
@@ -221,7 +241,10 @@ def main(argv: list[str] | None = None) -> dict:
         help="accelerator peak FLOP/s for MFU (default: H100 SXM dense bf16, 989e12)",
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--params", default="params.yaml", help="params file giving the demo-size `lm` section")
+    parser.add_argument("--params", default="params.yaml", help="params file of the CPU runs (demo sizes)")
+    parser.add_argument(
+        "--gpu-params", default=BenchConfig.gpu_params, help="params file of the GPU runs (default: the paper sizes)"
+    )
     parser.add_argument("--out", default="results/bench/train.json")
     args = parser.parse_args(argv)
     cfg = BenchConfig(
@@ -232,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         peak_flops=args.peak_flops,
         threads=args.threads,
         params=args.params,
+        gpu_params=args.gpu_params,
     )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -246,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
         "gpu": bench_gpu(cfg),
     }
     print_table(f"CPU, demo size ({cfg.params}), fp32, {torch.get_num_threads()} threads", result["cpu"])
-    print_table(f"GPU, paper size, bf16-mixed, MFU against {cfg.peak_flops:.3g} FLOP/s", result["gpu"])
+    print_table(f"GPU, sizes of {cfg.gpu_params}, bf16-mixed, MFU against {cfg.peak_flops:.3g} FLOP/s", result["gpu"])
     write_json(args.out, result)
     print(f"\nwrote {args.out}")
     return result

@@ -1,9 +1,11 @@
 """Training throughput per backbone at roughly equal parameter count: forward + backward tokens/s.
 
-Every backbone gets the width of the `lm` section (demo: d_model 128) and the number of blocks that brings its
-trainable parameter count closest to the reference (prefix_simba with the section's n_layers), as the paper
-compares backbones at about 300 M. The frozen text encoder is outside the timed step: the text input is a random
-(B, 32, 384) encoding (MiniLM width) with half of it padding, and caption dropout is active as in training.
+Every backbone gets the config its train_lm run uses (the `lm` section with its `per_backbone` entries applied,
+pipeline.run_sections; demo: d_model 128) and, as the paper compares backbones at about 300 M, its depth from
+`lm.per_backbone` where the params give one (configs/paper.yaml: the paper's sizes), else the number of blocks that
+brings its trainable parameter count closest to the reference (prefix_simba's run). The frozen text encoder is
+outside the timed step: the text input is a random (B, 32, 384) encoding (MiniLM width) with half of it padding, and
+caption dropout is active as in training.
 
     python bench/bench_train_step.py            # batch 4 x 512 positions, 5 timed steps
     python bench/bench_train_step.py --quick    # batch 2 x 128, 2 timed steps
@@ -16,6 +18,8 @@ import argparse
 import dataclasses
 import platform
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -23,15 +27,40 @@ from ssmttm.artifacts import library_versions, write_json
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.models.lm import LMConfig, MusicLM, param_count
 from ssmttm.models.registry import backbone_names
+from ssmttm.pipeline import PER_BACKBONE, run_sections
 
 D_TEXT = 384  # MiniLM width; the text encoder is frozen and outside the timed step
 TEXT_LEN = 32
+REFERENCE = "prefix_simba"  # the backbone whose parameter count the others are matched to
 
 
 def matched_config(base: LMConfig, backbone: str, target: int, max_layers: int = 64) -> LMConfig:
-    """`base` with `backbone` and the block count whose parameter count is closest to `target`."""
-    candidates = [dataclasses.replace(base, backbone=backbone, n_layers=n) for n in range(1, max_layers + 1)]
-    return min(candidates, key=lambda c: abs(param_count(c) - target))
+    """`base` with `backbone` and the block count whose parameter count is closest to `target`.
+
+    A backbone's blocks are all alike, so the count is fixed + per_block x n_layers: two counts give every depth's."""
+    one, two = (param_count(dataclasses.replace(base, backbone=backbone, n_layers=n)) for n in (1, 2))
+    per_block, fixed = two - one, 2 * one - two
+    n_layers = min(range(1, max_layers + 1), key=lambda n: abs(fixed + per_block * n - target))
+    return dataclasses.replace(base, backbone=backbone, n_layers=n_layers)
+
+
+def backbone_config(params: Mapping[str, Any], backbone: str) -> LMConfig:
+    """`backbone`'s LM as its train_lm run builds it (run_sections), with the MiniLM text width."""
+    return dataclasses.replace(section_to_dataclass(LMConfig, run_sections(params, backbone)["lm"]), d_text=D_TEXT)
+
+
+def equal_size_configs(params: Mapping[str, Any], backbones: list[str]) -> tuple[int, list[tuple[LMConfig, str]]]:
+    """The reference's parameter count, and per backbone (its config, where its depth comes from)."""
+    target = param_count(backbone_config(params, REFERENCE))
+    own = (params.get("lm") or {}).get(PER_BACKBONE) or {}
+    configs = []
+    for name in backbones:
+        cfg = backbone_config(params, name)
+        if "n_layers" in (own.get(name) or {}):
+            configs.append((cfg, f"lm.{PER_BACKBONE}"))
+        else:
+            configs.append((matched_config(cfg, name, target), "matched"))
+    return target, configs
 
 
 def time_steps(
@@ -56,7 +85,7 @@ def time_steps(
     return (time.perf_counter() - start) / steps
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="batch 2 x 128 positions, 2 timed steps")
     parser.add_argument("--params", default="params.yaml")
@@ -64,14 +93,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="results/bench/train_step.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     batch, length, warmup, steps = (2, 128, 1, 2) if args.quick else (4, 512, 1, 5)
 
-    base = section_to_dataclass(LMConfig, load_params(args.params)["lm"])
-    base = dataclasses.replace(base, d_text=D_TEXT, backbone="prefix_simba")
-    target = param_count(base)
+    params = load_params(args.params)
+    base = backbone_config(params, REFERENCE)
+    target, configs = equal_size_configs(params, args.backbones)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, base.codebook_size, (batch, base.n_codebooks, length), generator=g).to(device)
     hidden = torch.randn(batch, TEXT_LEN, D_TEXT, generator=g).to(device)
@@ -79,8 +108,8 @@ def main() -> None:
     mask[:, TEXT_LEN // 2 :] = False
 
     rows = []
-    for name in args.backbones:
-        cfg = matched_config(base, name, target)
+    for cfg, depth_from in configs:
+        name = cfg.backbone
         torch.manual_seed(0)
         model = MusicLM(cfg).to(device).train()
         model.set_uncond(torch.zeros(1, TEXT_LEN, D_TEXT), torch.arange(TEXT_LEN)[None] < 1)
@@ -89,6 +118,7 @@ def main() -> None:
             {
                 "backbone": name,
                 "n_layers": cfg.n_layers,
+                "n_layers_from": depth_from,
                 "params": param_count(cfg),
                 "seconds_per_step": seconds,
                 "tokens_per_s": batch * length / seconds,

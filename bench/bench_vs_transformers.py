@@ -12,10 +12,12 @@ outputs must agree to float32 rounding, or the benchmark stops.
 Generation, a batch of 2 rows: ours is one caption with classifier-free guidance (cond + uncond rows, guidance 3,
 special id masked, temperature 1.2, top-k 250, one multinomial draw, the token fed to both rows), transformers'
 `generate` with its cache draws for both rows with the same temperature and top-k; tokens/s = generated positions
-per second. Ours is timed in each decode mode that runs here (models.decoding: eager, the CPU default; compile
-unless --no-compile, after a warm-up call that compiles; on CUDA also CUDA graphs), and must sample the same tokens
-in every mode. Training: forward + backward of the loss, batch x positions through the backbone (ours: PREFIX text
-positions + the audio tokens). Timings alternate between the implementations, `repeats` times each, and the
+per second. Ours is timed in each decode mode that runs here (models.decoding: eager; compile unless --no-compile,
+after a warm-up call that compiles; on CUDA also CUDA graphs), and must sample the same tokens in every mode. The
+report also says which mode "auto" (the default) picks for one such generation in a fresh process: on CPU, compile
+only once the process's generations add up to models.decoding.COMPILE_PAYS_AFTER_ROW_STEPS rows x positions.
+Training: forward + backward of the loss, batch x positions through the backbone (ours: PREFIX text positions + the
+audio tokens). Timings alternate between the implementations, `repeats` times each, and the
 medians are reported with the process's CPU time beside the wall time (equal when no other process competed for
 the cores); peak memory is the resident-set high-water mark a call adds (CPU) or max allocated (CUDA).
 On CUDA the paper-size model (prefix_mamba, 19 blocks x 1024, d_state 512, bf16) also reports its per-token latency
@@ -46,6 +48,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from ssmttm.artifacts import library_versions, write_json  # noqa: E402
+from ssmttm.models.decoding import COMPILE_PAYS_AFTER_ROW_STEPS, resolve_mode  # noqa: E402
 from ssmttm.models.lm import LMConfig, MusicLM, lm_loss  # noqa: E402
 from ssmttm.models.mamba2 import Mamba2, Mamba2Config  # noqa: E402
 
@@ -267,6 +270,9 @@ def bench_generation(shape: Shape, n: int, threads: int, repeats: int, modes: li
         "rows": rows,
         "ratio": {m: rows[f"ours_{m}"]["tokens_per_s"] / base for m in modes},
         "warmup_s": warmup_s,
+        # What "auto" resolves to for one generation of n positions x 2 rows in a fresh process (the work it counts).
+        "auto_picks": resolve_mode(ours, "auto", device, row_steps=2 * n),
+        "auto_compiles_after_row_steps": COMPILE_PAYS_AFTER_ROW_STEPS if device.type == "cpu" else None,
         "same_tokens_as_eager": same_tokens,
         "compile_fallback": getattr(ours.__dict__.get("_compiled_step"), "failed", None),
     }
@@ -381,6 +387,11 @@ def print_report(result: dict) -> None:
         print(
             f"  ours / transformers: {ratios}; warm-up s {row['warmup_s']}; same tokens {row['same_tokens_as_eager']}"
         )
+        if row["auto_compiles_after_row_steps"]:
+            print(
+                f"  decode 'auto' here: {row['auto_picks']} (compiles once a process has started "
+                f"{row['auto_compiles_after_row_steps']:,} rows x positions)"
+            )
     for row in result["training"]:
         print(
             f"\ntraining fwd+bwd, {row['shape']}, batch {row['batch']} x {row['positions']}, {row['threads']} thread(s)"

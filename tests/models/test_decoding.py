@@ -10,12 +10,21 @@ import pytest
 import torch
 
 from ssmttm.models import decoding
-from ssmttm.models.decoding import decode_step, flat_states, resolve_mode
+from ssmttm.models.decoding import CompileBook, decode_step, flat_states, resolve_mode
 from ssmttm.models.lm import sinusoidal_positions
 from ssmttm.models.mamba2 import HAS_MAMBA_SSM_KERNELS
 from tests.models._lm_utils import ALL_BACKBONES, SPECIAL, random_text, tiny_model
 
 STEPS = 24
+
+
+@pytest.fixture(autouse=True)
+def fresh_compile_book(monkeypatch):
+    """Each test starts with what a fresh process knows about compiling (no work counted, no failure seen)."""
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    book = CompileBook()
+    monkeypatch.setattr(decoding, "BOOK", book)
+    return book
 
 
 def reference_step(model, tokens, cache):
@@ -104,6 +113,65 @@ def test_modes_resolve_per_backbone_and_device():
         resolve_mode(tiny_model("prefix_mamba"), "fast", cpu)
 
 
+def auto_mode(model, rows, max_new):
+    """The mode "auto" resolves to for a generation of `rows` x `max_new` positions (nothing is compiled by start)."""
+    hidden, mask = random_text(rows)
+    _, cache = model.start(hidden, mask, max_new=max_new)
+    return cache.extra["decoder"].mode
+
+
+def test_auto_on_cpu_compiles_once_the_work_of_the_process_pays_for_it(monkeypatch, fresh_compile_book):
+    monkeypatch.setattr(decoding, "COMPILE_PAYS_AFTER_ROW_STEPS", 100)
+    model = tiny_model("prefix_simba")
+    assert auto_mode(model, 2, 30) == "eager"  # 60 row-positions started
+    assert auto_mode(model, 2, 30) == "compile"  # 120: the process has done enough with this key
+    assert auto_mode(model, 1, 30) == "eager"  # another batch size is another compiled graph: counted apart
+    # The key is the config's, not the model's: the next checkpoint of a run shares the count and the graph.
+    assert auto_mode(tiny_model("prefix_simba", seed=3), 2, 10) == "compile"
+    assert auto_mode(tiny_model("prefix_mamba"), 2, 200) == "compile"  # one generation long enough by itself
+    assert auto_mode(tiny_model("prefix_transformer"), 2, 200) == "eager"  # a KV cache grows: never compiled
+    # Compiled code that exists is used whatever the work (its cost is paid).
+    fresh_compile_book.compiled.add(decoding.compile_key(model, model.start(*random_text(1), max_new=1)[1], 1))
+    assert auto_mode(model, 1, 1) == "compile"
+    assert fresh_compile_book.function is None  # deciding compiled nothing
+
+
+def test_auto_stays_eager_in_portable_mode_and_without_a_compiler(monkeypatch, caplog, fresh_compile_book):
+    from torch._inductor import cpp_builder
+
+    monkeypatch.setattr(decoding, "COMPILE_PAYS_AFTER_ROW_STEPS", 0)
+    model = tiny_model("prefix_simba")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # portable CPU mode: bytes must not depend on the host
+    assert auto_mode(model, 2, 4) == "eager"
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+
+    def no_compiler():
+        raise cpp_builder.exc.InvalidCxxCompiler
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    with caplog.at_level(logging.INFO, logger="ssmttm.models.decoding"):
+        assert auto_mode(model, 2, 4) == "eager"
+        assert auto_mode(model, 2, 4) == "eager"
+    assert [r.message for r in caplog.records].count(
+        "decode 'auto': no C++ compiler for torch.compile (InvalidCxxCompiler); decoding eagerly"
+    ) == 1
+    assert resolve_mode(model, "compile", torch.device("cpu")) == "compile"  # asked for explicitly: it is tried
+
+
+def test_recompile_limit_decodes_eagerly_with_a_warning(monkeypatch, caplog, fresh_compile_book):
+    # Past Dynamo's recompile limit a fullgraph compile raises (it does not run something else silently): the model
+    # then decodes eagerly, and "auto" stops compiling in this process. A limit of 0 fails before tracing anything.
+    monkeypatch.setattr(decoding, "RECOMPILE_LIMIT", 0)
+    model = tiny_model("prefix_simba", d_model=24)
+    with caplog.at_level(logging.WARNING, logger="ssmttm.models.decoding"):
+        tokens, logits = decode(model, model.step, steps=4, decode_mode="compile")
+    assert "FailOnRecompileLimitHit" in model.__dict__["_compiled_step"].failed and "decoding eagerly" in caplog.text
+    ref_tokens, ref_logits = decode(model, model.step, steps=4, decode_mode="eager")
+    assert torch.equal(tokens, ref_tokens) and torch.equal(logits, ref_logits)
+    monkeypatch.setattr(decoding, "COMPILE_PAYS_AFTER_ROW_STEPS", 0)
+    assert fresh_compile_book.unavailable and auto_mode(model, 2, 4) == "eager"
+
+
 def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog):
     def broken_compile(fn, **kwargs):
         def run(*args):
@@ -151,6 +219,57 @@ def test_compiled_step_matches_eager(backbone):
     assert torch.equal(tokens, eager_tokens)
     again, _ = decode(model, model.step, decode_mode="compile")  # warm key: guards skipped
     assert torch.equal(again, tokens)
+
+
+@pytest.mark.slow
+def test_auto_through_the_generate_stage_samples_as_eager_with_one_graph_for_every_checkpoint(
+    tmp_path, monkeypatch, fresh_compile_book
+):
+    # The generate stage's own path (one model loaded per kept checkpoint, generate_tokens, WAVs), "auto" made to
+    # compile from the first generation: the clips are those of eager decoding, and the checkpoints after the first
+    # reuse the first one's compiled graph (parameters are graph inputs) instead of recompiling.
+    import ssmttm.models.lm as lm_module
+    from ssmttm.artifacts import sha256_file
+    from ssmttm.generate.stage import generate_run
+    from tests.generate._fixtures import fake_encoder_factory, gen_cfg, make_inputs, text_section
+
+    inputs = make_inputs(tmp_path / "in")
+    cfg = gen_cfg(variants=["codebook1_only"], seconds=0.04)  # 80 frames, 2 batches of 2 captions (4 rows)
+
+    def run(out):
+        generate_run(
+            cfg,
+            inputs.lm_run,
+            inputs.codec,
+            out,
+            1234,
+            shards_dir=inputs.shards,
+            text_section=text_section(False),
+            encoder_factory=fake_encoder_factory,
+            progress=False,
+        )
+        return {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*.wav"))}
+
+    started = []  # (model number, mode) of every generation; no reference kept: each model is freed as in a run
+
+    def spy(model, *args):
+        decoder = make_decoder(model, *args)
+        started.append((model.__dict__.setdefault("_test_number", len({n for n, _ in started})), decoder.mode))
+        return decoder
+
+    make_decoder = lm_module.make_decoder
+    monkeypatch.setattr(lm_module, "make_decoder", spy)
+    monkeypatch.setattr(decoding, "COMPILE_PAYS_AFTER_ROW_STEPS", 10**15)
+    eager = run(tmp_path / "eager")
+    assert {mode for _, mode in started} == {"eager"}
+    started.clear()
+    monkeypatch.setattr(decoding, "COMPILE_PAYS_AFTER_ROW_STEPS", 0)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert run(tmp_path / "auto") == eager and len(eager) >= 6
+    assert {mode for _, mode in started} == {"compile"}
+    assert len({number for number, _ in started}) >= 2  # one model per kept checkpoint
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs <= 1  # 0 if an earlier test built it
+    assert fresh_compile_book.unavailable is None and len(fresh_compile_book.compiled) == 1
 
 
 # ----------------------------------------------------------------------------------------------- CUDA

@@ -57,10 +57,10 @@ STATIC_STATE_KINDS = frozenset({"mamba", "mlp"})  # sublayers whose decode state
 # demo prefix_simba (d_model 128, 4 blocks) 2.6 -> 0.9 ms at 2 rows, 5.7 -> 3.2 ms at 8, 7.7 -> 4.2 ms at 16,
 # 15.0 -> 7.6 ms at 32, i.e. 0.23-0.30 ms per row-position from 8 rows up (0.8 ms at 2 rows); the issue-12 shape
 # (prefix_mamba, d_model 256, 2 blocks, 2 rows) 2.1 -> 1.1 ms. A cold compile (~40 s) is repaid after
-# 40 s / 0.27 ms = ~150,000 row-positions: one 8-caption demo checkpoint (2 batches x 8 rows x 259 positions, 8,300)
-# stays eager, a long CPU run switches. Counting the work a process has started, rather than deciding per
-# generation, lets a run made of many short generations switch too, once its eager overhead has cost about what
-# the compile does (so at most twice the best choice's overhead).
+# 40 s / 0.27 ms = ~150,000 row-positions. The demo's generate (2 checkpoints x 2 batches x 8 rows x 259 positions:
+# 8,300) stays eager; a CPU run of some 20x that switches. Counting the work a process has started, rather than
+# deciding per generation, lets a run made of many short generations switch too, once its eager overhead has cost
+# about what the compile does (so at most twice the overhead of the best choice).
 COMPILE_PAYS_AFTER_ROW_STEPS = 150_000
 # Compile keys the one compiled decode_step may hold (Dynamo's recompile_limit for it; its default is 8). A generate
 # process needs one per (config, batch size); past the limit a model decodes eagerly with a warning.
