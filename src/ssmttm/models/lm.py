@@ -222,8 +222,9 @@ class MusicLM(nn.Module):
         """Encode the prefix once; returns logits for token 0 (B, K, V) and a cache with room for `max_new` steps.
 
         `decode` chooses how `step` runs (models.decoding): "auto" (CUDA graphs on CUDA with mamba_ssm; on CPU
-        compiled once the process's generation work pays for the compile, else eager), "eager", "compile" (torch.compile, Mamba2/MLP backbones) or "cuda_graph". Every mode computes the
-        same logits up to float rounding.
+        compiled once the process's generation work pays for the compile, else eager), "eager", "compile"
+        (torch.compile, Mamba2/MLP backbones) or "cuda_graph". Every mode computes the same logits up to float
+        rounding.
         """
         b = text_hidden.shape[0]
         text, mask, _ = self.condition(text_hidden, text_mask)
