@@ -85,6 +85,19 @@ def test_paper_presets():
         unet_preset("huge", 8, 8)
 
 
+def test_paper_sizes_follow_discodiffs_layout():
+    """Counted from the shapes of DiscoDiff's Unet1DCondBase (ETH-DISCO/discodiff module/unet_cond_large.py,
+    unet_blocks.py): ResNet blocks project [time ; pooled text] (8 x dim wide), 9 heads of 128 in the cross and
+    middle attention, 32-wide heads in the linear attention. DiscoDiff adds a chroma cross-attention per level
+    (1,235,636,748 in all for the large secondary), which PAPER.md's text-only refiner leaves out."""
+    assert param_count(unet_preset("large", 72, 64, context_dim=1024)) == 1_212_778_880
+    assert param_count(unet_preset("large", 8, 8, context_dim=1024)) == 1_212_635_976
+    assert param_count(unet_preset("small", 72, 64, context_dim=1024)) == 199_753_856
+    with torch.device("meta"):
+        model = UNet1D(unet_preset("large", 72, 64))
+    assert model.mid_block1.emb[1].in_features == 8 * 576  # the concatenation, not a sum of 4 x dim vectors
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="linear_attn_blocks"):
         UNetConfig(resnet_blocks=2, linear_attn_blocks=2)

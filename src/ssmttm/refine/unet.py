@@ -12,9 +12,10 @@
 widths = [dim, dim * dim_mults[0], ..., dim * dim_mults[L-1]] (DiscoDiff's convention: level 0 runs at `dim`).
 T must be a multiple of 2**(L-1): 16 for the paper's large U-Net (5 levels), 8 for the small one.
 
-Conditioning. Every ResNet block gets one embedding vector (B, 4*dim), turned into a scale and shift after its first
-GroupNorm: MLP(sinusoidal(timestep)) + MLP(masked mean of the text token states), i.e. the pooled text vector is
-added to the time embedding through its own projection. Cross-attention reads the text token states; padding tokens
+Conditioning. Every ResNet block gets one embedding vector (B, 8*dim), turned into a scale and shift after its first
+GroupNorm: [MLP(sinusoidal(timestep)) ; MLP(masked mean of the text token states)], the time and the pooled text
+vectors (4*dim each) concatenated, as DiscoDiff's ResNet blocks take them (its `ResnetBlock` projects the
+concatenation; adding the two instead would leave out a quarter of the large U-Net's parameters). Cross-attention reads the text token states; padding tokens
 (mask False) get no attention weight and are left out of the mean, so they cannot change the output.
 Classifier-free guidance: rows flagged in `drop` see a learned null text instead of their caption (one token holding
 `null_text`, the other positions masked), in training (condition drop) and in the unconditional pass of sampling.
@@ -39,8 +40,9 @@ class UNetConfig:
     resnet_blocks: int = 5  # ResNet blocks per level, on each side of the U
     linear_attn_blocks: int = 2  # linear attention after ResNet blocks 1..n of each level (block 0 has none)
     context_dim: int = 1024  # width of the text token states (flan-t5-large)
-    heads: int = 8  # attention heads (linear, cross and middle attention); not given in PAPER.md
-    dim_head: int = 64
+    heads: int = 9  # attention heads (linear, cross and middle attention): DiscoDiff uses one per codebook
+    dim_head: int = 128  # cross and middle attention (DiscoDiff's head_dim)
+    linear_dim_head: int = 32  # linear attention (DiscoDiff leaves its LinearAttention at dim_head 32)
     norm_groups: int = 9  # GroupNorm groups in the ResNet blocks (DiscoDiff: one per codebook)
     time_theta: float = 10000.0  # longest period of the sinusoidal time embedding
 
@@ -80,7 +82,10 @@ class UNetConfig:
 PRESETS: dict[str, dict] = {
     "large": dict(dim=576, dim_mults=(1, 1, 2, 2, 4), resnet_blocks=5, linear_attn_blocks=2, norm_groups=9),
     "small": dict(dim=144, dim_mults=(1, 2, 4, 8), resnet_blocks=5, linear_attn_blocks=2, norm_groups=9),
-    "tiny": dict(dim=16, dim_mults=(1, 2), resnet_blocks=2, linear_attn_blocks=1, heads=2, dim_head=8, norm_groups=4),
+    "tiny": dict(
+        dim=16, dim_mults=(1, 2), resnet_blocks=2, linear_attn_blocks=1, heads=2, dim_head=8, linear_dim_head=8,
+        norm_groups=4,
+    ),
 }
 
 
@@ -200,7 +205,7 @@ class Level(nn.Module):
             [ResnetBlock(width + skip_width, width, emb_dim, cfg.norm_groups) for _ in range(cfg.resnet_blocks)]
         )
         self.linear_attn = nn.ModuleList(
-            [LinearAttention(width, cfg.heads, cfg.dim_head) for _ in range(cfg.linear_attn_blocks)]
+            [LinearAttention(width, cfg.heads, cfg.linear_dim_head) for _ in range(cfg.linear_attn_blocks)]
         )
         self.cross_attn = CrossAttention(width, cfg.context_dim, cfg.heads, cfg.dim_head)
 
@@ -224,9 +229,12 @@ class UNet1D(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
-        widths, emb_dim = cfg.widths, 4 * cfg.dim
-        self.time_mlp = nn.Sequential(nn.Linear(cfg.dim, emb_dim), nn.GELU(), nn.Linear(emb_dim, emb_dim))
-        self.text_mlp = nn.Sequential(nn.Linear(cfg.context_dim, emb_dim), nn.GELU(), nn.Linear(emb_dim, emb_dim))
+        widths, vector_dim = cfg.widths, 4 * cfg.dim
+        emb_dim = 2 * vector_dim  # the ResNet blocks read [time ; pooled text]
+        self.time_mlp = nn.Sequential(nn.Linear(cfg.dim, vector_dim), nn.GELU(), nn.Linear(vector_dim, vector_dim))
+        self.text_mlp = nn.Sequential(
+            nn.Linear(cfg.context_dim, vector_dim), nn.GELU(), nn.Linear(vector_dim, vector_dim)
+        )
         self.null_text = nn.Parameter(torch.randn(cfg.context_dim) * 0.02)  # the learned null condition
         self.init_conv = nn.Conv1d(cfg.in_channels, cfg.dim, 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -284,8 +292,8 @@ class UNet1D(nn.Module):
             )
         text, mask = self.condition(text, text_mask, drop)
         pooled = torch.where(mask[..., None], text, 0).sum(1) / mask.sum(1, keepdim=True)  # (B, E)
-        emb = self.time_mlp(timestep_embedding(timestep.expand(b), self.cfg.dim, self.cfg.time_theta).to(x.dtype))
-        emb = emb + self.text_mlp(pooled)  # (B, 4*dim)
+        time = self.time_mlp(timestep_embedding(timestep.expand(b), self.cfg.dim, self.cfg.time_theta).to(x.dtype))
+        emb = torch.cat([time, self.text_mlp(pooled)], dim=-1)  # (B, 8*dim)
 
         h = self.init_conv(x)  # (B, dim, T)
         first = h
