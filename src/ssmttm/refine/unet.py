@@ -15,8 +15,10 @@ T must be a multiple of 2**(L-1): 16 for the paper's large U-Net (5 levels), 8 f
 Conditioning. Every ResNet block gets one embedding vector (B, 8*dim), turned into a scale and shift after its first
 GroupNorm: [MLP(sinusoidal(timestep)) ; MLP(masked mean of the text token states)], the time and the pooled text
 vectors (4*dim each) concatenated, as DiscoDiff's ResNet blocks take them (its `ResnetBlock` projects the
-concatenation; adding the two instead would leave out a quarter of the large U-Net's parameters). Cross-attention reads the text token states; padding tokens
-(mask False) get no attention weight and are left out of the mean, so they cannot change the output.
+concatenation; adding the two instead would leave out a quarter of the large U-Net's parameters). Cross-attention
+reads the text token states; padding tokens (mask False) get no attention weight and are left out of the mean, so
+they cannot change the output. DiscoDiff's optional chroma cross-attention is left out: PAPER.md's refiner reads
+text only.
 Classifier-free guidance: rows flagged in `drop` see a learned null text instead of their caption (one token holding
 `null_text`, the other positions masked), in training (condition drop) and in the unconditional pass of sampling.
 """
