@@ -85,7 +85,13 @@ PRESETS: dict[str, dict] = {
     "large": dict(dim=576, dim_mults=(1, 1, 2, 2, 4), resnet_blocks=5, linear_attn_blocks=2, norm_groups=9),
     "small": dict(dim=144, dim_mults=(1, 2, 4, 8), resnet_blocks=5, linear_attn_blocks=2, norm_groups=9),
     "tiny": dict(
-        dim=16, dim_mults=(1, 2), resnet_blocks=2, linear_attn_blocks=1, heads=2, dim_head=8, linear_dim_head=8,
+        dim=16,
+        dim_mults=(1, 2),
+        resnet_blocks=2,
+        linear_attn_blocks=1,
+        heads=2,
+        dim_head=8,
+        linear_dim_head=8,
         norm_groups=4,
     ),
 }
