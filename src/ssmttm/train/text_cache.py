@@ -8,8 +8,8 @@ training loop (and from GPU memory) and makes every epoch cheaper. Every distinc
 splits) is encoded, listed from the shards' small `caption` column alone. Caption dropout is not part of the cache:
 it is applied by the LM on top of the cached encodings, in training only.
 
-Layout of `--out` (`provenance.json`: the text section, the shards and their `_manifest.json` hash, the cache keys)
-and of one cache folder in it (the key hashes the encoder name, max_length and text.cache_dtype):
+Layout of `--out`, one atomic folder (`provenance.json`: the text section, the shards and their `_manifest.json`
+hash, the cache keys) and of one cache folder in it (the key hashes the encoder name, max_length and text.cache_dtype):
 
     cache.json                  encoder, max_length, d_text, dtype, captions, files
     captions-00000.safetensors  per caption sha256 `<sha>`: the hidden rows of its real tokens (n, d_text) and
@@ -31,6 +31,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,19 +121,41 @@ def read_cache_info(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _covers(folder: Path, wanted: list[str]) -> bool:
+    info = read_cache_info(folder)
+    return info is not None and set(info["captions"]) >= {caption_key(c) for c in wanted}
+
+
+def _link_or_copy(source: str, dest: str) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+
+
 def build_text_cache(
-    captions: Iterable[str], text_cfg: TextConfig, root: str | Path, encoder: Any | None = None
+    captions: Iterable[str],
+    text_cfg: TextConfig,
+    root: str | Path,
+    encoder: Any | None = None,
+    reuse_root: str | Path | None = None,
 ) -> Path:
     """Encode every distinct caption (plus "") into `root/<key>/` unless a complete cache there covers them.
 
-    `encoder` defaults to `TextEncoder(text_cfg)`; anything with `encode(list[str]) -> TextEncoding` works.
+    `encoder` defaults to `TextEncoder(text_cfg)`; anything with `encode(list[str]) -> TextEncoding` works. A
+    complete cache of the same key in `reuse_root` that covers them is hard-linked (or copied) instead of encoding.
     """
     dtype = text_cfg.cache_dtype
     wanted = sorted({*captions, UNCOND_PROMPT}, key=caption_key)
     folder = cache_folder(root, text_cfg)
-    info = read_cache_info(folder)
-    if info is not None and set(info["captions"]) >= {caption_key(c) for c in wanted}:
+    if _covers(folder, wanted):
         log.info("text cache %s covers all %d captions", folder, len(wanted))
+        return folder
+    previous = cache_folder(reuse_root, text_cfg) if reuse_root is not None else None
+    if previous is not None and _covers(previous, wanted):
+        log.info("text cache %s covers all %d captions: kept", previous, len(wanted))
+        with atomic_dir(folder) as tmp:
+            shutil.copytree(previous, tmp, copy_function=_link_or_copy, dirs_exist_ok=True)
         return folder
     if encoder is None:
         from ssmttm.text.encoder import TextEncoder
@@ -236,7 +260,8 @@ def text_cache(
     cache key among `text_cfgs` (the LM's text setting, then the refiner's); returns those folders.
 
     `encoder` (tests) replaces the configured encoder of every setting. `out_dir/provenance.json` records the
-    settings, the shards folder and the hash of its `_manifest.json`.
+    settings, the shards folder and the hash of its `_manifest.json`. `out_dir` is replaced whole when complete; a
+    cache of the previous `out_dir` that covers the captions is hard-linked into the new one, not encoded again.
     """
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
     configs = [text_cfgs] if isinstance(text_cfgs, TextConfig) else list(text_cfgs)
@@ -244,21 +269,25 @@ def text_cache(
     for cfg in configs:
         distinct.setdefault(cache_key(cfg), cfg)
     captions = shard_captions(shards_dir)
-    folders = [build_text_cache(captions, cfg, out_dir, encoder=encoder) for cfg in distinct.values()]
     manifest = shards_dir / MANIFEST_FILE
-    write_provenance(
-        out_dir,
-        "text_cache",
-        asdict(configs[0]),
-        None,
-        cpu_numerics=True,
-        shards=str(shards_dir),
-        shards_manifest_sha256=sha256_file(manifest) if manifest.is_file() else None,
-        cache=folders[0].name,
-        caches={key: asdict(cfg) for key, cfg in distinct.items()},
-        n_captions=len(captions),
-    )
-    return folders
+    # One atomic folder, as every stage output: a kill leaves the previous complete `out_dir` (or none), never one
+    # with some caches and no provenance. The caches of the previous `out_dir` that still cover the captions are
+    # hard-linked into the new one rather than encoded again.
+    with atomic_dir(out_dir) as tmp:
+        built = [build_text_cache(captions, cfg, tmp, encoder=encoder, reuse_root=out_dir) for cfg in distinct.values()]
+        write_provenance(
+            tmp,
+            "text_cache",
+            asdict(configs[0]),
+            None,
+            cpu_numerics=True,
+            shards=str(shards_dir),
+            shards_manifest_sha256=sha256_file(manifest) if manifest.is_file() else None,
+            cache=built[0].name,
+            caches={key: asdict(cfg) for key, cfg in distinct.items()},
+            n_captions=len(captions),
+        )
+    return [out_dir / folder.name for folder in built]
 
 
 # --------------------------------------------------------------------------------------------------- CLI
