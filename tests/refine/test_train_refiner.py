@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from ssmttm.artifacts import TMP_MARK
 from ssmttm.cli import main
 from ssmttm.errors import UserFacingError
 from ssmttm.refine import stage
@@ -171,6 +172,25 @@ def test_text_cache_builds_the_refiners_cache_when_its_setting_differs(tmp_path)
     assert json.loads((folders[1] / "cache.json").read_text())["max_length"] == 6
     provenance = json.loads((tmp_path / "two" / "provenance.json").read_text())
     assert set(provenance["caches"]) == {f.name for f in folders}
+
+
+def test_text_cache_rerun_replaces_the_folder_whole_and_links_the_caches_that_still_cover(tmp_path):
+    """The stage output is one atomic folder (tests/test_kills_later_stages.py kills it); a rerun hard-links the
+    previous caches that cover the captions instead of encoding again, and drops caches of other settings."""
+    shards = make_latent_shards(tmp_path / "tokenize", n_shards=1)
+    out = tmp_path / "text_cache"
+    (folder,) = text_cache(shards, [TEXT_CFG], out, encoder=WordHashEncoder())
+    (out / "0123456789abcdef").mkdir()  # a cache of settings no longer asked for
+    files = {p.name: p.stat().st_ino for p in folder.iterdir()}
+
+    class Refuses:
+        def encode(self, captions):
+            raise AssertionError("encoded again")
+
+    assert text_cache(shards, [TEXT_CFG], out, encoder=Refuses()) == [folder]
+    assert {p.name: p.stat().st_ino for p in folder.iterdir()} == files
+    assert sorted(p.name for p in out.iterdir()) == sorted([folder.name, "host.json", "provenance.json"])
+    assert not [p for p in tmp_path.iterdir() if TMP_MARK in p.name]
 
 
 def test_cli_help(capsys):
