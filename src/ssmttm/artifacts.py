@@ -208,6 +208,15 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def link_or_copy(source: str | Path, dest: str | Path) -> None:
+    """Hard-link `source` to `dest` (no second copy of large files on one file system), or copy it where links fail
+    (another file system, or one without hard links)."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,7 +39,7 @@ from typing import Any
 
 import torch
 
-from ssmttm.artifacts import atomic_dir, hash_params, sha256_file, write_json, write_provenance
+from ssmttm.artifacts import atomic_dir, hash_params, link_or_copy, sha256_file, write_json, write_provenance
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.data.shards import MANIFEST_FILE, list_shards
 from ssmttm.errors import UserFacingError
@@ -126,13 +125,6 @@ def _covers(folder: Path, wanted: list[str]) -> bool:
     return info is not None and set(info["captions"]) >= {caption_key(c) for c in wanted}
 
 
-def _link_or_copy(source: str, dest: str) -> None:
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copyfile(source, dest)
-
-
 def build_text_cache(
     captions: Iterable[str],
     text_cfg: TextConfig,
@@ -155,7 +147,7 @@ def build_text_cache(
     if previous is not None and _covers(previous, wanted):
         log.info("text cache %s covers all %d captions: kept", previous, len(wanted))
         with atomic_dir(folder) as tmp:
-            shutil.copytree(previous, tmp, copy_function=_link_or_copy, dirs_exist_ok=True)
+            shutil.copytree(previous, tmp, copy_function=link_or_copy, dirs_exist_ok=True)
         return folder
     if encoder is None:
         from ssmttm.text.encoder import TextEncoder
