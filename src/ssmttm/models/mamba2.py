@@ -310,12 +310,18 @@ class Mamba2(nn.Module):
         dt = F.softplus(_f32(dt) + _f32(self.dt_bias))  # (B, H)
         decay = torch.exp(dt * -torch.exp(_f32(self.A_log)))  # (B, H)
         xs_acc = xs.to(acc).view(batch, c.nheads, P)
-        ssm = state.ssm_state.view(batch, G, R, P, N)  # head h = g * R + r reads group g
-        ssm.mul_(decay.view(batch, G, R, 1, 1))
-        ssm.addcmul_((xs_acc * dt[..., None]).view(batch, G, R, P, 1), B.to(acc).view(batch, G, 1, 1, N))
+        # Head h = g * R + r reads group g: B and C per head, (B, H, 1, N), a stride-0 view when G = 1. The state is
+        # updated as it is stored, not through a view of it: torch.compile then writes it back in the same pass that
+        # reads it (through a view, Inductor added a temporary and a copy, three passes over the state).
+        B_head, C_head = (
+            t.to(acc).view(batch, G, 1, N).expand(batch, G, R, N).reshape(batch, c.nheads, 1, N) for t in (B, C)
+        )
+        ssm = state.ssm_state  # (B, H, P, N)
+        ssm.mul_(decay[..., None, None])
+        ssm.addcmul_((xs_acc * dt[..., None])[..., None], B_head)
         # y = state C as a product and a sum: a batched matrix-vector product costs 4x more at these sizes (MKL).
-        y = (ssm * C.to(acc).view(batch, G, 1, 1, N)).sum(dim=-1)  # (B, G, R, P)
-        y = torch.addcmul(y.view(batch, c.nheads, P), xs_acc, _f32(self.D)[:, None]).to(x.dtype)  # + D x
+        y = (ssm * C_head).sum(dim=-1)  # (B, H, P)
+        y = torch.addcmul(y, xs_acc, _f32(self.D)[:, None]).to(x.dtype)  # + D x
         y = y.view(batch, c.d_inner)
         return linear_few_rows(self.out_proj, self.norm(y, z) if self.norm is not None else y * F.silu(z))  # (B, D)
 
