@@ -72,6 +72,27 @@ def test_sha256_file(tmp_path):
     assert artifacts.sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
+def test_link_or_copy_links_or_copies_content_and_optionally_metadata(tmp_path, monkeypatch):
+    source = tmp_path / "w.bin"
+    source.write_bytes(b"weights")
+    os.chmod(source, 0o640)
+    os.utime(source, ns=(1_000_000_000, 2_000_000_000))
+    artifacts.link_or_copy(source, tmp_path / "linked.bin")
+    assert os.path.samefile(source, tmp_path / "linked.bin")
+
+    def cross_device(source, dest):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    artifacts.link_or_copy(source, tmp_path / "plain.bin")
+    artifacts.link_or_copy(source, tmp_path / "kept.bin", keep_metadata=True)
+    for name in ("plain.bin", "kept.bin"):
+        assert (tmp_path / name).read_bytes() == b"weights" and not os.path.samefile(source, tmp_path / name)
+    assert (tmp_path / "plain.bin").stat().st_mtime_ns != 2_000_000_000
+    kept = (tmp_path / "kept.bin").stat()
+    assert kept.st_mtime_ns == 2_000_000_000 and kept.st_mode & 0o777 == 0o640
+
+
 def test_a_real_kill_9_leaves_a_temporary_that_the_next_writer_removes(tmp_path):
     """SIGKILL skips every `finally`: the temporary stays, and the next atomic write of the same path removes it."""
     import signal

@@ -14,7 +14,13 @@ import sys
 import pytest
 import torch
 
-from ssmttm.determinism import PORTABLE_ENV, apply_portable_env, apply_runtime_settings, cpu_description
+from ssmttm.determinism import (
+    PORTABLE_ENV,
+    apply_portable_env,
+    apply_runtime_settings,
+    cpu_description,
+    portable_active,
+)
 
 KNOBS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "GLIBC_TUNABLES")
 SMALLER_HOST = {  # what an AVX2-only x86-64 host's libraries would pick natively
@@ -67,6 +73,19 @@ def test_apply_portable_env_sets_the_documented_variables():
     assert apply_portable_env({})["OMP_NUM_THREADS"] == "1"
     with pytest.raises(ValueError, match="threads"):
         apply_portable_env({}, threads=0)
+
+
+def test_portable_active_reads_atens_knob_only(monkeypatch):
+    for key in PORTABLE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert not portable_active()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert not portable_active()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", PORTABLE_ENV["ATEN_CPU_CAPABILITY"])
+    assert portable_active()  # as decoding's "auto" always checked: the other knobs are apply_runtime_settings' job
+    for key, value in apply_portable_env({}).items():
+        monkeypatch.setenv(key, value)
+    assert portable_active()
 
 
 def test_cpu_description_has_the_provenance_keys():

@@ -208,13 +208,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def link_or_copy(source: str | Path, dest: str | Path) -> None:
+def link_or_copy(source: str | Path, dest: str | Path, *, keep_metadata: bool = False) -> None:
     """Hard-link `source` to `dest` (no second copy of large files on one file system), or copy it where links fail
-    (another file system, or one without hard links)."""
+    (another file system, or one without hard links).
+
+    The copy has the content only (`shutil.copyfile`), or with `keep_metadata` also the permission bits and times
+    (`shutil.copy2`), as a hard link would share them."""
     try:
         os.link(source, dest)
     except OSError:
-        shutil.copyfile(source, dest)
+        (shutil.copy2 if keep_metadata else shutil.copyfile)(source, dest)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

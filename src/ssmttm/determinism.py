@@ -53,6 +53,17 @@ def apply_portable_env(environ: Mapping[str, str], threads: int = 1) -> dict[str
     return env
 
 
+def portable_active() -> bool:
+    """Whether this process runs in portable CPU mode: ATEN_CPU_CAPABILITY is set to PORTABLE_ENV's value.
+
+    Read from the environment (no torch import, so callers may ask before torch starts). That knob is the one that
+    decides whether ATen's kernels depend on the host, which is what callers such as decoding's "auto" (no host-built
+    Inductor code in portable mode) need to know; `apply_runtime_settings(True)` refuses to run without it, so in a
+    process that checked its mode it stands for the whole mode. `cpu_description` applies a stricter test.
+    """
+    return os.environ.get("ATEN_CPU_CAPABILITY") == PORTABLE_ENV["ATEN_CPU_CAPABILITY"]
+
+
 def apply_runtime_settings(portable: bool, threads: int | None = None) -> None:
     """What can only be set after `import torch`; raises if portable mode's environment came too late.
 
@@ -63,6 +74,7 @@ def apply_runtime_settings(portable: bool, threads: int | None = None) -> None:
 
     if portable:  # checked first: a refusal changes nothing
         wanted, got = PORTABLE_ENV["ATEN_CPU_CAPABILITY"].upper(), torch.backends.cpu.get_cpu_capability()
+        # Not portable_active(): this validates the mode that was asked for, MKL's knob too, and names what is missing.
         missing = [k for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR") if os.environ.get(k) != PORTABLE_ENV[k]]
         if missing:
             raise RuntimeError(f"portable CPU mode: {missing} not set; use apply_portable_env() before importing torch")
@@ -92,6 +104,8 @@ def cpu_description() -> dict[str, Any]:
 
     model, flags = _cpuinfo()
     env = {k: os.environ.get(k) for k in REPORTED_ENV}
+    # Stricter than portable_active(): provenance says "portable" only with every numerics knob in force (thread
+    # counts aside, reported apart) and oneDNN off, so a partly set environment is recorded as native.
     portable = all(env[k] == v for k, v in PORTABLE_ENV.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
     mkldnn = torch.backends.mkldnn.is_available() and torch._C._get_mkldnn_enabled()
     return {

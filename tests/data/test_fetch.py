@@ -214,7 +214,7 @@ def test_an_exception_mid_run_leaves_nothing_that_looks_complete(http_server, in
             raise KeyboardInterrupt
         os.link(source, dest)
 
-    monkeypatch.setattr(fetch_module, "_link_or_copy", crash_on_second)
+    monkeypatch.setattr(fetch_module, "link_or_copy", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         fetch_shard(manifest, 0, _cfg(), "data/fetch/shard-00000")
     leftovers = [p for p in (in_tmp / "data").rglob("*") if not is_temporary(p) and p.name != "fetch"]

@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 
 from ssmttm.artifacts import (
     atomic_dir,
+    link_or_copy,
     remove_stale_temporaries_in,
     sha256_file,
     temporary_name,
@@ -369,13 +370,6 @@ def _artifact_path(path: Path) -> str:
     return path.as_posix()
 
 
-def _link_or_copy(source: Path, dest: Path) -> None:
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copyfile(source, dest)
-
-
 def _clean(reason: str) -> str:
     return " ".join(_ANSI.sub("", reason).split())[:500]
 
@@ -475,7 +469,7 @@ def fetch_shard(
         tracks = []
         for track_id in sorted(items):
             item, row = items[track_id], by_id[track_id]
-            _link_or_copy(item.path, tmp / "audio" / item.path.name)
+            link_or_copy(item.path, tmp / "audio" / item.path.name)
             write_json(tmp / "info" / f"{track_id}.json", {k: item.info.get(k) for k in INFO_FIELDS})
             track = {
                 "id": track_id,

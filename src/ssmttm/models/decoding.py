@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ssmttm.determinism import PORTABLE_ENV
+from ssmttm.determinism import portable_active
 from ssmttm.models.blocks import BackboneCache
 from ssmttm.models.few_rows import linear_few_rows
 
@@ -144,7 +143,7 @@ def compile_available() -> bool:
     """Whether "auto" may compile here: not in portable CPU mode, no failure yet, a C++ compiler Inductor can use
     (looked up once; without one, one log line and eager decoding). Inductor needs no network: it builds with the
     local compiler (it downloads one only if TORCH_INDUCTOR_INSTALL_GXX is set)."""
-    if os.environ.get("ATEN_CPU_CAPABILITY") == PORTABLE_ENV["ATEN_CPU_CAPABILITY"]:
+    if portable_active():
         return False  # portable mode pins ATen's kernels; Inductor's code is built for the host (-march=native)
     if BOOK.unavailable is None and not BOOK.compiler_checked:
         BOOK.compiler_checked = True

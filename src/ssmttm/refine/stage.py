@@ -45,6 +45,7 @@ from ssmttm.artifacts import (
     atomic_dir,
     canonical_json,
     hash_params,
+    link_or_copy,
     stable_int,
     write_json,
     write_provenance,
@@ -182,10 +183,7 @@ def export_final(checkpoint: Path, target: Path) -> None:
     """`final/`: the refiner files of the last checkpoint (hard links where possible), replaced whole."""
     with atomic_dir(target) as tmp:
         for name in (WEIGHTS_FILE, CONFIG_FILE, STATS_FILE):
-            try:
-                os.link(checkpoint / name, tmp / name)
-            except OSError:
-                (tmp / name).write_bytes((checkpoint / name).read_bytes())
+            link_or_copy(checkpoint / name, tmp / name)
 
 
 def finish(out_dir: Path, step: int, summary: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from ssmttm.artifacts import TMP_MARK, canonical_json, write_json
+from ssmttm.artifacts import TMP_MARK, canonical_json, link_or_copy, write_json
 from ssmttm.models.lm import CONFIG_FILE, WEIGHTS_FILE
 from ssmttm.train.checkpoint import checkpoint_name, prune_checkpoints
 from ssmttm.train.config import TrainConfig
@@ -281,10 +281,7 @@ def export_final(checkpoint: Path, target: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name in (WEIGHTS_FILE, CONFIG_FILE):
-        try:
-            os.link(checkpoint / name, tmp / name)
-        except OSError:
-            shutil.copy2(checkpoint / name, tmp / name)
+        link_or_copy(checkpoint / name, tmp / name, keep_metadata=True)  # a copy keeps the times, as a link would
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
