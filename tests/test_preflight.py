@@ -24,7 +24,6 @@ from ssmttm.pipeline import STAGES
 from ssmttm.preflight import run_preflight
 from ssmttm.preflight.compute import kept_checkpoints
 from ssmttm.preflight.network import probe_url
-from ssmttm.preflight.plan import SHARDED_RULES_FALLBACK, sharded_rules
 from ssmttm.preflight.report import FAIL, PASS, SKIP, WARN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -319,10 +318,6 @@ def test_plan_lists_every_stage_with_its_jobs(demo, paper):
     assert jobs["fetch"] == jobs["segment"] == paper["corpus"]["n_shards"]
     assert jobs["tokenize"] == paper["corpus"]["n_shards"] + 1  # plus the shard manifest
     assert jobs["train_lm"] == 2 and jobs["generate"] == 3  # two backbones; generate adds the references
-
-
-def test_sharded_rules_read_from_the_workflow_match_the_fallback():
-    assert sharded_rules(ROOT) == SHARDED_RULES_FALLBACK
 
 
 def test_gpu_hours_are_measured_only_where_a_gpu_benchmark_exists(paper, tmp_path):

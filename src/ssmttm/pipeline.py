@@ -49,6 +49,9 @@ class Stage:
 
 PACKAGE_DIR = "src/ssmttm"
 INPUTS_DIR = "inputs"  # where a user's manifests and caption files live (tracked by git; a DVC dependency)
+# Snakemake rules that run once per corpus shard (a `{shard}` wildcard in their outputs; the other job rules run once
+# per run or once). Preflight counts jobs with it; tests/workflow/test_dvc_agreement.py checks it against the rules.
+SHARDED_RULES = frozenset({"fetch", "select", "segment", "caption", "tokenize"})
 
 
 # DAG order. `code` lists what can change a stage's output; helpers used by every stage (artifacts, config, cli)

@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from ssmttm.pipeline import INPUTS_DIR, STAGES
+from ssmttm.pipeline import INPUTS_DIR, SHARDED_RULES, STAGES
 from tests.workflow.smk import read_rules
 
 
@@ -142,3 +142,8 @@ def _normal(value):
         except ValueError:
             return value
     return value
+
+
+def test_the_per_shard_rules_of_the_pipeline_table_are_the_workflow_rules_with_a_shard_wildcard(rules):
+    sharded = {name for name, rule in rules.items() if any("{shard}" in out for out in rule.outputs)}
+    assert sharded == SHARDED_RULES

@@ -5,42 +5,25 @@ FLOP estimate labelled as one.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from ssmttm.pipeline import STAGES, backbones, runs
+from ssmttm.pipeline import SHARDED_RULES, STAGES, backbones, runs
 from ssmttm.preflight import compute, volume
 from ssmttm.preflight.compute import NOT_MEASURED, Assumptions
 from ssmttm.preflight.context import Context, tolerant_dataclass
 from ssmttm.preflight.report import StagePlan
 
-# Rules that run once per corpus shard, for an installed package without workflow/rules/ to read them from.
-SHARDED_RULES_FALLBACK = frozenset({"fetch", "select", "segment", "caption", "tokenize"})
 SMALL = "small (metadata, JSON, figures)"
 
 
-def sharded_rules(root: Path) -> frozenset[str]:
-    """Snakemake rules with a `{shard}` wildcard outside expand(): one job per corpus shard."""
-    rules_dir = root / "workflow" / "rules"
-    if not rules_dir.is_dir():
-        return SHARDED_RULES_FALLBACK
-    found = set()
-    for smk in sorted(rules_dir.glob("*.smk")):
-        for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text(), flags=re.M | re.S):
-            if "{shard}" in re.sub(r"expand\([^)]*\)", "", body):
-                found.add(name)
-    return frozenset(found)
-
-
-def job_count(ctx: Context, stage: str, sharded: frozenset[str]) -> tuple[int, str]:
+def job_count(ctx: Context, stage: str) -> tuple[int, str]:
     own_runs = runs(stage, ctx.params)
     if own_runs is not None:
         return len(own_runs), f"one per run ({', '.join(own_runs)})"
     n_shards = int(ctx.get("corpus.n_shards", 1))
     rules = STAGES[stage].job_rules
-    jobs = sum(n_shards if rule in sharded else 1 for rule in rules)
-    per_shard = [r for r in rules if r in sharded]
+    jobs = sum(n_shards if rule in SHARDED_RULES else 1 for rule in rules)
+    per_shard = [r for r in rules if r in SHARDED_RULES]
     if not per_shard:
         return jobs, "one job"
     extra = jobs - n_shards * len(per_shard)
@@ -86,11 +69,10 @@ class Volumes:
 
 
 def build_plan(ctx: Context, assumptions: Assumptions) -> list[StagePlan]:
-    sharded = sharded_rules(ctx.root)
     vols = Volumes.of(ctx)
     plan = []
     for stage in STAGES:
-        jobs, jobs_basis = job_count(ctx, stage, sharded)
+        jobs, jobs_basis = job_count(ctx, stage)
         row = StagePlan(stage, jobs, jobs_basis, stage_device(ctx, stage), None, SMALL)
         fill_storage(ctx, row, vols)
         if row.device != "cpu" and row.device != "-":
