@@ -94,7 +94,9 @@ def test_zero_gan_weights_build_no_discriminator(corpus, monkeypatch):
 
 
 def test_training_lowers_the_heldout_mel_distance(corpus):
-    cfg = dataclasses.replace(TINY_TRAIN, steps=30, lr=3e-3)
+    # lr 3e-3 sat at the edge of stability: on one host's kernels seed 1 diverged (held-out mel 4.5 -> 10.7). At 1e-3
+    # the 30 steps take it to 0.55 of the untrained distance (0.55-0.85 over seeds 1-4).
+    cfg = dataclasses.replace(TINY_TRAIN, steps=30, lr=1e-3)
     _, metrics = train_codec(cfg, [corpus], seed=1, device=torch.device("cpu"))
     held = metrics["heldout"]
     assert held["mel_distance_trained"] < 0.8 * held["mel_distance_untrained"], held
