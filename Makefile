@@ -37,8 +37,11 @@ demo: setup  ## run the whole pipeline on the embedded offline demo profile (par
 experiments:  ## `dvc exp show` at 120 columns: the params that differ, each backbone's best validation loss, codec and refiner quality
 	$(VENV)/bin/dvc exp show --only-changed --md --drop 'data/.*|src/.*|results/.*|final_losses\..*|heldout\.(metric|seconds|.*_untrained|clips|tracks)|sample_rate|segment_samples|steps|train\.(clips|tracks)|.*\.(flops|params|steps|last_loss|last_val_loss)|sets\..*|listening\..*|ordering\..*|params\..*|best_val_step|checkpoint|clips_per_step|crop_frames|final|first_loss|initial_val_loss|total_params'
 
-test: setup  ## run the test suite (offline, CPU)
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q $(PYTEST_ARGS)
+# Two pytest-xdist workers (one per core): each test module is one unit of work (tests/conftest.py), so module and
+# session fixtures are built once. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= $(CORES)
+test: setup  ## run the test suite (offline, CPU; TEST_WORKERS=0 for one process, PYTEST_ARGS for more options)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check src tests bench workflow scripts
