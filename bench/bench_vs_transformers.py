@@ -10,7 +10,8 @@ Before timing, one of our mixers is loaded with the weights of one of theirs and
 outputs must agree to float32 rounding, or the benchmark stops.
 
 Generation, a batch of 2 rows: ours is one caption with classifier-free guidance (cond + uncond rows, guidance 3,
-special id masked, temperature 1.2, top-k 250, one multinomial draw, the token fed to both rows), transformers'
+special id masked, temperature 1.2, top-k 250, one draw (generate.tokens.Sampler: torch.multinomial's algorithm,
+sampled inside the compiled step), the token fed to both rows), transformers'
 `generate` with its cache draws for both rows with the same temperature and top-k; tokens/s = generated positions
 per second. Ours is timed in each decode mode that runs here (models.decoding: eager; compile unless --no-compile,
 after a warm-up call that compiles; on CUDA also CUDA graphs), and must sample the same tokens in every mode. The
@@ -48,6 +49,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from ssmttm.artifacts import library_versions, write_json  # noqa: E402
+from ssmttm.generate.tokens import Sampler  # noqa: E402
 from ssmttm.models.decoding import COMPILE_PAYS_AFTER_ROW_STEPS, resolve_mode  # noqa: E402
 from ssmttm.models.lm import LMConfig, MusicLM, lm_loss  # noqa: E402
 from ssmttm.models.mamba2 import Mamba2, Mamba2Config  # noqa: E402
@@ -181,29 +183,26 @@ def mixer_parity(shape: Shape, device: torch.device) -> dict:
 # ---------------------------------------------------------------------------------------------------- generation
 
 
-def sample_guided(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """logits (2, K, V) cond row then uncond row -> tokens (2, K): guidance, special masked, temperature, top-k."""
-    logits = logits.float()
-    guided = logits[1:] + GUIDANCE * (logits[:1] - logits[1:])  # (1, K, V)
-    guided[..., SPECIAL] = float("-inf")
-    guided = guided / TEMPERATURE
-    kth = torch.topk(guided, TOP_K, dim=-1).values[..., -1:]
-    guided = guided.masked_fill(guided < kth, float("-inf"))
-    probs = torch.softmax(guided, dim=-1).flatten(0, -2)  # (K, V)
-    tokens = torch.multinomial(probs, 1, generator=generator).view(1, -1)  # (1, K)
-    return tokens.repeat(2, 1)  # the chosen token continues both rows
-
-
 @torch.no_grad()
 def generate_ours(model: MusicLM, text: tuple[torch.Tensor, torch.Tensor], n: int, decode: str) -> torch.Tensor:
-    generator = torch.Generator(device=text[0].device).manual_seed(0)
-    logits, cache = model.start(*text, max_new=n, decode=decode)
-    out = []
-    for t in range(n):
-        tokens = sample_guided(logits, generator)
+    """n tokens of one caption with guidance, sampled by the generate stage's Sampler (in the compiled step when
+    `decode` compiles): guidance, special masked, temperature, top-k, one draw, the token fed to both rows."""
+    device = text[0].device
+    generators = [torch.Generator(device=device).manual_seed(0)]
+    sampler = Sampler(1, GUIDANCE, TEMPERATURE, TOP_K, SPECIAL)
+    noise = sampler.noise_buffer(1, VOCAB, device)  # (1, K, V)
+    valid = torch.ones(1, dtype=torch.bool, device=device)  # one codebook: no delay pattern
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    logits, cache = model.start(*text, max_new=n, decode=decode, finish=sampler)
+    sampler.draw(noise, generators)
+    tokens = sampler(logits, noise, valid, nonfinite)  # (2, K)
+    out = [tokens[0]]
+    for _ in range(n - 1):
+        sampler.draw(noise, generators)
+        tokens = model.step(tokens, cache, noise, valid, nonfinite)
         out.append(tokens[0])
-        if t + 1 < n:
-            logits = model.step(tokens, cache)
+    if nonfinite:
+        raise RuntimeError("ours: non-finite logits while sampling")
     return torch.stack(out, dim=-1)  # (K, n)
 
 

@@ -222,6 +222,29 @@ def test_compiled_step_matches_eager(backbone):
 
 
 @pytest.mark.slow
+def test_sampling_compiled_into_the_step_draws_the_eager_tokens_and_flags_nan(monkeypatch, fresh_compile_book):
+    # generate_tokens hands its Sampler to `start` as `finish`: compiled, the step returns the sampled tokens.
+    from ssmttm.errors import UserFacingError
+    from ssmttm.generate import GenerateConfig, generate_tokens
+    from tests.models._lm_utils import FakeTextEncoder
+
+    model, enc = tiny_model("prefix_mamba", n_codebooks=2), FakeTextEncoder()
+    cfg = GenerateConfig(temperature=1.2, top_k=8, guidance_scale=3.0, batch_size=2)
+    captions = ["calm piano", "loud drums"]
+    monkeypatch.setattr(decoding, "COMPILE_PAYS_AFTER_ROW_STEPS", 10**15)
+    eager = generate_tokens(model, enc, captions, 30, cfg, seed=3, progress=False)
+    monkeypatch.setattr(decoding, "COMPILE_PAYS_AFTER_ROW_STEPS", 0)
+    compiled = generate_tokens(model, enc, captions, 30, cfg, seed=3, progress=False)
+    assert len(fresh_compile_book.compiled) == 1 and fresh_compile_book.unavailable is None
+    assert torch.equal(compiled, eager)
+    with torch.no_grad():
+        model.emb[0].weight[eager[0, 0, 5]] = float("nan")  # a token sampled mid-way poisons the later steps
+    with pytest.raises(UserFacingError, match="NaN or infinite"):
+        generate_tokens(model, enc, captions, 30, cfg, seed=3, progress=False)
+    assert len(fresh_compile_book.compiled) == 1  # the same compiled code ran (warm key: guards skipped)
+
+
+@pytest.mark.slow
 def test_auto_through_the_generate_stage_samples_as_eager_with_one_graph_for_every_checkpoint(
     tmp_path, monkeypatch, fresh_compile_book
 ):

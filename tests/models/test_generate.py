@@ -59,9 +59,9 @@ def test_guidance_runs_cond_and_uncond_in_one_batch():
     sizes = []
     original = model.start
 
-    def spy(hidden, mask, max_new):
+    def spy(hidden, mask, max_new, **options):
         sizes.append(hidden.shape[0])
-        return original(hidden, mask, max_new)
+        return original(hidden, mask, max_new, **options)
 
     model.start = spy
     generate_tokens(model, enc, CAPTIONS, 3, _cfg(batch_size=2), 0, progress=False)
@@ -156,3 +156,94 @@ def test_a_captions_codes_depend_on_its_seed_not_on_its_batch(backbone):
     assert torch.equal(shuffled.flip(0), together)
     other_seed = generate_tokens(model, enc, CAPTIONS[:1], 6, cfg, [12], progress=False)
     assert not torch.equal(other_seed[0], together[0])
+
+
+# ---------------------------------------------------------------------------------------------------- the sampler
+
+
+@torch.no_grad()
+def multinomial_generation(model, enc, captions, n_frames, cfg, seeds):
+    """generate_tokens as it was before the Sampler (one batch): the full forward for every position, guidance, the
+    special id masked, temperature, top-k, and torch.multinomial with each caption's generator."""
+    from ssmttm.generate.tokens import caption_seed, encode_one_by_one
+    from ssmttm.models.delay import delay_valid_mask, delayed_length, undo_delay
+
+    K, n, guide = model.cfg.n_codebooks, len(captions), cfg.guidance_scale != 1.0
+    text = encode_one_by_one(enc, captions)
+    hidden, mask = text.hidden, text.mask
+    if guide:
+        uncond = enc.uncond(n)
+        hidden, mask = torch.cat([hidden, uncond.hidden]), torch.cat([mask, uncond.mask])
+    generators = [torch.Generator().manual_seed(caption_seed(seeds, str(i))) for i in range(n)]
+    length = delayed_length(n_frames, K)
+    valid = delay_valid_mask(n_frames, K)
+    seq = torch.full((len(hidden), K, length), SPECIAL)
+    for t in range(length):
+        logits = model(seq[:, :, : t + 1], hidden, mask)[:, :, t].float()
+        if guide:
+            logits = logits[n:] + cfg.guidance_scale * (logits[:n] - logits[n:])
+        logits = logits.clone()
+        logits[..., SPECIAL] = float("-inf")
+        if cfg.temperature <= 0:
+            tokens = logits.argmax(-1)
+        else:
+            logits = logits / cfg.temperature
+            if cfg.top_k:
+                kth = torch.topk(logits, min(cfg.top_k, SPECIAL), dim=-1).values[..., -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, -1)
+            tokens = torch.stack(
+                [torch.multinomial(p, 1, generator=g)[:, 0] for p, g in zip(probs, generators, strict=True)]
+            )
+        tokens = torch.where(valid[:, t], tokens, SPECIAL)
+        seq[:, :, t] = tokens.repeat(2, 1) if guide else tokens
+    return undo_delay(seq[:n], SPECIAL)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"guidance_scale": 1.0}, {"top_k": 0}, {"temperature": 0.0}, {"temperature": 0.7, "guidance_scale": 1.5}],
+)
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_the_sampler_draws_what_torch_multinomial_draws(settings, recurrent):
+    """The written-out exponential race takes the tokens torch.multinomial took for the same seeds, in the recurrent
+    path (sampling inside the step) and the full-forward one."""
+    model, enc = tiny_model("prefix_mamba", n_codebooks=3), FakeTextEncoder()
+    cfg = _cfg(**settings)
+    codes = generate_tokens(model, enc, CAPTIONS[:2], 9, cfg, seed=4, recurrent=recurrent, progress=False)
+    assert torch.equal(codes, multinomial_generation(model, enc, CAPTIONS[:2], 9, cfg, 4))
+
+
+@pytest.mark.parametrize("generator", ["one", "default", "per_row"])
+def test_sample_next_draws_what_torch_multinomial_draws(generator):
+    logits = torch.randn(3, 2, SPECIAL + 1, generator=torch.Generator().manual_seed(0)) * 2
+    probs = torch.softmax(logits.index_fill(-1, torch.tensor(SPECIAL), float("-inf")) / 1.3, -1)
+    if generator == "per_row":
+        ours = sample_next(
+            logits, _cfg(temperature=1.3, top_k=0), SPECIAL, [torch.Generator().manual_seed(i) for i in range(3)]
+        )
+        theirs = torch.stack(
+            [torch.multinomial(p, 1, generator=torch.Generator().manual_seed(i))[:, 0] for i, p in enumerate(probs)]
+        )
+    else:
+        mine, reference = (
+            (torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)) if generator == "one" else (None, None)
+        )
+        torch.manual_seed(8)
+        ours = sample_next(logits, _cfg(temperature=1.3, top_k=0), SPECIAL, mine)
+        torch.manual_seed(8)
+        theirs = torch.multinomial(probs.flatten(0, 1), 1, generator=reference).view(3, 2)
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_non_finite_logits_stop_generation_with_a_clear_error(recurrent):
+    from ssmttm.errors import UserFacingError
+
+    model, enc = tiny_model("prefix_simba", n_codebooks=2), FakeTextEncoder()
+    with torch.no_grad():
+        model.emb[0].weight[3] = float("nan")  # the logits turn NaN once token 3 has been sampled and fed back
+    with pytest.raises(UserFacingError, match="NaN or infinite"):
+        generate_tokens(model, enc, CAPTIONS, 12, _cfg(top_k=0), seed=1, recurrent=recurrent, progress=False)
+    with pytest.raises(ValueError, match="not finite"):
+        sample_next(torch.full((1, 1, SPECIAL + 1), float("nan")), _cfg(), SPECIAL, None)

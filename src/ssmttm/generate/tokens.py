@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,33 +43,92 @@ def caption_seed(seed: int, caption_id: str) -> int:
     return stable_int("generate", seed, caption_id) % 2**63
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """How one position's tokens are chosen from the model's logits, as one function of tensors.
+
+    logits (R, K, V) (R = 2n rows, cond first, when guiding; else n) -> the tokens of the position for all R rows
+    (R, K): guidance, the special id masked, temperature, top-k, then one draw per (row, codebook), the special id
+    where the delay pattern has no code (`valid`), and the chosen token copied to the unconditional row.
+
+    The draw is torch.multinomial's own one-sample algorithm written out (an exponential race: the token maximising
+    p / q with q ~ Exp(1), the argmax form of the Gumbel trick): `noise` holds the q's, drawn by `draw` from the
+    same generators in the same order as multinomial draws them, so the tokens are those of torch.multinomial for a
+    seed (tested). Drawing them apart from the logits lets a compiled decode step sample in the same graph
+    (MusicLM.start's `finish`): the random numbers are an input, the rest is arithmetic.
+    """
+
+    rows: int  # n: the rows that are sampled (captions)
+    guidance_scale: float
+    temperature: float
+    top_k: int
+    special_id: int
+
+    @property
+    def guide(self) -> bool:
+        return self.guidance_scale != 1.0
+
+    def noise_buffer(self, n_codebooks: int, vocab: int, device: torch.device) -> torch.Tensor | None:
+        """(n, K, V) float32 for `draw`; None for greedy decoding (temperature 0 draws nothing)."""
+        if self.temperature <= 0:
+            return None
+        return torch.empty(self.rows, n_codebooks, vocab, device=device)
+
+    def draw(self, noise: torch.Tensor | None, generator: Generators) -> None:
+        """Fill `noise` with Exp(1) draws: one call per row with its own generator (row i's K draws), or one call
+        for the whole batch with a single generator (None: torch's default one), as torch.multinomial would."""
+        if noise is None:
+            return
+        if generator is None or isinstance(generator, torch.Generator):
+            noise.exponential_(1.0, generator=generator)
+            return
+        if len(generator) != noise.shape[0]:
+            raise ValueError(f"{len(generator)} generators for {noise.shape[0]} rows: pass one per row")
+        for row, g in zip(noise, generator, strict=True):
+            row.exponential_(1.0, generator=g)
+
+    def __call__(
+        self, logits: torch.Tensor, noise: torch.Tensor | None, valid: torch.Tensor, nonfinite: torch.Tensor
+    ) -> torch.Tensor:
+        """logits (R, K, V), noise (n, K, V) from `draw`, valid (K,) bool -> tokens (R, K).
+
+        `nonfinite` (0-d bool) is set when a row's probabilities are not finite (NaN or infinite logits, which
+        torch.multinomial refused): checked by the caller once per batch, so that a compiled step never syncs."""
+        n = self.rows
+        logits = logits.float()
+        if self.guide:
+            cond, uncond = logits[:n], logits[n:]
+            logits = uncond + self.guidance_scale * (cond - uncond)  # (n, K, V)
+        else:
+            logits = logits.clone()
+        logits[..., self.special_id] = float("-inf")  # the special id is never an audio token
+        if noise is None:
+            tokens = logits.argmax(dim=-1)
+        else:
+            logits = logits / self.temperature
+            if self.top_k:
+                k = min(self.top_k, logits.shape[-1] - 1)
+                kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (n, K, 1)
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)  # (n, K, V)
+            nonfinite |= probs.isnan().any()
+            tokens = (probs / noise).argmax(dim=-1)  # (n, K): torch.multinomial(probs, 1) for these draws
+        tokens = torch.where(valid, tokens, self.special_id)
+        return tokens.repeat(2, 1) if self.guide else tokens
+
+
 def sample_next(logits: torch.Tensor, cfg: GenerateConfig, special_id: int, generator: Generators) -> torch.Tensor:
-    """logits (B, K, V) -> tokens (B, K): special id masked, temperature, top-k, then the draws.
+    """logits (B, K, V) -> tokens (B, K): special id masked, temperature, top-k, then the draws (no guidance).
 
     `generator`: one per row (row i's K draws use generator[i]) or a single one for the whole batch."""
-    logits = logits.float().clone()
-    logits[..., special_id] = float("-inf")  # the special id is never an audio token
-    if cfg.temperature <= 0:
-        return logits.argmax(dim=-1)
-    logits = logits / cfg.temperature
-    if cfg.top_k:
-        k = min(cfg.top_k, logits.shape[-1] - 1)
-        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, K, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)  # (B, K, V)
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.multinomial(probs.flatten(0, -2), 1, generator=generator).view(logits.shape[:-1])
-    if len(generator) != probs.shape[0]:
-        raise ValueError(f"{len(generator)} generators for {probs.shape[0]} rows: pass one per row")
-    return torch.stack([torch.multinomial(p, 1, generator=g)[:, 0] for p, g in zip(probs, generator, strict=True)])
-
-
-def _guided(logits: torch.Tensor, n: int, scale: float, guide: bool) -> torch.Tensor:
-    """(2n, K, V) with cond rows first -> uncond + scale * (cond - uncond), (n, K, V)."""
-    if not guide:
-        return logits
-    cond, uncond = logits[:n].float(), logits[n:].float()
-    return uncond + scale * (cond - uncond)
+    sampler = Sampler(logits.shape[0], 1.0, cfg.temperature, cfg.top_k, special_id)
+    noise = sampler.noise_buffer(logits.shape[1], logits.shape[2], logits.device)
+    sampler.draw(noise, generator)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=logits.device)
+    tokens = sampler(logits, noise, torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device), nonfinite)
+    if nonfinite:
+        raise ValueError("sample_next: the logits are not finite (NaN or infinite)")
+    return tokens
 
 
 @torch.no_grad()
@@ -85,22 +145,29 @@ def _generate_batch(
     K, special = model.cfg.n_codebooks, model.cfg.special_id
     guide = cfg.guidance_scale != 1.0
     n = len(text) // 2 if guide else len(text)
+    sampler = Sampler(n, cfg.guidance_scale, cfg.temperature, cfg.top_k, special)
     length = delayed_length(n_frames, K)
     device = text.hidden.device
     valid = delay_valid_mask(n_frames, K, device=device)  # (K, L): where a real code goes
+    noise = sampler.noise_buffer(K, model.cfg.vocab_size, device)  # (n, K, V), refilled every position
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     seq = torch.full((len(text), K, length), special, dtype=torch.long, device=device)  # (2n or n, K, L)
     cache = None
     for t in report_progress(range(length), "generate", "token", enabled=progress, leave=False):
+        sampler.draw(noise, generators)
+        if recurrent and t > 0:  # one recurrent step, the sampling in the same call (compiled with it, or not)
+            seq[:, :, t] = model.step(seq[:, :, t - 1], cache, noise, valid[:, t], nonfinite)
+            continue
         if recurrent:
-            if t == 0:
-                logits, cache = model.start(text.hidden, text.mask, max_new=length)  # (2n, K, V)
-            else:
-                logits = model.step(seq[:, :, t - 1], cache)
+            logits, cache = model.start(text.hidden, text.mask, max_new=length, finish=sampler)  # (2n, K, V)
         else:  # the official code's way: the whole sequence again for every token
             logits = model(seq[:, :, : t + 1], text.hidden, text.mask)[:, :, t]
-        tokens = sample_next(_guided(logits, n, cfg.guidance_scale, guide), cfg, special, generators)  # (n, K)
-        tokens = torch.where(valid[:, t], tokens, special)
-        seq[:, :, t] = tokens.repeat(2, 1) if guide else tokens
+        seq[:, :, t] = sampler(logits, noise, valid[:, t], nonfinite)
+    if nonfinite:
+        raise UserFacingError(
+            "generate: the model's logits became NaN or infinite while sampling; the checkpoint is probably "
+            "diverged (see its training loss curve) or its weights are damaged"
+        )
     return undo_delay(seq[:n], special)  # (n, K, n_frames)
 
 

@@ -23,7 +23,12 @@ prefix_mamba, prefix_simba), cuda_graph on CUDA with mamba_ssm's kernels; on CPU
 compile key, or already holds compiled code for it; and a C++ compiler is found), else eager. Attention backbones
 (a KV cache grows every step) always decode eagerly, and so does everything in portable CPU mode (Inductor builds
 for the host's instruction set). Every mode samples the same tokens for a seed as eager decoding (tested in
-tests/models/test_decoding.py): the compiled logits differ from eager ones by float rounding only (about 1e-6).
+tests/models/test_decoding.py): the compiled logits differ from eager ones by float rounding only (up to about 1e-5:
+Inductor sums the few-row products in another order).
+
+A generation may hand `start` a `finish` function (generate.tokens.Sampler): every step then returns
+finish(logits, *inputs), the next tokens, and "compile" compiles the sampling into the same graph as the step (its
+random numbers are drawn beforehand and passed in), saving the dispatch of a dozen small operations per position.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DECODE_MODES = ("auto", "eager", "compile", "cuda_graph")
+Finish = Callable[..., torch.Tensor]  # (logits (B, K, V), *inputs) -> tensor; hashable (part of the compile key)
 STATIC_STATE_KINDS = frozenset({"mamba", "mlp"})  # sublayers whose decode state never changes shape
 
 # "auto" on CPU compiles once a process has started this many rows x positions of generation with one compile key.
@@ -66,15 +72,24 @@ COMPILE_PAYS_AFTER_ROW_STEPS = 150_000
 RECOMPILE_LIMIT = 32
 
 
-def decode_step(model: MusicLM, tokens: torch.Tensor, position: torch.Tensor, states: list[Any]) -> torch.Tensor:
-    """tokens (B, K) just chosen, position embedding (D,) -> logits of the next position (B, K, V).
+def decode_step(
+    model: MusicLM,
+    tokens: torch.Tensor,
+    position: torch.Tensor,
+    states: list[Any],
+    finish: Finish | None = None,
+    finish_inputs: tuple = (),
+) -> torch.Tensor:
+    """tokens (B, K) just chosen, position embedding (D,) -> logits of the next position (B, K, V), or
+    finish(logits, *finish_inputs) (the generation's sampler; see MusicLM.start).
 
     `states` holds one entry per sublayer, in order (the flattened BackboneCache.states), advanced in place.
     """
     x = model.embed(tokens[:, :, None])[:, 0] + position  # (B, D)
     for sub, state in zip(model.backbone.sublayers(), states, strict=True):
         x = sub.step(x, state)
-    return torch.stack([linear_few_rows(head, x) for head in model.heads], dim=1)  # (B, K, V)
+    logits = torch.stack([linear_few_rows(head, x) for head in model.heads], dim=1)  # (B, K, V)
+    return logits if finish is None else finish(logits, *finish_inputs)
 
 
 def has_static_states(model: MusicLM) -> bool:
@@ -174,14 +189,15 @@ class CompiledStep:
     warm: set = field(default_factory=set)  # keys compiled and run once with full guards
     failed: str | None = None  # why compiling failed, once it has
 
-    def __call__(self, key: tuple, tokens: torch.Tensor, position: torch.Tensor, states: list[Any]) -> torch.Tensor:
+    def __call__(self, key: tuple, tokens: torch.Tensor, position: torch.Tensor, states: list[Any], *finishing):
+        """finishing: (finish, finish_inputs) of decode_step, or nothing."""
         if self.failed is None:
             compiled = BOOK.compiled_step()
             if key in self.warm:
                 with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                    return compiled(self.model, tokens, position, states)
+                    return compiled(self.model, tokens, position, states, *finishing)
             try:
-                logits = compiled(self.model, tokens, position, states)
+                logits = compiled(self.model, tokens, position, states, *finishing)
             except Exception as exc:  # Dynamo/Inductor/C++ compiler errors, the recompile limit: decode eagerly
                 self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 BOOK.unavailable = BOOK.unavailable or f"torch.compile failed ({self.failed})"
@@ -190,7 +206,7 @@ class CompiledStep:
                 self.warm.add(key)
                 BOOK.compiled.add(key)
                 return logits
-        return decode_step(self.model, tokens, position, states)
+        return decode_step(self.model, tokens, position, states, *finishing)
 
 
 def compiled_step(model: MusicLM) -> CompiledStep:
@@ -202,11 +218,12 @@ def compiled_step(model: MusicLM) -> CompiledStep:
     return runner
 
 
-def compile_key(model: MusicLM, cache: BackboneCache, n_codebooks: int) -> tuple:
+def compile_key(model: MusicLM, cache: BackboneCache, n_codebooks: int, finish: Finish | None = None) -> tuple:
     """What the compiled step of `model` depends on for the generation that `cache` belongs to (not the model itself:
-    models of one config share the compiled code)."""
+    models of one config share the compiled code), `finish` included (its constants are compiled in)."""
     states = [t for s in flat_states(cache) if s is not None for t in (s.conv_state, s.ssm_state)]
     return (
+        finish,
         n_codebooks,
         model.training,
         tuple((t.shape, t.dtype, t.device, t.stride()) for t in states),
@@ -308,11 +325,13 @@ class Decoder:
     tokens_shape: tuple[int, int]  # (B, K): compiled code and graphs are built for exactly this
     owner: object | None = None  # cuda_graph: the buffers this generation is bound to
     key: tuple = ()  # compile: what the compiled code depends on (compile_key)
+    finish: Finish | None = None  # applied to every step's logits (MusicLM.start)
 
-    def __call__(self, model: MusicLM, tokens: torch.Tensor, cache: BackboneCache) -> torch.Tensor:
+    def __call__(self, model: MusicLM, tokens: torch.Tensor, cache: BackboneCache, finish_inputs: tuple = ()):
+        """One step: logits (B, K, V), or finish(logits, *finish_inputs)."""
         position = self.position(model, cache.position)
         if self.mode == "eager":
-            logits = decode_step(model, tokens, position, self.states)
+            out = decode_step(model, tokens, position, self.states, self.finish, finish_inputs)
         else:
             if tuple(tokens.shape) != self.tokens_shape:
                 raise ValueError(
@@ -320,11 +339,14 @@ class Decoder:
                 )
             tokens = tokens.to(torch.long).contiguous()  # the layout the compiled code was built for
             if self.mode == "cuda_graph":
-                logits = cuda_graph_steps(model).step(self.owner, tokens, position)
+                out = cuda_graph_steps(model).step(self.owner, tokens, position)
+                if self.finish is not None:  # outside the graph: the replay fills fixed buffers, logits only
+                    out = self.finish(out, *finish_inputs)
             else:
-                logits = compiled_step(model)(self.key, tokens, position, self.states)
+                finishing = () if self.finish is None else (self.finish, finish_inputs)
+                out = compiled_step(model)(self.key, tokens, position, self.states, *finishing)
         cache.position += 1
-        return logits
+        return out
 
     def position(self, model: MusicLM, t: int) -> torch.Tensor:
         if t < self.positions.shape[0]:
@@ -333,22 +355,25 @@ class Decoder:
         return model.position_embedding(t, 1, self.positions.device)[0].to(self.positions.dtype)
 
 
-def make_decoder(model: MusicLM, cache: BackboneCache, mode: str, batch: int, n_codebooks: int) -> Decoder:
+def make_decoder(
+    model: MusicLM, cache: BackboneCache, mode: str, batch: int, n_codebooks: int, finish: Finish | None = None
+) -> Decoder:
     """Resolve `mode` for `model` and prepare the decoder of the generation whose prefilled states are in `cache`
-    (`batch` rows of `n_codebooks` tokens per step), binding CUDA graph buffers if any."""
+    (`batch` rows of `n_codebooks` tokens per step, each step's logits through `finish`), binding CUDA graph buffers
+    if any."""
     weight = next(model.parameters())
     key, row_steps = (), 0.0
     if mode == "auto" and weight.device.type == "cpu" and has_static_states(model):
         # The work a compile of this key would speed up: every generation "auto" started with it in this process,
         # this one included (rows x new positions); unbounded once compiled code exists (its cost is paid).
-        key = compile_key(model, cache, n_codebooks)
+        key = compile_key(model, cache, n_codebooks, finish)
         BOOK.row_steps[key] += batch * (cache.max_len - cache.position)
         row_steps = math.inf if key in BOOK.compiled else BOOK.row_steps[key]
     resolved = resolve_mode(model, mode, weight.device, row_steps)
     dtype = model.emb[0].weight.dtype
     positions = model.position_embedding(0, cache.max_len, weight.device).to(dtype)  # (max_len, D)
     owner = cuda_graph_steps(model).bind(cache, batch, n_codebooks) if resolved == "cuda_graph" else None
-    decoder = Decoder(resolved, positions, flat_states(cache), (batch, n_codebooks), owner=owner)
+    decoder = Decoder(resolved, positions, flat_states(cache), (batch, n_codebooks), owner=owner, finish=finish)
     if resolved == "compile":
-        decoder.key = key or compile_key(model, cache, n_codebooks)
+        decoder.key = key or compile_key(model, cache, n_codebooks, finish)
     return decoder

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,7 +218,13 @@ class MusicLM(nn.Module):
 
     @torch.no_grad()
     def start(
-        self, text_hidden: torch.Tensor, text_mask: torch.Tensor, max_new: int, *, decode: str = "auto"
+        self,
+        text_hidden: torch.Tensor,
+        text_mask: torch.Tensor,
+        max_new: int,
+        *,
+        decode: str = "auto",
+        finish: Callable[..., torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, BackboneCache]:
         """Encode the prefix once; returns logits for token 0 (B, K, V) and a cache with room for `max_new` steps.
 
@@ -225,6 +232,11 @@ class MusicLM(nn.Module):
         compiled once the process's generation work pays for the compile, else eager), "eager", "compile"
         (torch.compile, Mamba2/MLP backbones) or "cuda_graph". Every mode computes the same logits up to float
         rounding.
+
+        `finish`: a function of tensors, (logits (B, K, V), *inputs) -> tensor, that every `step` applies to its
+        logits (the sampler of generate.tokens); compiled together with the step in "compile" mode. It must be
+        hashable (a frozen dataclass): it is part of what the compiled code depends on. The logits `start`
+        returns are not finished.
         """
         b = text_hidden.shape[0]
         text, mask, _ = self.condition(text_hidden, text_mask)
@@ -232,13 +244,15 @@ class MusicLM(nn.Module):
         x = prefix + self.position_embedding(0, prefix.shape[1], prefix.device).to(prefix.dtype)
         cache = self.backbone.allocate_cache(b, prefix.shape[1] + max_new, device=x.device, dtype=x.dtype)
         h = self.backbone.prefill(x, cache, None if self.prefix else text, None if self.prefix else mask)
-        cache.extra["decoder"] = make_decoder(self, cache, decode, b, self.cfg.n_codebooks)
+        cache.extra["decoder"] = make_decoder(self, cache, decode, b, self.cfg.n_codebooks, finish)
         return self.logits(h[:, -1:])[:, :, 0], cache
 
     @torch.no_grad()
-    def step(self, tokens: torch.Tensor, cache: BackboneCache) -> torch.Tensor:
-        """tokens (B, K) just chosen -> logits of the next position (B, K, V); advances `cache`."""
-        return cache.extra["decoder"](self, tokens, cache)
+    def step(self, tokens: torch.Tensor, cache: BackboneCache, *finish_inputs: torch.Tensor | None) -> torch.Tensor:
+        """tokens (B, K) just chosen -> logits of the next position (B, K, V); advances `cache`.
+
+        With a `finish` given to `start`: finish(logits, *finish_inputs) instead."""
+        return cache.extra["decoder"](self, tokens, cache, finish_inputs)
 
 
 def lm_loss(
