@@ -10,13 +10,13 @@ Before timing, one of our mixers is loaded with the weights of one of theirs and
 outputs must agree to float32 rounding, or the benchmark stops.
 
 Generation, a batch of 2 rows: ours is one caption with classifier-free guidance (cond + uncond rows, guidance 3,
-special id masked, temperature 1.2, top-k 250, one draw (generate.tokens.Sampler: torch.multinomial's algorithm,
-sampled inside the compiled step), the token fed to both rows), transformers'
-`generate` with its cache draws for both rows with the same temperature and top-k; tokens/s = generated positions
-per second. Ours is timed in each decode mode that runs here (models.decoding: eager; compile unless --no-compile,
-after a warm-up call that compiles; on CUDA also CUDA graphs), and must sample the same tokens in every mode. The
-report also says which mode "auto" (the default) picks for one such generation in a fresh process: on CPU, compile
-only once the process's generations add up to models.decoding.COMPILE_PAYS_AFTER_ROW_STEPS rows x positions.
+special id masked, temperature 1.2, top-k 250, one draw, the token fed to both rows: the generate stage's
+Sampler, whose draw is torch.multinomial's algorithm, run inside the compiled step), transformers' `generate` with
+its cache draws for both rows with the same temperature and top-k; tokens/s = generated positions per second.
+Ours is timed in each decode mode that runs here (models.decoding: eager; compile unless --no-compile, after a
+warm-up call that compiles; on CUDA also CUDA graphs), and must sample the same tokens in every mode. The report
+also says which mode "auto" (the default) picks for one such generation in a fresh process: on CPU, compile only
+once the process's generations add up to models.decoding.COMPILE_PAYS_AFTER_ROW_STEPS rows x positions.
 Training: forward + backward of the loss, batch x positions through the backbone (ours: PREFIX text positions + the
 audio tokens). Timings alternate between the implementations, `repeats` times each, and the
 medians are reported with the process's CPU time beside the wall time (equal when no other process competed for
