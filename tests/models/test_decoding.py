@@ -245,6 +245,37 @@ def test_sampling_compiled_into_the_step_draws_the_eager_tokens_and_flags_nan(mo
 
 
 @pytest.mark.slow
+def test_a_warm_compiled_step_is_not_run_for_finish_inputs_of_another_layout():
+    # Guards are skipped on warm calls; a finish input with other strides than the compiled step was built for must
+    # take the guarded path (here: a recompile). Before, the second generation stopped with Dynamo's "Recompilation
+    # triggered with skip_guard_eval_unsafe stance" (a generation of another length, with several codebooks).
+    from ssmttm.generate.tokens import Sampler
+
+    model = tiny_model("prefix_mamba", n_codebooks=3)
+    sampler = Sampler(2, 1.0, 0.0, 0, SPECIAL)  # greedy, no guidance: the valid column decides alone
+    hidden, mask = random_text(2)
+    narrow = torch.ones(3, 4, dtype=torch.bool)[:, 0]  # stride 4
+    table = torch.zeros(3, 50, dtype=torch.bool)
+    table[:, 7] = True
+    wide = table[:, 7]  # stride 50: read with stride 4 it would be (True, False, False)
+
+    @torch.no_grad()
+    def run(mode, valid):
+        logits, cache = model.start(hidden, mask, max_new=6, decode=mode, finish=sampler)
+        nonfinite = torch.zeros((), dtype=torch.bool)
+        tokens, out = sampler(logits, None, valid, nonfinite), []
+        for _ in range(5):
+            tokens = model.step(tokens, cache, None, valid, nonfinite)
+            out.append(tokens)
+        return torch.stack(out)
+
+    for valid in (narrow, wide):
+        compiled = run("compile", valid)
+        assert model.__dict__["_compiled_step"].failed is None
+        assert torch.equal(compiled, run("eager", valid)) and not (compiled == SPECIAL).any()
+
+
+@pytest.mark.slow
 def test_auto_through_the_generate_stage_samples_as_eager_with_one_graph_for_every_checkpoint(
     tmp_path, monkeypatch, fresh_compile_book
 ):

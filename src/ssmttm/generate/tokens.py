@@ -148,7 +148,8 @@ def _generate_batch(
     sampler = Sampler(n, cfg.guidance_scale, cfg.temperature, cfg.top_k, special)
     length = delayed_length(n_frames, K)
     device = text.hidden.device
-    valid = delay_valid_mask(n_frames, K, device=device)  # (K, L): where a real code goes
+    # (L, K): where a real code goes; a position's row is contiguous whatever L, as a compiled step was built for
+    valid = delay_valid_mask(n_frames, K, device=device).t().contiguous()
     noise = sampler.noise_buffer(K, model.cfg.vocab_size, device)  # (n, K, V), refilled every position
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     seq = torch.full((len(text), K, length), special, dtype=torch.long, device=device)  # (2n or n, K, L)
@@ -156,13 +157,13 @@ def _generate_batch(
     for t in report_progress(range(length), "generate", "token", enabled=progress, leave=False):
         sampler.draw(noise, generators)
         if recurrent and t > 0:  # one recurrent step, the sampling in the same call (compiled with it, or not)
-            seq[:, :, t] = model.step(seq[:, :, t - 1], cache, noise, valid[:, t], nonfinite)
+            seq[:, :, t] = model.step(seq[:, :, t - 1], cache, noise, valid[t], nonfinite)
             continue
         if recurrent:
             logits, cache = model.start(text.hidden, text.mask, max_new=length, finish=sampler)  # (2n, K, V)
         else:  # the official code's way: the whole sequence again for every token
             logits = model(seq[:, :, : t + 1], text.hidden, text.mask)[:, :, t]
-        seq[:, :, t] = sampler(logits, noise, valid[:, t], nonfinite)
+        seq[:, :, t] = sampler(logits, noise, valid[t], nonfinite)
     if nonfinite:
         raise UserFacingError(
             "generate: the model's logits became NaN or infinite while sampling; the checkpoint is probably "

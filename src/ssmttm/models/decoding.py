@@ -180,19 +180,22 @@ class CompiledStep:
     per-call checks that the inputs still match the compiled code (a third of a small model's step), are evaluated
     on this model's first call for each `key` only: the key (fixed by `make_decoder` for a generation) holds everything
     the compiled code depends on that can vary between generations (batch size and codebooks, dtypes, device, the
-    parameters' layout, train/eval, kernel flags), so later calls with the same key skip them. The full check on a
-    model's first call also guards what the key leaves out (the backbone's layout, Python constants), so a new model
-    never runs another's code unchecked.
+    parameters' layout, train/eval, kernel flags, the `finish` and its constants), and the layout of the finish's
+    inputs is checked on every call (a few microseconds; an input with new strides needs the guarded call, which
+    recompiles, where the unguarded one stops with an error), so later calls with the same key and layout skip
+    them. The full check on a model's first call also guards what the key leaves out (the backbone's layout, Python
+    constants), so a new model never runs another's code unchecked.
     """
 
     model: MusicLM
-    warm: set = field(default_factory=set)  # keys compiled and run once with full guards
+    warm: set = field(default_factory=set)  # (key, finish inputs' layout) compiled and run once with full guards
     failed: str | None = None  # why compiling failed, once it has
 
     def __call__(self, key: tuple, tokens: torch.Tensor, position: torch.Tensor, states: list[Any], *finishing):
         """finishing: (finish, finish_inputs) of decode_step, or nothing."""
         if self.failed is None:
             compiled = BOOK.compiled_step()
+            key = (key, tensor_layouts(finishing[1])) if finishing else key
             if key in self.warm:
                 with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
                     return compiled(self.model, tokens, position, states, *finishing)
@@ -207,6 +210,11 @@ class CompiledStep:
                 BOOK.compiled.add(key)
                 return logits
         return decode_step(self.model, tokens, position, states, *finishing)
+
+
+def tensor_layouts(values: tuple) -> tuple:
+    """Shape, strides, dtype and device of each tensor of `values` (anything else as it is)."""
+    return tuple((v.shape, v.stride(), v.dtype, v.device) if isinstance(v, torch.Tensor) else v for v in values)
 
 
 def compiled_step(model: MusicLM) -> CompiledStep:
