@@ -373,3 +373,32 @@ def test_one_cuda_graph_per_batch_size_and_one_generation_at_a_time():
     model.step(tokens, cache_b)
     with pytest.raises(RuntimeError, match="taken over"):
         model.step(tokens, cache_a)
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_generation_on_cuda_samples_with_graphs_what_it_samples_eagerly(monkeypatch):
+    # generate_tokens on CUDA: "auto" replays CUDA graphs and applies the Sampler (generate.tokens) after each replay;
+    # forced eager, the same draws from the same CUDA generators must pick the same tokens.
+    import ssmttm.models.lm as lm_module
+    from ssmttm.generate import GenerateConfig, generate_tokens
+    from tests.models._lm_utils import FakeTextEncoder
+
+    model, enc = _cuda_model("prefix_mamba"), FakeTextEncoder()
+    cfg = GenerateConfig(temperature=1.2, top_k=8, guidance_scale=3.0, batch_size=2)
+    captions = ["calm piano", "loud drums", "ambient pad"]
+    modes = []
+    make_decoder = lm_module.make_decoder
+
+    def spy(model, cache, mode, *args):
+        decoder = make_decoder(model, cache, forced or mode, *args)
+        modes.append(decoder.mode)
+        return decoder
+
+    monkeypatch.setattr(lm_module, "make_decoder", spy)
+    forced = None
+    graphs = generate_tokens(model, enc, captions, 30, cfg, seed=3, progress=False)
+    forced = "eager"
+    eager = generate_tokens(model, enc, captions, 30, cfg, seed=3, progress=False)
+    assert modes == ["cuda_graph"] * 2 + ["eager"] * 2  # two batches each
+    assert torch.equal(graphs, eager) and graphs.shape == (3, 2, 30)
