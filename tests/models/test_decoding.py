@@ -226,6 +226,7 @@ def test_sampling_compiled_into_the_step_draws_the_eager_tokens_and_flags_nan(mo
     # generate_tokens hands its Sampler to `start` as `finish`: compiled, the step returns the sampled tokens.
     from ssmttm.errors import UserFacingError
     from ssmttm.generate import GenerateConfig, generate_tokens
+    from ssmttm.generate.tokens import Sampler
     from tests.models._lm_utils import FakeTextEncoder
 
     model, enc = tiny_model("prefix_mamba", n_codebooks=2), FakeTextEncoder()
@@ -237,6 +238,11 @@ def test_sampling_compiled_into_the_step_draws_the_eager_tokens_and_flags_nan(mo
     compiled = generate_tokens(model, enc, captions, 30, cfg, seed=3, progress=False)
     assert len(fresh_compile_book.compiled) == 1 and fresh_compile_book.unavailable is None
     assert torch.equal(compiled, eager)
+    # The compiled code is recorded under the generation's compile key: "auto" uses it whatever the work from now on.
+    monkeypatch.setattr(decoding, "COMPILE_PAYS_AFTER_ROW_STEPS", 10**15)
+    assert torch.equal(generate_tokens(model, enc, captions, 30, cfg, seed=3, progress=False), eager)
+    assert {key[0] for key in fresh_compile_book.compiled} == {Sampler(2, 3.0, 1.2, 8, SPECIAL)}  # key[0]: finish
+    assert all(key in fresh_compile_book.compiled for key in fresh_compile_book.row_steps)
     with torch.no_grad():
         model.emb[0].weight[eager[0, 0, 5]] = float("nan")  # a token sampled mid-way poisons the later steps
     with pytest.raises(UserFacingError, match="NaN or infinite"):
@@ -257,7 +263,7 @@ def test_a_warm_compiled_step_is_not_run_for_finish_inputs_of_another_layout():
     narrow = torch.ones(3, 4, dtype=torch.bool)[:, 0]  # stride 4
     table = torch.zeros(3, 50, dtype=torch.bool)
     table[:, 7] = True
-    wide = table[:, 7]  # stride 50: read with stride 4 it would be (True, False, False)
+    wide = table[:, 7]  # stride 50, and at stride 4 from the same start the values would be (True, False, False)
 
     @torch.no_grad()
     def run(mode, valid):

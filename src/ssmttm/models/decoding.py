@@ -195,8 +195,8 @@ class CompiledStep:
         """finishing: (finish, finish_inputs) of decode_step, or nothing."""
         if self.failed is None:
             compiled = BOOK.compiled_step()
-            key = (key, tensor_layouts(finishing[1])) if finishing else key
-            if key in self.warm:
+            warm_key = (key, tensor_layouts(finishing[1]) if finishing else ())
+            if warm_key in self.warm:
                 with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
                     return compiled(self.model, tokens, position, states, *finishing)
             try:
@@ -206,7 +206,7 @@ class CompiledStep:
                 BOOK.unavailable = BOOK.unavailable or f"torch.compile failed ({self.failed})"
                 log.warning("torch.compile of the decode step failed (%s); decoding eagerly", self.failed)
             else:
-                self.warm.add(key)
+                self.warm.add(warm_key)
                 BOOK.compiled.add(key)
                 return logits
         return decode_step(self.model, tokens, position, states, *finishing)
