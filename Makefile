@@ -35,7 +35,7 @@ demo: setup  ## run the whole pipeline on the embedded offline demo profile (par
 	$(VENV)/bin/dvc status
 
 experiments:  ## `dvc exp show` at 120 columns: the params that differ, each backbone's best validation loss, codec and refiner quality
-	$(VENV)/bin/dvc exp show --only-changed --md --drop 'data/.*|src/.*|results/.*|final_losses\..*|heldout\.(metric|seconds|.*_untrained|clips|tracks)|sample_rate|segment_samples|steps|train\.(clips|tracks)|.*\.(flops|params|steps|last_loss|last_val_loss)|sets\..*|listening\..*|ordering\..*|params\..*|best_val_step|checkpoint|clips_per_step|crop_frames|final|first_loss|initial_val_loss|total_params'
+	$(VENV)/bin/dvc exp show --only-changed --md --drop 'data/.*|src/.*|results/.*|final_losses\..*|heldout\.(metric|seconds|.*_untrained|clips|tracks)|sample_rate|segment_samples|steps|train\.(clips|tracks)|.*\.(flops|params|steps|last_loss|last_val_loss)|sets\..*|listening\..*|ordering\..*|comparisons\..*|params\..*|best_val_step|checkpoint|clips_per_step|crop_frames|final|first_loss|initial_val_loss|total_params'
 
 # Two pytest-xdist workers (one per core): each test module is one unit of work (tests/conftest.py), so module and
 # session fixtures are built once. TEST_WORKERS=0 runs everything in one process.

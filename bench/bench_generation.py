@@ -1,7 +1,7 @@
 """Recurrent generation vs re-running the whole sequence per token (the official code's way).
 
-Model: the LM of a backbone's train_lm run (the `lm` section with its `per_backbone` entries applied,
-pipeline.run_sections; default backbone lm.backbone, demo: a tiny prefix_simba) with random weights, text from the
+Model: the LM of a named train_lm run (the `lm` section with its `runs` entry applied, pipeline.run_sections;
+default the first of `runs`, demo: a tiny prefix_simba) with random weights, text from the
 `text` section's encoder; one caption with classifier-free guidance (a batch of 2 rows). Both modes draw from the
 same seeded generator, so they must produce the same tokens; the table reports tokens/s, their ratio and the peak
 memory each mode adds (CPU: peak resident set over the run, VmHWM reset before each; CUDA: max allocated).
@@ -26,7 +26,7 @@ from ssmttm.artifacts import library_versions, write_json
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.generate import GenerateConfig, generate_tokens
 from ssmttm.models.lm import LMConfig, MusicLM, param_count, resolve_d_text
-from ssmttm.pipeline import run_sections
+from ssmttm.pipeline import run_names, run_sections
 from ssmttm.text.encoder import TextConfig, TextEncoder
 
 
@@ -65,10 +65,11 @@ def measure_peak(fn, device: torch.device):
     return out, seconds, cpu_seconds, max(0, (peak or 0) - (before or 0)) / 1024, method
 
 
-def lm_config(params: dict, backbone: str | None, d_text: int) -> LMConfig:
-    """The LM of `backbone`'s run (lm.backbone when None), its text width `d_text` when the params leave it open."""
-    backbone = backbone or params["lm"]["backbone"]
-    return resolve_d_text(section_to_dataclass(LMConfig, run_sections(params, backbone)["lm"]), d_text)
+def lm_config(params: dict, run: str | None, d_text: int) -> LMConfig:
+    """The LM of the named run `run` (the first of `runs` when None), its text width `d_text` when the params leave
+    it open."""
+    run = run or run_names(params)[0]
+    return resolve_d_text(section_to_dataclass(LMConfig, run_sections(params, run)["lm"]), d_text)
 
 
 def main() -> None:
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200 tokens instead of 1000")
     parser.add_argument("--tokens", type=int, default=None, help="frames to generate (overrides --quick)")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--backbone", help="whose run's LM (default: the params' lm.backbone)")
+    parser.add_argument("--run", help="whose LM, a named run of --params (default: the first of `runs`)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
@@ -95,7 +96,7 @@ def main() -> None:
 
     params = load_params(args.params)
     encoder = TextEncoder(section_to_dataclass(TextConfig, params.get("text")), device=device)
-    cfg = lm_config(params, args.backbone, encoder.hidden_size)
+    cfg = lm_config(params, args.run, encoder.hidden_size)
     gen_cfg = dataclasses.replace(section_to_dataclass(GenerateConfig, params.get("generate")), batch_size=1)
     torch.manual_seed(0)
     model = MusicLM(cfg).to(device).eval()

@@ -8,7 +8,7 @@ shards: data/tokenize when the pipeline has made it, else the shard bench_tokeni
 the demo's shape (4 codebooks x 862 frames per 10 s clip, float16 latents stored, which the loader must skip).
 Epochs are chained until the time budget is spent. Tokens are seq_len x n_codebooks per item of the run's `lm`.
 
-The run: a backbone's (default lm.backbone) `lm` and `train_lm` sections with its `per_backbone` entries applied
+The run: a named run's (default the first of `runs`) `lm` and `train_lm` sections with its `runs` entry applied
 (pipeline.run_sections), which give the model, seq_len, n_codebooks and the batch size.
 LM: `ssmttm.models.lm.MusicLM` of that `lm` section (text width 384, the demo's MiniLM; random text features, since
 the train stage caches the text encodings) doing forward + backward + AdamW steps on CPU; its tokens/s is the rate at
@@ -32,7 +32,7 @@ from ssmttm.artifacts import write_json
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.data.loader import TokenShardDataset, collate
 from ssmttm.data.shards import TokenRow, list_shards, write_shard
-from ssmttm.pipeline import run_sections
+from ssmttm.pipeline import run_names, run_sections
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZE_BENCH_SHARD = Path(tempfile.gettempdir()) / "ssmttm-bench-tokenize" / "tokens"
@@ -131,9 +131,10 @@ def lm_rate(lm_section: dict, batch_size: int, steps: int) -> dict:
     }
 
 
-def run_settings(params: dict, backbone: str | None = None) -> tuple[dict, int]:
-    """The `lm` section of `backbone`'s run (lm.backbone when None; run_sections) and its training batch size."""
-    sections = run_sections(params, backbone or params["lm"]["backbone"])
+def run_settings(params: dict, run: str | None = None) -> tuple[dict, int]:
+    """The `lm` section of the named run `run` (the first of `runs` when None; run_sections) and its training batch
+    size."""
+    sections = run_sections(params, run or run_names(params)[0])
     return sections["lm"], int((sections["train_lm"] or {}).get("batch_size", 8))
 
 
@@ -141,11 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 s of loading and 3 LM steps")
     parser.add_argument("--params", default=str(REPO / "params.yaml"))
-    parser.add_argument("--backbone", help="whose run (default: the params' lm.backbone)")
+    parser.add_argument("--run", help="a named run of --params (default: the first of `runs`)")
     parser.add_argument("--out", default=str(REPO / "results" / "bench" / "loader.json"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    lm_section, batch_size = run_settings(params, args.backbone)
+    lm_section, batch_size = run_settings(params, args.run)
     seq_len, n_codebooks = int(lm_section["seq_len"]), int(lm_section["n_codebooks"])
 
     with tempfile.TemporaryDirectory() as tmp:

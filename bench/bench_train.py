@@ -1,12 +1,12 @@
 """Benchmark: LM training throughput (tokens/s) per backbone through the real train_lm pipeline (Lightning, loader,
 text cache, optimizer), on synthetic token shards.
 
-    python bench/bench_train.py --quick                       # CPU, demo size (params.yaml `lm`), 2 backbones
-    python bench/bench_train.py --backbones prefix_simba cross_transformer prefix_mamba --steps 30
+    python bench/bench_train.py --quick                       # CPU, demo size (params.yaml `lm`), 2 runs
+    python bench/bench_train.py --runs prefix_simba cross_transformer --steps 30
     python bench/bench_train.py --gpu-steps 30 --peak-flops 989e12   # on a CUDA machine: also the paper size
 
 Each backbone's model and batch size are those its train_lm run uses: the `lm` and `train_lm` sections with their
-`per_backbone` entries applied (pipeline.run_sections). CPU: the demo sizes of params.yaml, fp32. GPU (only when
+`runs` entries applied (pipeline.run_sections). CPU: the demo sizes of params.yaml, fp32. GPU (only when
 CUDA is available): the paper sizes of configs/paper.yaml (prefix_simba: the released 281 M, 24 x 1024, d_state 512,
 2588 positions, batch 4; prefix_mamba 19 blocks, ...; PAPER.md section 4) in bf16 mixed precision, with model FLOPs
 utilisation MFU = 6 N tokens/s / peak (N as in ssmttm.train.flops; the peak defaults to an H100's dense bf16
@@ -49,10 +49,10 @@ FLAN_T5_BASE_WIDTH = 768  # the paper's
 
 @dataclasses.dataclass
 class BenchConfig:
-    backbones: tuple[str, ...] = ("prefix_simba", "cross_transformer")
+    run_names: tuple[str, ...] = ("prefix_simba", "cross_transformer")  # named runs of `params`
     steps: int = 20  # optimizer steps per CPU run (one micro-batch each)
     gpu_steps: int = 20
-    gpu_backbones: tuple[str, ...] = ("prefix_simba",)
+    gpu_run_names: tuple[str, ...] = ("prefix_simba",)  # named runs of `gpu_params`
     peak_flops: float = H100_BF16_DENSE_FLOPS
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     params: str = "params.yaml"  # CPU runs: the demo sizes
@@ -167,12 +167,12 @@ def throughput_train_config(steps: int, **hardware) -> TrainConfig:
     )
 
 
-def backbone_runs(params: Mapping[str, Any], backbones: tuple[str, ...], steps: int, **hardware) -> list[tuple]:
-    """(LMConfig, TrainConfig) per backbone: its run's sections (run_sections: `per_backbone` applied), the LM's text
+def named_runs(params: Mapping[str, Any], names: tuple[str, ...], steps: int, **hardware) -> list[tuple]:
+    """(LMConfig, TrainConfig) per named run: its sections (run_sections: its `runs` entry applied), the LM's text
     width left to the encoder, and a throughput-only training config with the run's batch size."""
     runs = []
-    for backbone in backbones:
-        sections = run_sections(params, backbone)
+    for name in names:
+        sections = run_sections(params, name)
         lm = dataclasses.replace(section_to_dataclass(LMConfig, sections["lm"]), d_text=None)
         batch_size = int((sections["train_lm"] or {}).get("batch_size", 8))
         runs.append((lm, throughput_train_config(steps, batch_size=batch_size, **hardware)))
@@ -181,12 +181,12 @@ def backbone_runs(params: Mapping[str, Any], backbones: tuple[str, ...], steps: 
 
 def cpu_runs(cfg: BenchConfig) -> list[tuple]:
     hardware = {"lr": 1e-3, "accelerator": "cpu", "precision": "32-true"}
-    return backbone_runs(load_params(cfg.params), cfg.backbones, cfg.steps, **hardware)
+    return named_runs(load_params(cfg.params), cfg.run_names, cfg.steps, **hardware)
 
 
 def gpu_runs(cfg: BenchConfig) -> list[tuple]:
     hardware = {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed", "num_workers": 2}
-    return backbone_runs(load_params(cfg.gpu_params), cfg.gpu_backbones, cfg.gpu_steps, **hardware)
+    return named_runs(load_params(cfg.gpu_params), cfg.gpu_run_names, cfg.gpu_steps, **hardware)
 
 
 def bench_cpu(cfg: BenchConfig) -> list[dict]:
@@ -230,9 +230,11 @@ def print_table(title: str, rows: list[dict] | dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (CPU 10, GPU 10)")
-    parser.add_argument("--backbones", nargs="+", default=list(BenchConfig.backbones))
+    parser.add_argument("--runs", nargs="+", default=list(BenchConfig.run_names), help="named runs of --params")
     parser.add_argument("--steps", type=int, default=BenchConfig.steps)
-    parser.add_argument("--gpu-backbones", nargs="+", default=list(BenchConfig.gpu_backbones))
+    parser.add_argument(
+        "--gpu-runs", nargs="+", default=list(BenchConfig.gpu_run_names), help="named runs of --gpu-params"
+    )
     parser.add_argument("--gpu-steps", type=int, default=BenchConfig.gpu_steps)
     parser.add_argument(
         "--peak-flops",
@@ -248,10 +250,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="results/bench/train.json")
     args = parser.parse_args(argv)
     cfg = BenchConfig(
-        backbones=tuple(args.backbones),
+        run_names=tuple(args.runs),
         steps=10 if args.quick else args.steps,
         gpu_steps=10 if args.quick else args.gpu_steps,
-        gpu_backbones=tuple(args.gpu_backbones),
+        gpu_run_names=tuple(args.gpu_runs),
         peak_flops=args.peak_flops,
         threads=args.threads,
         params=args.params,

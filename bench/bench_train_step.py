@@ -1,8 +1,8 @@
 """Training throughput per backbone at roughly equal parameter count: forward + backward tokens/s.
 
-Every backbone gets the config its train_lm run uses (the `lm` section with its `per_backbone` entries applied,
+Every backbone gets the config of the run named after it (the `lm` section with its `runs` entry applied,
 pipeline.run_sections; demo: d_model 128) and, as the paper compares backbones at about 300 M, its depth from
-`lm.per_backbone` where the params give one (configs/paper.yaml: the paper's sizes), else the number of blocks that
+`runs.<name>.lm` where the params give one (configs/paper.yaml: the paper's sizes), else the number of blocks that
 brings its trainable parameter count closest to the reference (prefix_simba's run). The frozen text encoder is
 outside the timed step: the text input is a random (B, 32, 384) encoding (MiniLM width) with half of it padding, and
 caption dropout is active as in training.
@@ -27,7 +27,7 @@ from ssmttm.artifacts import library_versions, write_json
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.models.lm import LMConfig, MusicLM, param_count
 from ssmttm.models.registry import backbone_names
-from ssmttm.pipeline import PER_BACKBONE, run_sections
+from ssmttm.pipeline import run_names, run_sections
 
 D_TEXT = 384  # MiniLM width; the text encoder is frozen and outside the timed step
 TEXT_LEN = 32
@@ -44,20 +44,25 @@ def matched_config(base: LMConfig, backbone: str, target: int, max_layers: int =
     return dataclasses.replace(base, backbone=backbone, n_layers=n_layers)
 
 
-def backbone_config(params: Mapping[str, Any], backbone: str) -> LMConfig:
-    """`backbone`'s LM as its train_lm run builds it (run_sections), with the MiniLM text width."""
-    return dataclasses.replace(section_to_dataclass(LMConfig, run_sections(params, backbone)["lm"]), d_text=D_TEXT)
+def backbone_config(params: Mapping[str, Any], backbone: str) -> tuple[LMConfig, str | None]:
+    """The LM of `backbone` as train_lm builds it, with the MiniLM text width, and the run it comes from: the run
+    named after the backbone (the profiles name their full-size run of each backbone after it), else the shared
+    `lm` section with that backbone (None)."""
+    if backbone in run_names(params):
+        run, section = backbone, run_sections(params, backbone)["lm"]
+    else:
+        run, section = None, {**params["lm"], "backbone": backbone}
+    return dataclasses.replace(section_to_dataclass(LMConfig, section), d_text=D_TEXT), run
 
 
 def equal_size_configs(params: Mapping[str, Any], backbones: list[str]) -> tuple[int, list[tuple[LMConfig, str]]]:
     """The reference's parameter count, and per backbone (its config, where its depth comes from)."""
-    target = param_count(backbone_config(params, REFERENCE))
-    own = (params.get("lm") or {}).get(PER_BACKBONE) or {}
+    target = param_count(backbone_config(params, REFERENCE)[0])
     configs = []
     for name in backbones:
-        cfg = backbone_config(params, name)
-        if "n_layers" in (own.get(name) or {}):
-            configs.append((cfg, f"lm.{PER_BACKBONE}"))
+        cfg, run = backbone_config(params, name)
+        if run is not None and "n_layers" in ((params["runs"][run] or {}).get("lm") or {}):
+            configs.append((cfg, f"runs.{run}.lm"))
         else:
             configs.append((matched_config(cfg, name, target), "matched"))
     return target, configs
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     batch, length, warmup, steps = (2, 128, 1, 2) if args.quick else (4, 512, 1, 5)
 
     params = load_params(args.params)
-    base = backbone_config(params, REFERENCE)
+    base, _ = backbone_config(params, REFERENCE)
     target, configs = equal_size_configs(params, args.backbones)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, base.codebook_size, (batch, base.n_codebooks, length), generator=g).to(device)

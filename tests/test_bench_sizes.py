@@ -1,5 +1,5 @@
-"""The benchmarks build each backbone's model as its train_lm run does: the `lm` and `train_lm` sections with their
-`per_backbone` entries applied (pipeline.run_sections), so configs/paper.yaml gives every backbone its paper size.
+"""The benchmarks build each run's model as its train_lm run does: the `lm` and `train_lm` sections with its `runs`
+entry applied (pipeline.run_sections), so configs/paper.yaml gives every backbone its paper size.
 Models are counted on the meta device (no memory); nothing is trained or timed."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def demo(repo_root):
 def test_bench_train_gives_each_backbone_its_paper_size_and_batch(repo_root):
     bench = load_bench(repo_root, "bench_train")
     cfg = bench.BenchConfig(
-        gpu_backbones=tuple(backbone_names()), gpu_params=str(repo_root / "configs" / "paper.yaml"), gpu_steps=5
+        gpu_run_names=tuple(backbone_names()), gpu_params=str(repo_root / "configs" / "paper.yaml"), gpu_steps=5
     )
     runs = bench.gpu_runs(cfg)
     assert [lm.backbone for lm, _ in runs] == backbone_names()
@@ -52,7 +52,7 @@ def test_bench_train_gives_each_backbone_its_paper_size_and_batch(repo_root):
         ("prefix_simba", 128, 8),
         ("cross_transformer", 128, 8),
     ]
-    paper_runs = bench.cpu_runs(dataclasses.replace(cfg, params=cfg.gpu_params, backbones=("prefix_mamba",)))
+    paper_runs = bench.cpu_runs(dataclasses.replace(cfg, params=cfg.gpu_params, run_names=("prefix_mamba",)))
     assert paper_runs[0][0].n_layers == 19
 
 
@@ -60,7 +60,7 @@ def test_bench_train_step_takes_the_paper_depths_and_matches_the_rest(repo_root,
     bench = load_bench(repo_root, "bench_train_step")
     _, configs = bench.equal_size_configs(paper, backbone_names())
     assert {cfg.backbone: cfg.n_layers for cfg, _ in configs} == {**PAPER_DEPTHS, "cross_simba": 19}
-    assert {source for _, source in configs} == {"lm.per_backbone"}
+    assert {source for _, source in configs} == {f"runs.{cfg.backbone}.lm" for cfg, _ in configs}
     # Without per-backbone depths (the demo), the depth is matched to prefix_simba's parameter count.
     target, configs = bench.equal_size_configs(demo, ["prefix_simba", "cross_transformer"])
     (simba, simba_from), (transformer, transformer_from) = configs
@@ -74,8 +74,9 @@ def test_bench_train_step_takes_the_paper_depths_and_matches_the_rest(repo_root,
 def test_bench_generation_and_loader_read_the_run_of_a_backbone(repo_root, paper):
     generation = load_bench(repo_root, "bench_generation")
     assert generation.lm_config(paper, "prefix_mamba", FLAN_T5_BASE_WIDTH).n_layers == 19
-    assert generation.lm_config(paper, None, FLAN_T5_BASE_WIDTH).backbone == "prefix_simba"  # lm.backbone
+    assert generation.lm_config(paper, None, FLAN_T5_BASE_WIDTH).backbone == "prefix_simba"  # the first run
+    assert generation.lm_config(paper, "prefix_simba_small", FLAN_T5_BASE_WIDTH).n_layers == 6
     loader = load_bench(repo_root, "bench_loader")
     lm_section, batch_size = loader.run_settings(paper, "cross_transformer")
     assert (lm_section["backbone"], lm_section["n_layers"], batch_size) == ("cross_transformer", 24, 4)
-    assert "per_backbone" not in lm_section
+    assert "runs" not in lm_section

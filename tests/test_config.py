@@ -132,7 +132,7 @@ def test_text_cache_dtype_is_in_the_text_section(demo_params, repo_root):
     [
         ("select.min_duration_s", 5000, ["select.min_duration_s", "select.max_duration_s"]),
         ("segment.min_tail_seconds", 20, ["segment.min_tail_seconds", "segment.clip_seconds"]),
-        ("train_lm.warmup_steps", 500, ["train_lm.warmup_steps", "train_lm.max_steps"]),
+        ("train_lm.warmup_steps", 500, ["runs.prefix_simba", "train_lm.warmup_steps", "max_steps"]),
         ("tokenize.valid_fraction", 0.95, ["tokenize.valid_fraction", "tokenize.test_fraction"]),
         ("train_lm.num_threads", None, ["portable_cpu", "train_lm.num_threads"]),
         ("segment.sample_rate", 44100.0, ["segment.sample_rate"]),

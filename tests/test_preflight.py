@@ -317,7 +317,9 @@ def test_plan_lists_every_stage_with_its_jobs(demo, paper):
     jobs = {row.stage: row.jobs for row in offline(paper).plan}
     assert jobs["fetch"] == jobs["segment"] == paper["corpus"]["n_shards"]
     assert jobs["tokenize"] == paper["corpus"]["n_shards"] + 1  # plus the shard manifest
-    assert jobs["train_lm"] == 2 and jobs["generate"] == 3  # two backbones; generate adds the references
+    # one training job per named run; generate: every run, every baseline and the references
+    assert jobs["train_lm"] == len(paper["runs"]) == 7
+    assert jobs["generate"] == len(paper["runs"]) + len(paper.get("baselines") or {}) + 1
 
 
 def test_gpu_hours_are_measured_only_where_a_gpu_benchmark_exists(paper, tmp_path):
@@ -328,8 +330,8 @@ def test_gpu_hours_are_measured_only_where_a_gpu_benchmark_exists(paper, tmp_pat
     bench.mkdir(parents=True)
     gpu_rows = [
         {"backbone": name, "tokens_per_s": 1e5, "params": 281_000_000, "device": "NVIDIA H100"}
-        for name in ("prefix_simba", "cross_transformer")
-    ]
+        for name in ("prefix_simba", "prefix_mamba", "cross_simba", "cross_transformer", "prefix_transformer")
+    ]  # measured per backbone: the runs of one backbone at other sizes or codebooks share its rate
     (bench / "train.json").write_text(json.dumps({"cpu": [], "gpu": gpu_rows}))
     params = copy.deepcopy(paper)
     params["generate"]["captions_path"] = str(ROOT / paper["generate"]["captions_path"])

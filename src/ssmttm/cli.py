@@ -26,6 +26,10 @@ from ssmttm.errors import UserFacingError
 STAGES: dict[str, tuple[str, str]] = {
     "manifest": ("ssmttm.data.manifest", "build the track manifest of the configured corpus source"),
     "fetch": ("ssmttm.data.fetch", "download the tracks of one manifest shard (yt-dlp, MTG TARs)"),
+    "fetch-references": (
+        "ssmttm.data.fetch_references",
+        "download the reference clips of the evaluation caption set (MusicCaps: 10 s from start_s)",
+    ),
     "select": ("ssmttm.data.select", "keep tracks with an allowed licence, that decode, within duration limits"),
     "segment": ("ssmttm.data.segment", "decode, downmix, resample and cut kept tracks into clips"),
     "caption": ("ssmttm.data.caption", "write one caption per clip (tags, imported file, or a model)"),

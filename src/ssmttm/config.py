@@ -40,6 +40,10 @@ def load_schema() -> dict[str, Any]:
         if name == "params":
             continue
         top["properties"][name] = yaml.safe_load(section_file.read_text())
+    # A run's overrides follow the same rules as the shared sections they replace keys of.
+    run = top["properties"]["runs"]["additionalProperties"]["properties"]
+    for section in ("lm", "train_lm"):
+        run[section].update(additionalProperties=False, properties=top["properties"][section]["properties"])
     return top
 
 
@@ -111,7 +115,6 @@ def cross_field_problems(params: Mapping[str, Any]) -> list[str]:
     for low, high in (
         ("select.min_duration_s", "select.max_duration_s"),
         ("segment.min_tail_seconds", "segment.clip_seconds"),
-        ("train_lm.warmup_steps", "train_lm.max_steps"),
     ):
         a, b = _get(params, low), _get(params, high)
         if isinstance(a, int | float) and isinstance(b, int | float) and a > b:
@@ -122,6 +125,15 @@ def cross_field_problems(params: Mapping[str, Any]) -> list[str]:
             f"tokenize.valid_fraction + tokenize.test_fraction = {sum(fractions)!r} leaves no training data; "
             "their sum must be below 1"
         )
+    runs = params.get("runs") if isinstance(params.get("runs"), Mapping) else {}
+    for name, entry in runs.items():
+        own = {**(params.get("train_lm") or {}), **((entry or {}).get("train_lm") or {})}
+        warmup, steps = own.get("warmup_steps"), own.get("max_steps")
+        if isinstance(warmup, int) and isinstance(steps, int) and warmup > steps:
+            problems.append(f"runs.{name}: train_lm.warmup_steps = {warmup} is larger than its max_steps = {steps}")
+    baselines = params.get("baselines") if isinstance(params.get("baselines"), Mapping) else {}
+    for name in sorted(set(runs) & set(baselines)):
+        problems.append(f"'{name}' names both a run (runs.{name}) and a baseline (baselines.{name}); rename one")
     if params.get("portable_cpu") and _get(params, "train_lm.num_threads") is None:
         problems.append(
             "portable_cpu is true but train_lm.num_threads is null: LM bytes depend on the thread count, so set it "

@@ -124,7 +124,7 @@ STAGES: dict[str, Stage] = {
         target="data/text_cache",
     ),
     "train_lm": Stage(
-        params=("seed", "portable_cpu", "text", "lm", "train_lm"),
+        params=("seed", "portable_cpu", "text", "lm", "train_lm", "runs"),
         code=(
             "models",
             "train/checkpoint.py",
@@ -158,13 +158,30 @@ STAGES: dict[str, Stage] = {
         rules=("train_refiner",),
         target="results/train_refiner/metrics.json",
     ),
+    "fetch_references": Stage(
+        params=("fetch", "corpus", "generate"),  # corpus: MusicCaps' URL template; generate: the caption set
+        code=(
+            "data/fetch_references.py",
+            "data/fetch.py",
+            "data/urls.py",
+            "data/manifest.py",
+            "generate/captions.py",
+            "audio.py",
+        ),
+        upstream=(),
+        outs=("data/fetch_references",),
+        rules=("fetch_references",),
+        target="data/fetch_references",
+        inputs=("generate.captions_path",),
+    ),
     "generate": Stage(
-        params=("seed", "portable_cpu", "generate"),
+        params=("seed", "portable_cpu", "generate", "runs", "baselines"),
         code=("generate", "refine/model.py", "refine/diffusion.py", "refine/normalise.py", "refine/unet.py", "models"),
-        upstream=("segment", "codec", "tokenize", "train_lm", "train_refiner"),
+        upstream=("segment", "codec", "tokenize", "fetch_references", "train_lm", "train_refiner"),
         outs=("results/generate",),
-        rules=("generate", "generate_reference", "generate_all"),
+        rules=("generate", "generate_baseline", "generate_reference", "generate_all"),
         target="generate_all",
+        inputs=("generate.captions_path",),  # the evaluation captions, when a file
     ),
     "evaluate": Stage(
         params=("seed", "evaluate"),
@@ -183,7 +200,7 @@ STAGES: dict[str, Stage] = {
         target="results/lm_plot",
     ),
     "report": Stage(
-        params=("seed", "report"),
+        params=("seed", "report", "lm", "train_lm", "runs", "baselines"),
         code=("report", "evaluate/clipsets.py", "evaluate/cards.py", "evaluate/features.py", "train/plots.py"),
         upstream=("codec", "train_lm", "generate", "evaluate", "lm_plot"),
         outs=("results/report",),
@@ -192,51 +209,63 @@ STAGES: dict[str, Stage] = {
     ),
 }
 
-# Keys of a section that choose *which* runs exist rather than how one is made: left out of a run's recipe, so
-# adding a backbone to `train_lm.also_train` trains that backbone and leaves the others alone.
-RUN_SELECTION_KEYS = {"train_lm": ("also_train",)}
+# The section of named experiments: `runs.<name>` = a backbone plus its own overrides of `lm` and `train_lm`
+# (`runs.prefix_simba_small: {backbone: prefix_simba, lm: {n_layers: 6}}`). A run is known by its name everywhere
+# (results/train_lm/<run>/, results/generate/<run>/, evaluate's sets, the report); its recipe holds only its own
+# entry, resolved into `lm` and `train_lm`, so adding, removing or changing one run rebuilds only its branch.
+RUNS = "runs"
+# Reference systems generated from public weights (`baselines.musicgen_small: {kind: musicgen, ...}`): generate runs
+# of their own, beside the LM runs, scored by the same evaluate.
+BASELINES = "baselines"
+# Sections that name runs rather than define a stage's settings: a per-run recipe holds only its own entry.
+RUN_SECTIONS = (RUNS, BASELINES)
 
-# Key of the `lm` and `train_lm` sections mapping a backbone to the settings its run uses instead of the shared ones
-# (`lm.per_backbone.prefix_mamba.n_layers: 19`). A run's sections hold only its own backbone's entries, resolved.
-PER_BACKBONE = "per_backbone"
-
-# The generate stage's backbone-independent job (references, codec floor, the refiner on the references' codebook 1).
+# The generate stage's LM-independent job (references, codec floor, the refiner on the references' codebook 1).
 REFERENCE_RUN = "reference"
+# What one generate run reads besides its own LM: the fetched references are the reference job's alone; a baseline
+# (public weights) reads only the token shards, for the test split's captions.
+REFERENCE_ONLY_UPSTREAM = ("fetch_references",)
+BASELINE_UPSTREAM = ("tokenize",)
 
 
-def backbones(params: Mapping[str, Any]) -> list[str]:
-    """The backbones the workflow trains: `lm.backbone`, then `train_lm.also_train`, without repeats."""
-    names = [params["lm"]["backbone"], *(params.get("train_lm") or {}).get("also_train", [])]
-    return list(dict.fromkeys(names))
+def run_names(params: Mapping[str, Any]) -> list[str]:
+    """The named LM runs the workflow trains, in the order of `runs`."""
+    return list(params.get(RUNS) or {})
+
+
+def baseline_names(params: Mapping[str, Any]) -> list[str]:
+    """The reference systems generated from public weights, in the order of `baselines`."""
+    return list(params.get(BASELINES) or {})
 
 
 def runs(stage: str, params: Mapping[str, Any]) -> list[str] | None:
-    """The runs of a stage made of one job per run (train_lm: a backbone each; generate: each backbone and the
-    references); None for a stage that is one whole."""
+    """The runs of a stage made of one job per run (train_lm: one per named run; generate: each run, each baseline
+    and the references); None for a stage that is one whole."""
     if stage == "train_lm":
-        return backbones(params)
+        return run_names(params)
     if stage == "generate":
-        return [*backbones(params), REFERENCE_RUN]
+        return [*run_names(params), *baseline_names(params), REFERENCE_RUN]
     return None
 
 
-def resolve_backbone(section: Mapping[str, Any] | None, backbone: str) -> dict[str, Any] | None:
-    """`section` as the run of `backbone` sees it: the shared keys with `per_backbone[backbone]` applied over them,
-    every other backbone's entries dropped. A section without `per_backbone` comes back equal to itself."""
-    if section is None:
-        return None
-    shared = {key: value for key, value in section.items() if key != PER_BACKBONE}
-    own = (section.get(PER_BACKBONE) or {}).get(backbone) or {}
-    return {**shared, **own}
-
-
-def run_sections(params: Mapping[str, Any], backbone: str) -> dict[str, Any]:
-    """The sections that differ between backbone runs, resolved for `backbone`: `lm` (its `backbone` set to it) and
-    `train_lm`. The recipe of a train_lm run and the configs `ssmttm train-lm --backbone` builds both come from here."""
+def run_sections(params: Mapping[str, Any], run: str) -> dict[str, Any]:
+    """The sections that differ between runs, resolved for the named run `run`: `lm` (the shared keys, the run's
+    `lm` overrides, its `backbone`) and `train_lm` (the shared keys and the run's `train_lm` overrides). The recipe
+    of a train_lm run and the configs `ssmttm train-lm --run` builds both come from here."""
+    entries = params.get(RUNS) or {}
+    if run not in entries:
+        known = ", ".join(entries) or "none"
+        raise KeyError(f"no run named {run!r} in params `runs` (runs: {known})")
+    entry = entries[run] or {}
     return {
-        "lm": {**resolve_backbone(params.get("lm") or {}, backbone), "backbone": backbone},
-        "train_lm": resolve_backbone(params.get("train_lm"), backbone),
+        "lm": {**(params.get("lm") or {}), **(entry.get("lm") or {}), "backbone": entry["backbone"]},
+        "train_lm": {**(params.get("train_lm") or {}), **(entry.get("train_lm") or {})},
     }
+
+
+def runs_of_backbone(params: Mapping[str, Any], backbone: str) -> list[str]:
+    """The named runs whose backbone is `backbone` (benchmarks and size checks ask by backbone)."""
+    return [name for name, entry in (params.get(RUNS) or {}).items() if (entry or {}).get("backbone") == backbone]
 
 
 def downstream(stage: str) -> list[str]:
@@ -285,39 +314,54 @@ class Recipes:
         self.inputs_root = Path(inputs_root)  # what relative input paths are relative to: the repository
         self._memo: dict[tuple[str, str | None], str] = {}
 
-    def sections(self, stage: str, backbone: str | None = None) -> dict[str, Any]:
-        """The params sections in the recipe of `stage` (of its run for `backbone`): a backbone's run holds its own
-        resolved `lm` and `train_lm` (run_sections), so another backbone's `per_backbone` entries never reach it."""
+    def sections(self, stage: str, run: str | None = None) -> dict[str, Any]:
+        """The params sections in the recipe of `stage` (of one of its runs): a named run holds its own resolved
+        `lm` and `train_lm` (run_sections) and no `runs` entry of another run; a baseline holds only its own
+        `baselines` entry; the references hold neither."""
         chosen = {name: self.params.get(name) for name in STAGES[stage].params}
-        if backbone is not None:
-            chosen.update({name: s for name, s in run_sections(self.params, backbone).items() if name in chosen})
-        for section, keys in RUN_SELECTION_KEYS.items():
-            if isinstance(chosen.get(section), Mapping):
-                chosen[section] = {k: v for k, v in chosen[section].items() if k not in keys}
+        if run is None:
+            return chosen
+        for name in RUN_SECTIONS:
+            chosen.pop(name, None)
+        if run in run_names(self.params):
+            chosen.update({name: s for name, s in run_sections(self.params, run).items() if name in chosen})
+        elif run in baseline_names(self.params) and BASELINES in STAGES[stage].params:
+            chosen[BASELINES] = {run: self.params[BASELINES][run]}
         return chosen
 
-    def __call__(self, stage: str, backbone: str | None = None) -> str:
+    def upstream_of(self, stage: str, run: str | None) -> tuple[str, ...]:
+        """The upstream stages one run of `stage` reads: a generate run of an LM reads no fetched references, a
+        baseline reads only the token shards (the test split's captions), the references read every input but an LM."""
+        upstream = STAGES[stage].upstream
+        if stage != "generate" or run is None or run == REFERENCE_RUN:
+            return upstream
+        if run in baseline_names(self.params):
+            return tuple(name for name in upstream if name in BASELINE_UPSTREAM)
+        return tuple(name for name in upstream if name not in REFERENCE_ONLY_UPSTREAM)
+
+    def __call__(self, stage: str, run: str | None = None) -> str:
         """The recipe of `stage`: of one run for a per-run stage (train_lm, generate); of all runs for what reads one.
 
         A run reads only its own run of a per-run upstream stage (generate of prefix_simba reads train_lm of
-        prefix_simba; the reference run of generate reads no LM), so swapping a backbone rebuilds only its runs."""
-        key = (stage, backbone)
+        prefix_simba; the references and the baselines read no LM), so adding or changing a run rebuilds only its
+        branch and the joint stages after it."""
+        key = (stage, run)
         own_runs = runs(stage, self.params)
-        if own_runs is not None and backbone not in own_runs:
-            raise ValueError(f"the recipe of {stage} is per run: pass one of {own_runs} as backbone=")
+        if own_runs is not None and run not in own_runs:
+            raise ValueError(f"the recipe of {stage} is per run: pass one of {own_runs} as run=")
         if key not in self._memo:
             upstream: dict[str, Any] = {}
-            for name in STAGES[stage].upstream:
+            for name in self.upstream_of(stage, run):
                 upstream_runs = runs(name, self.params)
                 if upstream_runs is None:
                     upstream[name] = self(name)
                 elif own_runs is None:
-                    upstream[name] = {run: self(name, run) for run in upstream_runs}
-                elif backbone in upstream_runs:
-                    upstream[name] = self(name, backbone)
+                    upstream[name] = {each: self(name, each) for each in upstream_runs}
+                elif run in upstream_runs:
+                    upstream[name] = self(name, run)
             record = {
                 "stage": stage,
-                "params": self.sections(stage, backbone),
+                "params": self.sections(stage, run),
                 "code": code_digest(self.root, STAGES[stage].code),
                 "upstream": upstream,
             }

@@ -13,6 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scripts.standins.qwen2_audio import build_tiny_qwen2_audio
 from ssmttm.artifacts import read_jsonl
 from ssmttm.audio import write_wav
 from ssmttm.config import section_to_dataclass
@@ -227,66 +228,10 @@ def test_import_path_errors(clips_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_qwen2_audio(tmp_path_factory) -> Path:
-    """A randomly initialised Qwen2-Audio (about 40k parameters) with a processor built offline.
-
-    PLUMBING ONLY: its captions are gibberish. The processor is the real Qwen2AudioProcessor: a byte-level BPE
-    tokenizer trained here on two sentences (with Qwen's chat and audio special tokens) and a WhisperFeatureExtractor
-    with 16 mel bins and 2 s windows (the real model: 128 bins, 30 s).
-    """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2AudioConfig,
-        Qwen2AudioEncoderConfig,
-        Qwen2AudioForConditionalGeneration,
-        Qwen2AudioProcessor,
-        Qwen2Config,
-        WhisperFeatureExtractor,
-    )
-
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=special,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(["a calm acoustic piece with piano and strings", "an upbeat electronic track"], trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=special[1:]
-    )
-    features = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=2, n_fft=400)
-    processor = Qwen2AudioProcessor(feature_extractor=features, tokenizer=tokenizer)
-    text = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    audio = Qwen2AudioEncoderConfig(
-        num_mel_bins=16,
-        encoder_layers=1,
-        encoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        d_model=16,
-        max_source_positions=100,
-    )  # 200 mel frames = 2 s
-    config = Qwen2AudioConfig(
-        audio_config=audio, text_config=text, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>")
-    )
-    torch.manual_seed(0)
-    model = Qwen2AudioForConditionalGeneration(config)
-    folder = tmp_path_factory.mktemp("tiny-qwen2-audio")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    """A randomly initialised Qwen2-Audio (about 40k parameters) with a processor built offline, by the paper test
+    profile's stand-in builder (scripts/standins/qwen2_audio.py): 16 mel bins and a 2 s window (the real model: 128
+    bins, 30 s). PLUMBING ONLY: its captions are gibberish."""
+    return build_tiny_qwen2_audio(tmp_path_factory.mktemp("tiny-qwen2-audio"), mel_bins=16, window_s=2)
 
 
 def model_cfg(folder: Path, **overrides) -> cap.CaptionConfig:

@@ -14,10 +14,27 @@ from ssmttm.evaluate import embeddings as E
 
 def test_no_weights_means_not_computed_with_the_way_to_enable_it():
     models = E.load_models(E.ModelsConfig(), seed=0)
-    assert set(models) == {"vggish", "passt", "clap", "openl3"}
-    for name, model in models.items():
-        assert isinstance(model, E.Unavailable)
-        assert f"evaluate.models.{name}.weights_path is null" in model.reason and "to enable" in model.reason
+    assert set(models) == {"vggish", "passt", "clap", "openl3", "openl3_sam", "passt_10s", "clap_fusion"}
+    for family in E.FAMILIES:
+        for name, (entry, _) in E.LOADED_MODELS[family].items():
+            reason = models[name].reason
+            assert f"evaluate.models.{entry}.weights_path is null" in reason and E.HOW_TO_ENABLE[entry] in reason
+    assert "630k-audioset-fusion-best.pt" in models["clap_fusion"].reason
+    assert "passt-s-f128-p16-s10-ap.476-swa.pt" in models["passt_10s"].reason
+    # only the selected families' models are loaded; the stable-audio-metrics ones have their own entries
+    assert set(E.load_models(E.ModelsConfig(), seed=0, families=("stable_audio",))) == {
+        "openl3_sam",
+        "passt_10s",
+        "clap_fusion",
+    }
+    cfg = E.ModelsConfig()
+    assert (cfg.passt_10s.pretrained_length_s, cfg.passt.pretrained_length_s) == (10, 20)
+    assert (cfg.clap_fusion.enable_fusion, cfg.clap_fusion.audio_model) == (True, "HTSAT-tiny")
+    assert (cfg.clap.enable_fusion, cfg.clap.audio_model) == (False, "HTSAT-base")
+    with pytest.raises(UserFacingError, match="unknown"):
+        E.load_models(cfg, seed=0, families=("audiocraft", "fadtk"))
+    with pytest.raises(UserFacingError, match="passt_10s.pretrained_length_s must be 10"):
+        E.load_models(E.ModelsConfig(passt_10s=E.PasstWeights(pretrained_length_s=20)), seed=0)
 
 
 def test_missing_file_mismatched_hash_and_missing_package(tmp_path):
@@ -30,11 +47,19 @@ def test_missing_file_mismatched_hash_and_missing_package(tmp_path):
     assert E.checked_weights("clap", E.ModelWeights(str(weights))) == (weights, digest)
     with pytest.raises(UserFacingError, match="not the named weights"):
         E.checked_weights("clap", E.ModelWeights(str(weights), "0" * 64))
-    cfg = E.ModelsConfig(passt=E.PasstWeights(str(weights)), clap=E.ClapWeights(str(weights)))
+    cfg = E.ModelsConfig(
+        passt=E.PasstWeights(str(weights)),
+        clap=E.ClapWeights(str(weights)),
+        passt_10s=E.PasstWeights(str(weights), pretrained_length_s=10),
+        clap_fusion=E.ClapWeights(str(weights), enable_fusion=True, audio_model="HTSAT-tiny"),
+        openl3=E.ModelWeights(str(weights)),
+    )
     models = E.load_models(cfg, seed=0)
-    for name in ("passt", "clap"):  # not installed in the CPU environment: named, never replaced
+    for name in ("passt", "clap", "passt_10s", "clap_fusion", "openl3"):  # not installed on CPU: named, not replaced
         if isinstance(models[name], E.Unavailable):
             assert f"{E.PACKAGES[name]} not installed" in models[name].reason
+    if isinstance(models["openl3"], E.Unavailable):  # both families' OpenL3 come from the one openl3 entry
+        assert models["openl3_sam"] == models["openl3"]
 
 
 def test_vggish_refuses_weights_that_are_not_vggish(tmp_path):

@@ -18,6 +18,8 @@ from ssmttm.artifacts import stable_int
 from ssmttm.cli import main
 from ssmttm.errors import UserFacingError
 from ssmttm.evaluate import cards
+from ssmttm.evaluate.families import AudiocraftConfig
+from ssmttm.evaluate.sam import SamConfig
 from ssmttm.evaluate.stage import EvaluateConfig, evaluate
 from tests.evaluate._fixtures import CAPTIONS, caption_text, music, write_folder
 
@@ -77,8 +79,64 @@ class TinyClap:
         return STAND_IN_CARD
 
 
+class RecordingFrames(TinyFrames):
+    """OpenL3 stand-in of the stable-audio-metrics family: at the files' rate (so no resampling), recording the
+    peak of every clip it is handed."""
+
+    sample_rate = 16000
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.peaks: list[float] = []
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        self.peaks.append(float(np.max(np.abs(audio))))
+        return super().embed(audio)
+
+    def card(self) -> dict:
+        return {**STAND_IN_CARD, "weights": "openl3_audio_mel256_music.h5 (stand-in)"}
+
+
+class TinyLogits:
+    """10 s PaSST stand-in: logits of one analysis window, recording each window's length and peak."""
+
+    sample_rate = 8000
+
+    def __init__(self) -> None:
+        self.weights = np.random.default_rng(7).standard_normal((64, 5)) / 8
+        self.windows: list[tuple[int, float]] = []
+
+    def logits(self, window: np.ndarray) -> np.ndarray:
+        self.windows.append((len(window), float(np.max(np.abs(window)))))
+        return _log_spectrum(window).mean(axis=0) @ self.weights
+
+    def card(self) -> dict:
+        return {**STAND_IN_CARD, "weights": "passt-s-f128-p16-s10-ap.476-swa.pt (stand-in)"}
+
+
+class RecordingClap(TinyClap):
+    def __init__(self) -> None:
+        super().__init__()
+        self.peaks: list[float] = []
+
+    def embed_audio(self, audio: np.ndarray) -> np.ndarray:
+        self.peaks.append(float(np.max(np.abs(audio))))
+        return super().embed_audio(audio)
+
+    def card(self) -> dict:
+        return {**STAND_IN_CARD, "weights": "630k-audioset-fusion-best.pt (stand-in)"}
+
+
 def stand_ins() -> dict:
-    return {"vggish": TinyFrames(1), "openl3": TinyFrames(2), "passt": TinyTagger(), "clap": TinyClap()}
+    return {
+        "vggish": TinyFrames(1),
+        "openl3": TinyFrames(2),
+        "passt": TinyTagger(),
+        "clap": TinyClap(),
+        "openl3_sam": RecordingFrames(2),
+        "passt_10s": TinyLogits(),
+        "clap_fusion": RecordingClap(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +169,17 @@ def _cfg(**overrides) -> EvaluateConfig:
 
 @pytest.fixture(scope="module")
 def evaluated(folders) -> dict:
-    out = folders["root"] / "out"
-    result = evaluate({"prefix_simba": folders["run"]}, folders["reference"], _cfg(), out, 7, models=stand_ins())
+    out, models = folders["root"] / "out", stand_ins()
+    result = evaluate({"prefix_simba": folders["run"]}, folders["reference"], _cfg(), out, 7, models=models)
+    return {"result": result, "out": out, "models": models}
+
+
+@pytest.fixture(scope="module")
+def evaluated_plain(folders) -> dict:
+    """The same sets with the audiocraft family's loudness normalisation off and mono OpenL3 for the SAM FD."""
+    out = folders["root"] / "out_plain"
+    cfg = _cfg(audiocraft=AudiocraftConfig(loudness_target_lufs=None), sam=SamConfig(channels=1))
+    result = evaluate({"prefix_simba": folders["run"]}, folders["reference"], cfg, out, 7, models=stand_ins())
     return {"result": result, "out": out}
 
 
@@ -160,7 +227,9 @@ def test_every_number_has_an_interval_a_status_and_a_card(evaluated):
                 assert entry["ci"] is None or entry["ci"][0] <= entry["ci"][1]
     assert {"fd_mel", "fd_mfcc", "fd_chroma", "tempo_acc1", "tempo_acc1_chance", "key_score", "key_score_chance",
             "repetition", "diversity", "fd_vggish", "fd_openl3", "kl_passt", "clap_score", "fad_clap", "loudness_lufs",
-            "silent_clip_fraction"} <= set(result["sets"][TWO_STAGE]["metrics"])  # fmt: skip
+            "silent_clip_fraction", "fd_openl3_sam", "kl_passt_sam", "clap_score_sam",
+            } <= set(result["sets"][TWO_STAGE]["metrics"])  # fmt: skip
+    assert {"clap_score", "clap_score_sam"} <= set(result["reference"]["metrics"])
     assert {"dyncorr", "log_mel_l1_db", "mel_distance"} <= set(result["sets"][CODEC]["metrics"])
     fd_card = json.loads((out / f"cards/{cards.slug(TWO_STAGE)}.json").read_text())["metrics"]["fd_mel"]
     for key in ("covariance", "frechet_method", "n_windows", "dim", "sample_rate", "bootstrap_bias"):
@@ -190,40 +259,165 @@ def test_adherence_ceiling_chance_and_a_mismatched_set(evaluated):
     assert all(r["tempo_target_bpm"] and r["key_target"] for r in rows)
 
 
-def test_set_distances_ignore_pairing_and_paired_measures_do_not(evaluated):
+def test_set_distances_ignore_pairing_and_paired_measures_do_not(evaluated, evaluated_plain):
     """The generated set plays exactly the reference's music, each clip under another caption: every set-level
-    Fréchet distance is 0, while the caption-paired KL and the adherence scores see the mismatch."""
-    sets = evaluated["result"]["sets"]
-    for metric in ("fd_mel", "fd_mfcc", "fd_chroma", "fd_vggish", "fd_openl3"):
+    Fréchet distance is 0, while the caption-paired KLs and the adherence scores see the mismatch. The audiocraft
+    family loudness-normalises generated clips only (and clamps them): its FDs are 0 only with that turned off."""
+    sets, plain = evaluated["result"]["sets"], evaluated_plain["result"]["sets"]
+    for metric in ("fd_mel", "fd_mfcc", "fd_chroma", "fd_openl3_sam"):
         assert sets[TWO_STAGE]["metrics"][metric]["value"] < 1e-3
         assert sets[CODEC]["metrics"][metric]["value"] > 0  # the codec floor adds noise
+    for metric in ("fd_vggish", "fd_openl3"):
+        assert plain[TWO_STAGE]["metrics"][metric]["value"] < 1e-3 and plain[CODEC]["metrics"][metric]["value"] > 0
+        assert sets[TWO_STAGE]["metrics"][metric]["value"] > 1e-2  # generated clips normalised, the reference not
+        assert sets[CODEC]["metrics"][metric] == plain[CODEC]["metrics"][metric]  # reconstructions as read
+    for metric in ("fd_mel", "fd_mfcc", "fd_chroma", "tempo_acc1", "key_score", "loudness_lufs", "diversity"):
+        assert sets[TWO_STAGE]["metrics"][metric] == plain[TWO_STAGE]["metrics"][metric]  # weight-free: unchanged
     assert sets[TWO_STAGE]["metrics"]["kl_passt"]["value"] > 0
+    assert sets[TWO_STAGE]["metrics"]["kl_passt_sam"]["value"] > 0
     assert sets[CODEC]["metrics"]["dyncorr"]["value"] > 0.5
     assert sets[CODEC]["metrics"]["log_mel_l1_db"]["value"] > 0
     split_half = evaluated["result"]["reference"]["metrics"]["fd_mel_split_half"]
     assert split_half["status"] in (cards.OK, cards.UNRELIABLE) and split_half["n"] == 6
 
 
-def test_kl_pairs_each_clip_with_the_reference_of_its_caption(evaluated, folders):
-    """Recompute the stand-in tagger's mean KL(reference || generated) by hand from the files."""
-    from ssmttm.audio import resample
+def _reference_and_generated(folders):
     from ssmttm.evaluate.clipsets import read_clip_sets
-    from ssmttm.evaluate.embeddings import kl_divergence
 
-    tagger = TinyTagger()
     (reference,) = read_clip_sets(folders["reference"] / "original")
-    by_caption = {c.caption_id: c for c in reference.clips}
     generated = next(s for s in read_clip_sets(folders["run"]) if s.variant == "two_stage")
+    return {c.caption_id: c for c in reference.clips}, generated
+
+
+def test_kl_pairs_each_clip_with_the_reference_of_its_caption(evaluated, folders):
+    """Recompute the stand-in tagger's mean KL(reference || generated) by hand from the files: the generated clip
+    cropped to its reference and loudness-normalised to -14 LUFS (audiocraft), the reference as read."""
+    from ssmttm.audio import resample
+    from ssmttm.evaluate.embeddings import kl_divergence
+    from ssmttm.evaluate.levels import audiocraft_loudness
+
+    tagger, (by_caption, generated) = TinyTagger(), _reference_and_generated(folders)
 
     def probs(clip, samples):
         return tagger.probabilities(resample(samples[None], clip.sample_rate, tagger.sample_rate)[0])
 
-    values = []
+    values, unnormalised = [], []
     for clip in generated.clips:
         ref = by_caption[clip.caption_id]
-        values.append(kl_divergence(probs(ref, ref.audio), probs(clip, clip.audio[: ref.audio.size])))
+        cropped = clip.audio[: ref.audio.size]
+        levelled = audiocraft_loudness(cropped, clip.sample_rate, -14.0).astype(np.float32)
+        values.append(kl_divergence(probs(ref, ref.audio), probs(clip, levelled)))
+        unnormalised.append(kl_divergence(probs(ref, ref.audio), probs(clip, cropped)))
     entry = evaluated["result"]["sets"][TWO_STAGE]["metrics"]["kl_passt"]
     assert entry["value"] == pytest.approx(float(np.mean(values)), rel=1e-5) and entry["n"] == 12
+    assert abs(entry["value"] - float(np.mean(unnormalised))) > 1e-3  # the normalisation happened before PaSST
+
+
+def test_kl_passt_sam_is_generated_given_reference_on_peak_normalised_windows(evaluated, folders):
+    """Recompute kl_passt_sam by hand: 32 kHz (here the stand-in's rate), each clip peak-normalised to -1 dBFS,
+    10 s windows (a 3 s clip: one window zero-padded to 10 s), softmax of the mean logits, KL(generated ||
+    reference) per caption pair; the other direction gives another number."""
+    from ssmttm.audio import resample
+    from ssmttm.evaluate import sam
+    from ssmttm.evaluate.embeddings import kl_divergence
+    from ssmttm.evaluate.levels import peak_normalise
+
+    model, (by_caption, generated) = TinyLogits(), _reference_and_generated(folders)
+
+    def probs(clip, samples):
+        audio = peak_normalise(resample(samples[None], clip.sample_rate, model.sample_rate)[0])
+        return sam.passt_probabilities(model, audio.astype(np.float32))
+
+    forward, backward = [], []
+    for clip in generated.clips:
+        ref = by_caption[clip.caption_id]
+        p_ref, p_gen = probs(ref, ref.audio), probs(clip, clip.audio[: ref.audio.size])
+        forward.append(sam.kl_generated_reference(p_ref, p_gen))
+        backward.append(kl_divergence(p_ref, p_gen))
+    entry = evaluated["result"]["sets"][TWO_STAGE]["metrics"]["kl_passt_sam"]
+    assert entry["value"] == pytest.approx(float(np.mean(forward)), rel=1e-5) and entry["n"] == 12
+    # close distributions make the two directions agree to first order: they still differ far beyond rounding
+    assert entry["value"] != pytest.approx(float(np.mean(backward)), rel=5e-3)
+    # every window the stand-in saw was 10 s long and peaked at -1 dBFS (3 s clips: the window holds the peak)
+    windows = evaluated["models"]["passt_10s"].windows
+    assert {length for length, _ in windows} == {10 * model.sample_rate}
+    assert all(peak == pytest.approx(10 ** (-1 / 20), rel=1e-6) for _, peak in windows)
+    rows = [json.loads(line) for line in (evaluated["out"] / f"per_clip/{cards.slug(TWO_STAGE)}.jsonl").open()]
+    assert [r["kl_passt_sam"] for r in rows] == pytest.approx(forward, rel=1e-6)
+
+
+def test_sam_networks_see_every_clip_peak_normalised_and_the_reference_once(evaluated):
+    """OpenL3 (at the files' rate here: no resampling after the gain) and CLAP are handed clips whose peak is
+    exactly -1 dBFS, reference included; the reference is embedded once for all sets."""
+    models = evaluated["models"]
+    n_reference, n_sets = 12, 12 + 4 + 12  # reference; two_stage, codebook1_only, codec
+    openl3, clap = models["openl3_sam"].peaks, models["clap_fusion"].peaks
+    assert len(openl3) == n_reference + n_sets
+    assert len(clap) == n_reference + n_sets  # the reference's clap_score_sam (the upper bound), then each set
+    for peak in openl3 + clap:
+        assert peak == pytest.approx(10 ** (-1 / 20), rel=1e-6)
+
+
+def test_two_channels_double_the_openl3_fd_exactly(evaluated, evaluated_plain, folders):
+    """channels 2 (each mono clip as two identical channels, L and R embeddings concatenated) gives exactly twice
+    the channels-1 FD, and equals the FD computed by hand on the concatenated embeddings."""
+    from ssmttm.evaluate import sam
+    from ssmttm.evaluate.clipsets import read_clip_sets
+    from ssmttm.evaluate.frechet import frechet_between
+    from ssmttm.evaluate.levels import peak_normalise
+
+    stereo, mono = evaluated["result"]["sets"], evaluated_plain["result"]["sets"]
+    for name in (CODEC, SMALL):
+        two, one = stereo[name]["metrics"]["fd_openl3_sam"], mono[name]["metrics"]["fd_openl3_sam"]
+        assert one["value"] > 0 and two["value"] == pytest.approx(2 * one["value"], rel=1e-5)
+        assert two["ci"] == pytest.approx([2 * c for c in one["ci"]], rel=1e-5)
+    embedder = RecordingFrames(2)
+
+    def frames(clip_set) -> np.ndarray:
+        return np.concatenate([sam.channel_frames(embedder.embed(peak_normalise(c.audio)), 2) for c in clip_set.clips])
+
+    (reference,) = read_clip_sets(folders["reference"] / "original")
+    (codec,) = read_clip_sets(folders["reference"] / "codec")
+    by_hand = frechet_between(frames(codec), frames(reference))
+    assert stereo[CODEC]["metrics"]["fd_openl3_sam"]["value"] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_sam_cards_name_family_checkpoint_rate_channels_and_normalisation(evaluated):
+    card = json.loads((evaluated["out"] / f"cards/{cards.slug(TWO_STAGE)}.json").read_text())["metrics"]
+    fd, kl, clap = card["fd_openl3_sam"], card["kl_passt_sam"], card["clap_score_sam"]
+    for details in (fd, kl, clap):
+        assert details["family"].startswith("stable_audio") and "stable-audio-metrics" in details["implementation"]
+        assert "-1 dBFS" in details["level_normalisation"] and details["network"] == STAND_IN_CARD["implementation"]
+    assert (fd["channels"], fd["sample_rate"], fd["embedding_dim"], fd["dim"]) == (2, 16000, 12, 6)
+    assert "2x" in fd["channels_note"] and "openl3_audio_mel256_music.h5" in fd["weights"]
+    assert "10 s windows every 5 s" in kl["windows"] and kl["divergence"].startswith("KL(generated || reference)")
+    assert "passt-s-f128-p16-s10-ap.476-swa.pt" in kl["weights"] and kl["sample_rate"] == 8000
+    assert all("630k-audioset-fusion-best.pt" in clap[key] for key in ("weights", "checkpoint_note"))
+    audiocraft = card["kl_passt"]
+    assert audiocraft["family"].startswith("audiocraft") and audiocraft["divergence"] == "KL(reference || generated)"
+    assert "-14 LUFS" in audiocraft["level_normalisation"] and "clamped" in audiocraft["level_normalisation"]
+    assert "VGGish's own clip peak normalisation" in card["fd_vggish"]["level_normalisation"]
+    assert "fd_openl3_sam" in card["fd_openl3"]["family"]
+    codec = json.loads((evaluated["out"] / f"cards/{cards.slug(CODEC)}.json").read_text())["metrics"]
+    assert codec["kl_passt"]["level_normalisation"].startswith("none")  # reconstructions as read (audiocraft use_gt)
+    assert "fd_openl3_sam" in (evaluated["out"] / f"cards/{cards.slug(TWO_STAGE)}.md").read_text()
+
+
+def test_families_select_which_metrics_run(evaluated, folders, tmp_path):
+    models = stand_ins()
+    cfg = _cfg(families=("stable_audio",))
+    result = evaluate({"prefix_simba": folders["run"]}, folders["reference"], cfg, tmp_path / "o", 7, models=models)
+    metrics = result["sets"][TWO_STAGE]["metrics"]
+    for metric in ("fd_vggish", "fd_openl3", "kl_passt", "clap_score", "fad_clap"):
+        assert metrics[metric]["status"] == cards.NOT_COMPUTED and "evaluate.families" in metrics[metric]["reason"]
+    assert result["reference"]["metrics"]["clap_score"]["status"] == cards.NOT_COMPUTED
+    for metric in ("fd_openl3_sam", "kl_passt_sam", "clap_score_sam", "fd_mel", "key_score"):
+        assert metrics[metric] == evaluated["result"]["sets"][TWO_STAGE]["metrics"][metric]  # unchanged by the other
+    assert models["vggish"].weights is not None and result["families"] == ["stable_audio"]
+    with pytest.raises(UserFacingError, match="evaluate.families: unknown"):
+        evaluate({}, folders["reference"], _cfg(families=("fadtk",)), tmp_path / "x", 7, models={})
+    with pytest.raises(UserFacingError, match="evaluate.sam.channels must be 1 or 2"):
+        evaluate({}, folders["reference"], _cfg(sam=SamConfig(channels=6)), tmp_path / "y", 7, models={})
 
 
 def test_rerun_gives_identical_bytes(evaluated, folders, tmp_path):
@@ -243,9 +437,16 @@ def test_cli_without_weights_records_every_embedding_metric_as_not_computed(fold
     assert main(argv) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert set(result["sets"]) == {CODEC, "mine/step-0000010/two_stage", "mine/step-0000010/codebook1_only"}
-    for metric in ("fd_vggish", "fd_openl3", "kl_passt", "clap_score", "fad_clap"):
+    for metric in ("fd_vggish", "fd_openl3", "kl_passt", "clap_score", "fad_clap", "fd_openl3_sam", "kl_passt_sam",
+                   "clap_score_sam"):  # fmt: skip
         entry = result["sets"]["mine/step-0000010/two_stage"]["metrics"][metric]
         assert entry["status"] == cards.NOT_COMPUTED and "weights_path is null" in entry["reason"]
+    sam_reasons = {m: result["sets"]["mine/step-0000010/two_stage"]["metrics"][m]["reason"] for m in
+                   ("fd_openl3_sam", "kl_passt_sam", "clap_score_sam")}  # fmt: skip
+    assert "evaluate.models.openl3.weights_path" in sam_reasons["fd_openl3_sam"]
+    assert "evaluate.models.passt_10s.weights_path" in sam_reasons["kl_passt_sam"]
+    assert "evaluate.models.clap_fusion.weights_path" in sam_reasons["clap_score_sam"]
+    assert result["reference"]["metrics"]["clap_score_sam"]["status"] == cards.NOT_COMPUTED
     assert result["bootstrap"]["resamples"] == 20
 
 
@@ -283,3 +484,35 @@ def test_embedding_fd_cards_carry_the_package_cross_check(evaluated):
     assert (
         card["implementation"] == STAND_IN_CARD["implementation"] and card["n_windows"] == 12 * 11
     )  # 3 s at 8 kHz: 11 half-second windows
+
+
+def test_family_params_reach_the_config_and_the_schema_guards_them(repo_root):
+    from ssmttm.config import ParamsError, load_params, section_to_dataclass, validate_params
+
+    params = load_params(repo_root / "params.yaml")
+    params["evaluate"].update(families=["stable_audio"], sam={"channels": 1}, audiocraft={"loudness_target_lufs": None})
+    params["evaluate"]["models"].update(
+        passt_10s={"weights_path": None, "sha256": None, "pretrained_length_s": 10},
+        clap_fusion={"weights_path": None, "sha256": None, "enable_fusion": True, "audio_model": "HTSAT-tiny"},
+    )
+    validate_params(params)
+    cfg = section_to_dataclass(EvaluateConfig, params["evaluate"])
+    assert cfg.families == ("stable_audio",) and cfg.sam.channels == 1 and cfg.audiocraft.loudness_target_lufs is None
+    assert cfg.models.passt_10s.pretrained_length_s == 10 and cfg.models.clap_fusion.enable_fusion is True
+    defaults = EvaluateConfig()
+    assert defaults.families == ("audiocraft", "stable_audio") and defaults.sam.channels == 2
+    assert defaults.audiocraft.loudness_target_lufs == -14.0
+    for path, bad in (
+        (("families",), ["audiocraft", "fadtk"]),
+        (("sam", "channels"), 3),
+        (("models", "passt_10s", "pretrained_length_s"), 20),
+        (("models", "clap_fusion", "enable_fusion"), False),
+        (("audiocraft", "loudness_target_lufs"), "loud"),
+    ):
+        broken = json.loads(json.dumps(params))
+        section = broken["evaluate"]
+        for key in path[:-1]:
+            section = section[key]
+        section[path[-1]] = bad
+        with pytest.raises(ParamsError, match="evaluate." + ".".join(path[:1])):
+            validate_params(broken)

@@ -244,7 +244,7 @@ def test_references_original_codec_floor_and_refiner_ceiling(inputs, tmp_path):
 def test_user_errors_name_the_input(inputs, tmp_path):
     with pytest.raises(UserFacingError, match="no checkpoints"):
         run(inputs, tmp_path / "out", lm_run=tmp_path)
-    with pytest.raises(UserFacingError, match="only test_split"):
+    with pytest.raises(UserFacingError, match="--fetched"):
         generate_references(
             gen_cfg(captions="file", captions_path="x.txt"),
             inputs.codec,

@@ -1,25 +1,31 @@
 """Synthetic inputs of the report stage, in the layout the generate, evaluate, train-lm and codec stages write.
 
 Generated clips are short sine tones (a different pitch per system and caption); the evaluate stage's metrics.json
-is written directly, with chosen values, so that each verdict of the ordering sentences is exercised:
+is written directly, with chosen values, so that each verdict of the comparison sentences is exercised:
 
-    fd_openl3    step 20000: prefix_simba 80 [78, 82] vs cross_transformer 95 [93, 97]   -> the paper's ordering holds
-                 step 40000: prefix_simba 70 [69, 71] vs cross_transformer 90 [88, 92]   -> reversed (the paper has
+    fd_openl3_sam  step 20000: prefix_simba 80 [78, 82] vs cross_transformer 95 [93, 97] -> the paper's ordering holds
+                   step 40000: prefix_simba 70 [69, 71] vs cross_transformer 90 [88, 92] -> reversed (the paper has
                                                                                             cross_transformer better)
-    kl_passt     not computed (no weights)                                               -> cannot tell
-    clap_score   flagged unreliable (N too small)                                        -> cannot tell
-    fd_mel       overlapping intervals                                                   -> cannot tell
-    fd_chroma    prefix_simba clearly lower                                              -> better (not a paper metric)
+    kl_passt_sam   not computed (no weights)                                             -> cannot tell
+    clap_score_sam flagged unreliable (N too small)                                      -> cannot tell
+    fd_openl3      the audiocraft family: cross_transformer clearly lower           -> better (never the paper's)
+    fd_mel         overlapping intervals                                                 -> cannot tell
+    fd_chroma      prefix_simba clearly lower                                            -> better (not a paper metric)
+
+`params()` declares both runs at the paper's size (so they are the paper's systems); `write_matrix` builds the
+paper's matrix of comparisons under other names (ssmttm.report.comparisons).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
+import yaml
 
 RATE = 16000
 BACKBONES = ("prefix_simba", "cross_transformer")
@@ -99,9 +105,11 @@ def _set_metrics(backbone: str, step: int, variant: str) -> dict[str, Any]:
     fd_openl3 = {(0, 20_000): 80.0, (1, 20_000): 95.0, (0, 40_000): 70.0, (1, 40_000): 90.0}[(b, step)]
     shift = 0.0 if variant == "two_stage" else 5.0
     return {
-        "fd_openl3": _ok(fd_openl3 + shift, 2.0 if step == 20_000 else 1.0),
+        "fd_openl3_sam": _ok(fd_openl3 + shift, 2.0 if step == 20_000 else 1.0),
+        "kl_passt_sam": {"status": "not computed", "reason": NO_WEIGHTS},
+        "clap_score_sam": _unreliable(0.2 + 0.01 * b, 0.05, "higher"),
+        "fd_openl3": _ok(200.0 - 50.0 * b, 1.0),
         "kl_passt": {"status": "not computed", "reason": NO_WEIGHTS},
-        "clap_score": _unreliable(0.2 + 0.01 * b, 0.05, "higher"),
         "fd_mel": _ok(100.0 + b, 10.0),
         "fd_chroma": _ok(1.0 + b, 0.1),
         "loudness_lufs": _ok(-23.0, 0.5, better=None),
@@ -185,3 +193,111 @@ def write_all(root: Path, n_captions: int = 3, seconds: float = 0.5) -> dict[str
     evaluate = write_evaluate(root)
     runs, lm_plot, codec = write_training(root)
     return {"generated": [generate], "evaluate": evaluate, "runs": runs, "lm_plot": lm_plot, "codec": codec}
+
+
+# ----------------------------------------------------------------------------------------------- named runs
+
+
+PAPER_SIZE = {"d_model": 1024, "n_layers": 24, "n_codebooks": 1}
+TRAIN_LM = {"lr": 1e-4, "warmup_steps": 500, "min_lr_ratio": 0.005, "lr_schedule": "as_written", "max_steps": 100_000}
+
+
+def params(**runs: dict[str, Any]) -> dict[str, Any]:
+    """The params sections the report reads: prefix_simba and cross_transformer at the paper's size (or `runs`)."""
+    runs = runs or {
+        "prefix_simba": {"backbone": "prefix_simba"},
+        "cross_transformer": {"backbone": "cross_transformer"},
+    }
+    return {"seed": 1234, "lm": dict(PAPER_SIZE), "train_lm": dict(TRAIN_LM), "runs": runs}
+
+
+# The paper's matrix under names that are not the paper's: the run *named* prefix_simba is the 6-block one, the
+# paper's prefix_simba is `ssm_full`; prefix_mamba is declared but never ran; `ghost` is declared nowhere.
+MATRIX_RUNS = {
+    "ssm_full": {"backbone": "prefix_simba"},
+    "prefix_simba": {"backbone": "prefix_simba", "lm": {"n_layers": 6}},
+    "cross_transformer": {"backbone": "cross_transformer", "train_lm": {"max_steps": 400_000}},
+    "single_stage_simba": {"backbone": "prefix_simba", "lm": {"n_codebooks": 9}},
+    "prefix_mamba": {"backbone": "prefix_mamba", "lm": {"n_layers": 19}},
+}
+MATRIX_BASELINES = {
+    "musicgen_small": {"kind": "musicgen", "name_or_path": "facebook/musicgen-small"},
+    "musicgen_medium": {"kind": "musicgen", "name_or_path": "facebook/musicgen-medium"},  # its weights are absent
+}
+NO_MUSICGEN = "facebook/musicgen-medium is not in the Hugging Face cache"
+# run -> variant -> fd_openl3_sam at 20k and 40k steps (half-width 1: every difference is sure)
+MATRIX_FD = {
+    "ssm_full": {"two_stage": (80.0, 70.0)},
+    "prefix_simba": {"two_stage": (85.0, 75.0)},
+    "cross_transformer": {"two_stage": (95.0, 90.0)},
+    "single_stage_simba": {"single_stage": (100.0, 99.0)},
+}
+MATRIX_BASELINE_FD = 60.0  # musicgen_small/pretrained: better than every run
+MATRIX_COMPARISONS = [
+    {"title": "SSM against Transformer", "systems": ["ssm_full", "prefix_mamba", "prefix_simba", "cross_transformer"],
+     "claim": "SSM backbones beat the Transformer at the same steps"},
+    {"title": "Small against full size", "systems": ["prefix_simba", "ssm_full"]},
+    {"title": "Single stage against two stage", "systems": ["single_stage_simba:single_stage", "ssm_full:two_stage"]},
+    {"title": "Ours against MusicGen",
+     "systems": ["ssm_full", "cross_transformer", "musicgen_small", "musicgen_medium"]},
+    {"title": "A typo", "systems": ["ssm_full", "ghost"]},
+]  # fmt: skip
+
+
+def _matrix_metrics(fd: float) -> dict[str, Any]:
+    return {
+        "fd_openl3_sam": _ok(fd, 1.0),
+        "kl_passt_sam": {"status": "not computed", "reason": NO_WEIGHTS},
+        "fd_mel": _ok(100.0, 10.0),
+    }
+
+
+def write_matrix(root: Path, repo_params: Path, n_captions: int = 2, seconds: float = 0.3) -> dict[str, Any]:
+    """Generate folders, the evaluate metrics.json and a params file of the paper's matrix (MATRIX_*)."""
+    generate = root / "generate"
+    texts = captions(n_captions)
+    sets: dict[str, Any] = {}
+    for r, (run, by_variant) in enumerate(MATRIX_FD.items()):
+        for variant, values in by_variant.items():
+            for i, step in enumerate(STEPS):
+                rows = [
+                    {"caption": c, "caption_id": cid, "step": step, "variant": variant, "seed": 7} for cid, c in texts
+                ]
+                _write_folder(generate / run / f"step-{step:07d}" / variant, rows, seconds, 300 + 30 * r)
+                sets[f"{run}/step-{step:07d}/{variant}"] = {
+                    "role": "generated", "run": run, "step": step, "variant": variant, "n_clips": n_captions,
+                    "metrics": _matrix_metrics(values[i]),
+                }  # fmt: skip
+        summary = {"format": "ssmttm.generate/1", "mode": "lm_run", "variants": list(by_variant)}
+        (generate / run / "summary.json").write_text(json.dumps(summary))
+    rows = [{"caption": c, "caption_id": cid, "step": None, "variant": "pretrained", "seed": 7} for cid, c in texts]
+    _write_folder(generate / "musicgen_small" / "pretrained", rows, seconds, 900)
+    (generate / "musicgen_small" / "summary.json").write_text(json.dumps({"format": "ssmttm.generate/1",
+                                                                          "mode": "baseline"}))  # fmt: skip
+    sets["musicgen_small/pretrained"] = {
+        "role": "generated", "run": "musicgen_small", "step": None, "variant": "pretrained", "n_clips": n_captions,
+        "metrics": _matrix_metrics(MATRIX_BASELINE_FD),
+    }  # fmt: skip
+    medium = {"format": "ssmttm.generate/1", "mode": "baseline", "status": "not computed", "reason": NO_MUSICGEN,
+              "fetch": "hf download facebook/musicgen-medium", "variants": []}  # fmt: skip
+    (generate / "musicgen_medium").mkdir()
+    (generate / "musicgen_medium" / "summary.json").write_text(json.dumps(medium))
+    rows = [{"caption": c, "caption_id": cid, "step": None, "variant": "original"} for cid, c in texts]
+    _write_folder(generate / "reference" / "original", rows, seconds, 220)
+    (generate / "reference" / "summary.json").write_text(json.dumps({"mode": "reference", "variants": ["original"]}))
+    evaluate = root / "evaluate"
+    evaluate.mkdir()
+    reference = {"role": "reference", "run": "reference", "step": None, "variant": "original", "n_clips": n_captions,
+                 "metrics": {"loudness_lufs": _ok(-20.0, 1.0)}}  # fmt: skip
+    data = {"format": "ssmttm.evaluate/1", "bootstrap": {"confidence": 0.95, "min_clips": 1, "resamples": 50},
+            "reference": reference, "sets": sets}  # fmt: skip
+    (evaluate / "metrics.json").write_text(json.dumps(data))
+    params_file = root / "params.yaml"
+    full = copy.deepcopy(yaml.safe_load(repo_params.read_text()))
+    full["lm"].update(PAPER_SIZE)
+    full["train_lm"].update(max_steps=100_000, warmup_steps=500, schedule_steps=None)
+    full["runs"] = MATRIX_RUNS
+    full["baselines"] = MATRIX_BASELINES
+    full["report"] = {**full.get("report", {}), "comparisons": MATRIX_COMPARISONS, "listening_max_captions": 1}
+    params_file.write_text(yaml.safe_dump(full, sort_keys=False))
+    return {"generated": [generate], "evaluate": evaluate, "params": params_file}

@@ -213,3 +213,41 @@ def test_resume_after_pruning_to_milestone_weights_repeats_the_uninterrupted_run
         b, _, _ = load_lm(tmp_path / "cut" / checkpoint_name(step))
         a, b = a.state_dict(), b.state_dict()
         assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+# Files whose bytes record when or how long, not what was computed.
+TIMING_PARTS = ("dvclive", "timing", "provenance")
+
+
+def _artifact_bytes(run_dir):
+    """{relative path: bytes} of every file of a run folder but timing records (dvclive, timing, provenance)."""
+    return {
+        str(path.relative_to(run_dir)): path.read_bytes()
+        for path in sorted(run_dir.rglob("*"))
+        if path.is_file() and not any(part in str(path.relative_to(run_dir)) for part in TIMING_PARTS)
+    }
+
+
+def test_a_resumed_run_writes_the_bytes_of_an_uninterrupted_run(tmp_path):
+    """Checkpoints written after a resume are byte-identical to an uninterrupted run's (trainer_state.pt included),
+    so the DVC hash of results/train_lm does not depend on whether the run was interrupted."""
+    shards = make_shards(tmp_path / "shards")
+    train = tiny_train(max_steps=8, checkpoint_every=2, keep_last_checkpoints=None)
+    common = dict(
+        shards_dir=shards,
+        lm_cfg=tiny_lm(),
+        text_cfg=TEXT_CFG,
+        train_cfg=train,
+        seed=7,
+        text_cache_dir=tmp_path / "cache",
+        text_encoder=FakeTextEncoder(),
+    )
+    train_lm(out_dir=tmp_path / "full", **common)
+    with pytest.raises(Killed):
+        train_lm(out_dir=tmp_path / "cut", callbacks=[KillAt(3)], **common)
+    train_lm(out_dir=tmp_path / "cut", **common)
+
+    expected, got = _artifact_bytes(tmp_path / "full"), _artifact_bytes(tmp_path / "cut")
+    assert sorted(got) == sorted(expected)
+    assert f"{checkpoint_name(8)}/{TRAINER_STATE_FILE}" in got  # written by the resumed process
+    assert [name for name in expected if got[name] != expected[name]] == []

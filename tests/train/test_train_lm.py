@@ -174,6 +174,8 @@ def test_cli_trains_with_the_minilm_encoder_and_plots(shards, tmp_path, repo_roo
         log_every=1,
         warmup_steps=1,
     )
+    # A named run whose name is not its backbone: the folder, run.json and metrics carry the name.
+    params["runs"]["transformer_narrow"] = {"backbone": "prefix_transformer", "lm": {"n_heads": 2}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     shutil.copytree(shards, tmp_path / "data" / "tokenize")
@@ -182,11 +184,13 @@ def test_cli_trains_with_the_minilm_encoder_and_plots(shards, tmp_path, repo_roo
     assert json.loads((cache / "cache.json").read_text())["dtype"] == "float32"
     assert set(TextCache(cache).info["captions"]) >= {caption_key(c) for c in shard_captions(shards)}
     assert json.loads((tmp_path / "data" / "cache" / "provenance.json").read_text())["stage"] == "text_cache"
-    train = ["train-lm", "--params", "params.yaml", "--backbone", "prefix_transformer", "--text-cache", "data/cache"]
+    train = ["train-lm", "--params", "params.yaml", "--run", "transformer_narrow", "--text-cache", "data/cache"]
     assert cli_main(train) == 0
-    run = tmp_path / "results" / "train_lm" / "prefix_transformer"
+    run = tmp_path / "results" / "train_lm" / "transformer_narrow"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["backbone"] == "prefix_transformer"
+    assert metrics["run"] == "transformer_narrow"
+    assert json.loads((run / "final" / "config.json").read_text())["lm"]["n_heads"] == 2  # the run's own override
     assert [p.name for p in run.glob("step-*")] == ["step-0000004"]
     assert not (run / "text_cache").exists()  # the shared cache was used
     config = json.loads((run / "final" / "config.json").read_text())
@@ -204,16 +208,18 @@ def test_cli_trains_with_the_minilm_encoder_and_plots(shards, tmp_path, repo_roo
     assert cli_main(["lm-plot", "--params", "params.yaml", "--runs", str(run), "--out", "results/lm_plot"]) == 0
     out = tmp_path / "results" / "lm_plot"
     assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((out / "metrics.json").read_text())["prefix_transformer"]["steps"] == 4
-    assert cli_main(["train-lm", "--params", "params.yaml", "--backbone", "nope"]) == 1
+    assert json.loads((out / "metrics.json").read_text())["transformer_narrow"]["steps"] == 4
+    assert cli_main(["train-lm", "--params", "params.yaml", "--run", "nope"]) == 1
+    assert cli_main(["train-lm", "--params", "params.yaml"]) == 1  # several runs: --run is needed
 
 
-def _fake_run(folder: Path, backbone: str, rows: list[dict]) -> Path:
+def _fake_run(folder: Path, run: str, rows: list[dict]) -> Path:
     folder.mkdir(parents=True)
     write_jsonl(folder / HISTORY_FILE, rows)
     train, val = [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
     metrics = {
-        "backbone": backbone,
+        "run": run,  # the name the plot uses, not the folder's
+        "backbone": "prefix_simba",
         "best_val_loss": min(r["val_loss"] for r in val),
         "last_val_loss": val[-1]["val_loss"],
         "last_loss": train[-1]["loss"],
@@ -248,10 +254,10 @@ def test_lm_plot_writes_long_csvs_and_identical_bytes(tmp_path):
     first = lm_plot([a, b], tmp_path / "plot1")
     lm_plot([b, a], tmp_path / "plot2")
     assert (first / "train_loss.csv").read_text() == (
-        "step,backbone,loss\n1,cross_transformer,3.5\n3,cross_transformer,2.0\n1,prefix_simba,3.0\n2,prefix_simba,2.5\n"
+        "step,run,loss\n1,cross_transformer,3.5\n3,cross_transformer,2.0\n1,prefix_simba,3.0\n2,prefix_simba,2.5\n"
     )
     assert (first / "val_loss.csv").read_text() == (
-        "step,backbone,val_loss\n3,cross_transformer,2.25\n2,prefix_simba,2.75\n"
+        "step,run,val_loss\n3,cross_transformer,2.25\n2,prefix_simba,2.75\n"
     )
     summary = json.loads((first / "metrics.json").read_text())
     assert summary["prefix_simba"] == {

@@ -6,8 +6,8 @@ builds the same config with `dvc repro` alone. The tests check that:
 - every stage's output exists with its provenance and recipe, and the disallowed track never passes select;
 - both engines produce byte-identical artifacts (also a same-machine rerun-determinism check);
 - clone B (`git clone` of A) gets byte-identical artifacts with `dvc pull`, and then neither `dvc status` nor
-  `snakemake -n` has anything to do; a targeted pull brings only what training a new backbone needs;
-- swapping `lm.backbone` rebuilds only train_lm and lm_plot, and the new experiment's metrics are its own.
+  `snakemake -n` has anything to do; a targeted pull brings what training a new run needs, and only that run trains;
+- adding a named run rebuilds only its branch and the joint stages after it, and an experiment's metrics are its own.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 
 from ssmttm.artifacts import read_jsonl, shard_of
 from ssmttm.config import ParamsError, load_params, validate_params
-from ssmttm.pipeline import PER_BACKBONE, Recipes, package_source
+from ssmttm.pipeline import Recipes, package_source
 from tests.workflow.project import (
     DEMO_TRACKS,
     N_SHARDS,
@@ -106,32 +106,34 @@ def test_a_pushed_run_pulls_byte_identical_into_another_clone(snakemake_project,
     assert "Nothing to be done" in run(snakemake("--dry-run"), clone_b)
 
 
-def test_a_targeted_pull_brings_what_training_needs(snakemake_project, clones):
+def test_a_targeted_pull_trains_a_new_run_and_nothing_else(snakemake_project, clones):
+    """README "Train a new run from a targeted pull": the token shards, the text cache and the finished runs."""
     clone_c = clones / "clone-c"
     run(["git", "clone", "-q", str(snakemake_project), str(clone_c)], clones)
-    run(dvc("pull", "--quiet", "tokenize", "text_cache"), clone_c)
+    run(dvc("pull", "--quiet", "tokenize", "text_cache", "train_lm"), clone_c)
     assert (clone_c / "data/tokenize/_manifest.json").is_file() and (clone_c / "data/text_cache").is_dir()
     assert not (clone_c / "data/segment").exists() and not (clone_c / "data/fetch").exists()
-    set_param(clone_c, "train_lm.also_train", ["cross_transformer", "prefix_mamba"])
+    set_param(clone_c, "runs.prefix_mamba", {"backbone": "prefix_mamba"})
     jobs = scheduled_jobs(run(snakemake("--dry-run", "lm_all"), clone_c))
-    assert jobs == {"train_lm": 3}, jobs  # no run was pulled: every backbone trains; no data stage runs
+    assert jobs == {"train_lm": 1}, jobs  # only the new run trains: no data stage, no other run
 
 
-def test_backbone_swap_reruns_only_what_follows_train_lm(snakemake_project):
+def test_adding_a_run_reruns_only_its_branch_and_the_joint_stages(snakemake_project):
     project = snakemake_project
-    set_param(project, "lm.backbone", "prefix_mamba")
+    set_param(project, "runs.simba_narrow", {"backbone": "prefix_simba", "lm": {"d_model": 16}})
     jobs = scheduled_jobs(run(snakemake("--dry-run"), project))
-    # the new backbone's training and audio only (cross_transformer's run and clips and the references stay), then
-    # what collects every backbone
+    # the new run's training and audio only (the other runs, their clips and the references stay), then what
+    # collects every run
     assert jobs == {"train_lm": 1, "generate": 1, "lm_plot": 1, "evaluate": 1, "report": 1}, jobs
     status = json.loads(run(dvc("status", "--json"), project))
-    assert set(status) == {"train_lm"}, status  # lm_plot follows once train_lm's output changes
+    # the stages that declare the `runs` section; lm_plot and evaluate follow once train_lm's output changes
+    assert set(status) == {"train_lm", "generate", "report"}, status
     run(["git", "checkout", "--", "params.yaml"], project)
 
 
-def test_experiments_report_their_own_backbone(dvc_project):
+def test_experiments_report_their_own_runs(dvc_project):
     before = tree_hashes(dvc_project, folders=("data",))
-    run(dvc("exp", "run", "--quiet", "-S", "lm.backbone=prefix_mamba"), dvc_project)
+    run(dvc("exp", "run", "--quiet", "-S", "runs.cross_transformer.backbone=prefix_mamba"), dvc_project)
     assert tree_hashes(dvc_project, folders=("data",)) == before  # no data stage reran
     shown = json.loads(run(dvc("exp", "show", "--json"), dvc_project))
     experiments = [
@@ -139,85 +141,117 @@ def test_experiments_report_their_own_backbone(dvc_project):
         for commit_entry in shown
         for exp in [commit_entry, *[e for branch in commit_entry.get("experiments") or [] for e in branch["revs"]]]
     ]
-    by_backbone = {}
+    by_backbone = {}  # the backbone of the run named cross_transformer -> {run: its backbone in lm_plot's metrics}
     for exp in experiments:
         data = exp.get("data") or {}
         params = data.get("params", {}).get("params.yaml", {}).get("data", {})
         metrics = data.get("metrics", {}).get("results/lm_plot/metrics.json", {}).get("data", {})
         if params:
-            by_backbone[params["lm"]["backbone"]] = set(metrics)
-    assert by_backbone["prefix_mamba"] == {"prefix_mamba", "cross_transformer"}, by_backbone
-    assert by_backbone["prefix_simba"] == {"prefix_simba", "cross_transformer"}, by_backbone
-    # the baseline's run was not replaced: both prefix_simba and prefix_mamba runs are in the workspace
-    for backbone in ("prefix_simba", "prefix_mamba", "cross_transformer"):
-        assert (dvc_project / f"results/train_lm/{backbone}/metrics.json").is_file(), backbone
+            by_backbone[params["runs"]["cross_transformer"]["backbone"]] = set(metrics)
+    assert by_backbone["prefix_mamba"] == {"prefix_simba", "cross_transformer"}, by_backbone
+    assert by_backbone["cross_transformer"] == {"prefix_simba", "cross_transformer"}, by_backbone
+    # the experiment's run of another backbone replaced the folder's run, which was kept under previous/<key>/
+    run_dir = dvc_project / "results/train_lm/cross_transformer"
+    assert json.loads((run_dir / "metrics.json").read_text())["backbone"] == "prefix_mamba"
+    assert [p for p in (run_dir / "previous").iterdir() if (p / "metrics.json").is_file()]
 
 
-# ------------------------------------------------------------------------------------- per-backbone settings (fast)
+# ------------------------------------------------------------------------------------------- named runs (fast)
 
-PAPER_RUNS = ["prefix_simba", "prefix_mamba", "cross_transformer"]
+PAPER_RUNS = ["prefix_simba", "prefix_mamba", "cross_transformer", "prefix_simba_small", "single_stage_simba"]
 
 
 def _paper_recipes(repo_root: Path, edit=None) -> dict[tuple[str, str], str]:
-    """Recipes of the train_lm and generate runs of three backbones of the paper profile, after `edit(params)`."""
+    """Recipes of the train_lm and generate runs of the paper profile, after `edit(params)`."""
     params = copy.deepcopy(load_params(repo_root / "configs/paper.yaml"))
-    params["train_lm"]["also_train"] = PAPER_RUNS[1:]
     if edit is not None:
         edit(params)
     recipes = Recipes(params, package_source(repo_root), repo_root)
-    return {(stage, b): recipes(stage, b) for stage in ("train_lm", "generate") for b in PAPER_RUNS}
+    return {
+        (stage, r): recipes(stage, r) for stage in ("train_lm", "generate") for r in PAPER_RUNS if r in params["runs"]
+    }
 
 
-def test_a_backbone_depth_changes_only_that_backbones_recipe(repo_root):
+def _changed(before: dict, after: dict) -> set:
+    return {key for key in before.keys() & after.keys() if before[key] != after[key]}
+
+
+def test_a_runs_depth_changes_only_that_runs_recipe(repo_root):
     before = _paper_recipes(repo_root)
-    after = _paper_recipes(repo_root, lambda p: p["lm"][PER_BACKBONE]["prefix_mamba"].update(n_layers=20))
-    changed = {run for run in before if before[run] != after[run]}
-    assert changed == {("train_lm", "prefix_mamba"), ("generate", "prefix_mamba")}
+    after = _paper_recipes(repo_root, lambda p: p["runs"]["prefix_simba_small"]["lm"].update(n_layers=7))
+    assert _changed(before, after) == {("train_lm", "prefix_simba_small"), ("generate", "prefix_simba_small")}
 
 
-def test_a_backbone_step_budget_changes_only_that_backbones_recipe(repo_root):
+def test_a_runs_step_budget_changes_only_that_runs_recipe(repo_root):
     before = _paper_recipes(repo_root)
-    shorter = {"max_steps": 300_000}
-    after = _paper_recipes(repo_root, lambda p: p["train_lm"][PER_BACKBONE]["cross_transformer"].update(shorter))
-    changed = {run for run in before if before[run] != after[run]}
-    assert changed == {("train_lm", "cross_transformer"), ("generate", "cross_transformer")}
+    after = _paper_recipes(repo_root, lambda p: p["runs"]["cross_transformer"]["train_lm"].update(max_steps=300_000))
+    assert _changed(before, after) == {("train_lm", "cross_transformer"), ("generate", "cross_transformer")}
+
+
+def test_adding_or_removing_a_run_changes_no_other_runs_recipe(repo_root):
+    before = _paper_recipes(repo_root)
+    added = _paper_recipes(repo_root, lambda p: p["runs"].update(mamba_small={"backbone": "prefix_mamba"}))
+    removed = _paper_recipes(repo_root, lambda p: p["runs"].pop("prefix_mamba"))
+    assert _changed(before, added) == set() and _changed(before, removed) == set()
+    assert set(before) - set(removed) == {("train_lm", "prefix_mamba"), ("generate", "prefix_mamba")}
+
+
+def test_two_runs_of_one_backbone_coexist_with_their_own_settings(repo_root):
+    params = load_params(repo_root / "configs/paper.yaml")
+    recipes = Recipes(params, package_source(repo_root), repo_root)
+    full, small, single = (recipes.sections("train_lm", r) for r in PAPER_RUNS[0:1] + PAPER_RUNS[3:])
+    assert full["lm"]["backbone"] == small["lm"]["backbone"] == single["lm"]["backbone"] == "prefix_simba"
+    assert (full["lm"]["n_layers"], small["lm"]["n_layers"], single["lm"]["n_codebooks"]) == (24, 6, 9)
+    assert len({recipes("train_lm", r) for r in ("prefix_simba", "prefix_simba_small", "single_stage_simba")}) == 3
 
 
 def test_a_run_records_its_own_resolved_sections(repo_root):
     params = load_params(repo_root / "configs/paper.yaml")
     sections = Recipes(params, package_source(repo_root), repo_root).sections("train_lm", "cross_transformer")
-    assert PER_BACKBONE not in sections["lm"] and PER_BACKBONE not in sections["train_lm"]
+    assert "runs" not in sections and "runs" not in sections["lm"]
     assert sections["lm"]["backbone"] == "cross_transformer" and sections["lm"]["n_layers"] == 24
     assert sections["train_lm"]["max_steps"] == 400_000
 
 
-def test_without_overrides_the_sections_are_the_shared_ones(repo_root):
-    """An empty or absent per_backbone leaves every run's recipe as it was before the setting existed (the demo)."""
-    params = load_params(repo_root / "params.yaml")
-    assert PER_BACKBONE not in params["lm"] and PER_BACKBONE not in params["train_lm"]
-    plain = Recipes(params, package_source(repo_root), repo_root)
-    empty = copy.deepcopy(params)
-    empty["lm"][PER_BACKBONE], empty["train_lm"][PER_BACKBONE] = {}, {"prefix_mamba": {}}
-    with_empty = Recipes(empty, package_source(repo_root), repo_root)
-    for backbone in ("prefix_simba", "cross_transformer"):
-        expected_lm = {**params["lm"], "backbone": backbone}
-        expected_train = {k: v for k, v in params["train_lm"].items() if k != "also_train"}
-        assert plain.sections("train_lm", backbone)["lm"] == expected_lm
-        assert plain.sections("train_lm", backbone)["train_lm"] == expected_train
-        assert with_empty("train_lm", backbone) == plain("train_lm", backbone)
+def test_the_references_and_a_baseline_read_no_run(repo_root):
+    """generate's reference job and a baseline's job are the same whatever the runs are."""
+    params = copy.deepcopy(load_params(repo_root / "configs/paper.yaml"))
+    params["baselines"] = {"musicgen_small": {"kind": "musicgen", "name_or_path": "facebook/musicgen-small"}}
+    edited = copy.deepcopy(params)
+    edited["runs"]["prefix_simba"]["lm"]["n_layers"] = 23
+    edited["runs"]["new_run"] = {"backbone": "cross_simba"}
+    before = Recipes(params, package_source(repo_root), repo_root)
+    after = Recipes(edited, package_source(repo_root), repo_root)
+    for run_name in ("reference", "musicgen_small"):
+        assert before("generate", run_name) == after("generate", run_name), run_name
+    assert "train_lm" not in before.upstream_of("generate", "musicgen_small")
+    assert before.sections("generate", "musicgen_small")["baselines"] == {
+        "musicgen_small": params["baselines"]["musicgen_small"]
+    }
+    assert "baselines" not in before.sections("generate", "prefix_simba")
 
 
 @pytest.mark.parametrize(
-    "section,override,message",
+    "entry,message",
     [
-        ("lm", {"prefix_mamba": {"seq_len": 100}}, "unknown key 'lm.per_backbone.prefix_mamba.seq_len'; allowed keys"),
-        ("lm", {"simba": {"n_layers": 6}}, "unknown key 'lm.per_backbone.simba'; allowed keys here: cross_simba"),
-        ("lm", {"prefix_mamba": {"n_layers": 0}}, "lm.per_backbone.prefix_mamba.n_layers = 0 is out of range"),
-        ("train_lm", {"cross_transformer": {"lr": 1e-3}}, "allowed keys here: max_steps, schedule_steps"),
+        ({"backbone": "prefix_mamba", "lm": {"n_layer": 6}}, "unknown key 'runs.small.lm.n_layer'; allowed keys"),
+        ({"backbone": "simba"}, "runs.small.backbone = 'simba' is not allowed; must be one of: 'prefix_simba'"),
+        ({"backbone": "prefix_mamba", "lm": {"n_layers": 0}}, "runs.small.lm.n_layers = 0 is out of range"),
+        ({"backbone": "prefix_mamba", "train_lm": {"lr": -1.0}}, "runs.small.train_lm.lr = -1.0 is out of range"),
+        ({"lm": {"n_layers": 6}}, "'backbone' is a required property"),
+        ({"backbone": "prefix_mamba", "train_lm": {"warmup_steps": 10**6}}, "runs.small: train_lm.warmup_steps"),
     ],
 )
-def test_an_override_outside_its_keys_is_refused_by_name(repo_root, section, override, message):
+def test_a_run_outside_the_schema_is_refused_by_name(repo_root, entry, message):
     params = copy.deepcopy(load_params(repo_root / "configs/paper.yaml"))
-    params[section][PER_BACKBONE] = override
+    params["runs"]["small"] = entry
     with pytest.raises(ParamsError, match=re.escape(message)):
+        validate_params(params, "paper.yaml")
+
+
+@pytest.mark.parametrize("name", ["reference", "Big Run", "previous", "../x"])
+def test_a_run_name_that_cannot_be_a_folder_of_its_own_is_refused(repo_root, name):
+    params = copy.deepcopy(load_params(repo_root / "configs/paper.yaml"))
+    params["runs"][name] = {"backbone": "prefix_mamba"}
+    with pytest.raises(ParamsError, match="runs"):
         validate_params(params, "paper.yaml")

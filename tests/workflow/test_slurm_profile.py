@@ -33,7 +33,7 @@ GPU_RULES = (
     "generate_reference",
     "evaluate",
 )
-NETWORK_RULES = ("manifest", "fetch")  # they download: run on the submit host (`localrules`)
+NETWORK_RULES = ("manifest", "fetch", "fetch_references")  # they download: run on the submit host (`localrules`)
 GPU_PARTITION = "gpu"
 
 

@@ -27,25 +27,62 @@ rule train_refiner:
 
 rule generate:
     input:
-        lm="results/train_lm/{backbone}/metrics.json",
+        lm="results/train_lm/{run}/metrics.json",
         refiner="results/train_refiner/metrics.json",
         codec="data/codec",
         shards="data/tokenize/_manifest.json",
-        changed=changed("generate", "results/generate/{backbone}/summary.json", is_dir=False),
+        changed=changed("generate", "results/generate/{run}/summary.json", is_dir=False),
     output:
-        "results/generate/{backbone}/summary.json",
+        "results/generate/{run}/summary.json",
     wildcard_constraints:
-        backbone="|".join(BACKBONES),
+        run=one_of(RUNS),
     params:
         recipe=recipe("generate"),
-        out="results/generate/{backbone}",
+        out="results/generate/{run}",
     resources:
         gpu=gpus(lambda c: on_gpu(c["generate"].get("device", "auto"))),
     log:
-        "logs/generate/{backbone}.log",
+        "logs/generate/{run}.log",
     shell:
-        "ssmttm generate --params {PARAMS} --lm-run results/train_lm/{wildcards.backbone} --refiner results/train_refiner/final"
+        "ssmttm generate --params {PARAMS} --lm-run results/train_lm/{wildcards.run} --refiner results/train_refiner/final"
         " --codec {input.codec} --shards data/tokenize --out {params.out} 2> {log}" + record("{output}", is_dir=False)
+
+
+# A reference system from public weights (params `baselines`, e.g. MusicGen-small): the same captions and seeds as
+# the runs; "not computed" with its reason in summary.json when the weights are absent.
+rule generate_baseline:
+    input:
+        shards="data/tokenize/_manifest.json",
+        changed=changed("generate", "results/generate/{run}/summary.json", is_dir=False),
+    output:
+        "results/generate/{run}/summary.json",
+    wildcard_constraints:
+        run=one_of(BASELINES),
+    params:
+        recipe=recipe("generate"),
+        out="results/generate/{run}",
+    resources:
+        gpu=lambda wildcards: int(on_gpu(config["baselines"][wildcards.run].get("device", "auto"))),
+    log:
+        "logs/generate/{run}.log",
+    shell:
+        "ssmttm generate --params {PARAMS} --baseline {wildcards.run} --shards data/tokenize --out {params.out}"
+        " 2> {log}" + record("{output}", is_dir=False)
+
+
+# The evaluation's reference audio where the caption set has its own (MusicCaps: 10 s of each YouTube clip from
+# start_s), fetched on the submit host like the corpus; for the test split it records that nothing is fetched.
+rule fetch_references:
+    input:
+        changed("fetch_references", "data/fetch_references"),
+    output:
+        directory("data/fetch_references"),
+    params:
+        recipe=recipe("fetch_references"),
+    log:
+        "logs/fetch_references.log",
+    shell:
+        "ssmttm fetch-references --params {PARAMS} --out {output} 2> {log}" + record("{output}")
 
 
 rule generate_reference:
@@ -54,6 +91,7 @@ rule generate_reference:
         codec="data/codec",
         shards="data/tokenize/_manifest.json",
         clips=expand("data/segment/shard-{shard}", shard=SHARDS),
+        fetched="data/fetch_references",
         changed=changed("generate", f"results/generate/{REFERENCE}/summary.json", is_dir=False, run=REFERENCE),
     output:
         f"results/generate/{REFERENCE}/summary.json",
@@ -66,7 +104,8 @@ rule generate_reference:
         "logs/generate/reference.log",
     shell:
         "ssmttm generate --params {PARAMS} --reference --refiner results/train_refiner/final --codec {input.codec}"
-        " --shards data/tokenize --clips {input.clips} --out {params.out} 2> {log}" + record("{output}", is_dir=False)
+        " --shards data/tokenize --clips {input.clips} --fetched {input.fetched} --out {params.out} 2> {log}"
+        + record("{output}", is_dir=False)
 
 
 rule generate_all:
@@ -82,7 +121,7 @@ rule evaluate:
         directory("results/evaluate"),
     params:
         recipe=recipe("evaluate"),
-        generated=expand("results/generate/{backbone}", backbone=BACKBONES),
+        generated=expand("results/generate/{run}", run=RUNS + BASELINES),
     threads: lambda wildcards: config["evaluate"].get("num_threads") or 1
     resources:
         gpu=gpus(lambda c: on_gpu(c["evaluate"].get("models", {}).get("device", "cpu"))),  # the embedding networks
@@ -96,7 +135,7 @@ rule evaluate:
 rule report:
     input:
         "data/codec",
-        expand("results/train_lm/{backbone}/metrics.json", backbone=BACKBONES),
+        expand("results/train_lm/{run}/metrics.json", run=RUNS),
         expand("results/generate/{run}/summary.json", run=pipeline.runs("generate", config)),
         "results/evaluate",
         "results/lm_plot",
@@ -110,7 +149,7 @@ rule report:
         ),
     params:
         recipe=recipe("report"),
-        runs=expand("results/train_lm/{backbone}", backbone=BACKBONES),
+        runs=expand("results/train_lm/{run}", run=RUNS),
     log:
         "logs/report.log",
     shell:

@@ -1,6 +1,6 @@
-# Language models: one training run per backbone, all sharing the token shards and the text-encoder cache.
-# A run's recipe hashes its own resolved config (its backbone name in `lm.backbone`, `train_lm.also_train` left
-# out), so making another backbone the default, or training one more, retrains no other backbone.
+# Language models: one training run per named run (params `runs`: a backbone plus its own overrides), all sharing
+# the token shards and the text-encoder cache. A run's recipe hashes only its own resolved config (its `runs` entry
+# applied to `lm` and `train_lm`), so adding, removing or changing one run retrains no other run.
 # The declared output is the run's metrics.json, not the run folder: Snakemake deletes a job's outputs before
 # rerunning it, and a killed run (e.g. at a slurm time limit) must keep its checkpoints to resume from. A run made
 # with other params is moved to `previous/<run key>/` in the run folder, never deleted.
@@ -35,32 +35,34 @@ rule train_lm:
     input:
         shards="data/tokenize/_manifest.json",
         text_cache="data/text_cache",
-        changed=changed("train_lm", "results/train_lm/{backbone}/metrics.json", is_dir=False),
+        changed=changed("train_lm", "results/train_lm/{run}/metrics.json", is_dir=False),
     output:
-        "results/train_lm/{backbone}/metrics.json",
+        "results/train_lm/{run}/metrics.json",
+    wildcard_constraints:
+        run=one_of(RUNS),
     params:
         recipe=recipe("train_lm"),
-        run="results/train_lm/{backbone}",
+        run="results/train_lm/{run}",
     threads: lambda wildcards: config["train_lm"].get("num_threads") or 1
     resources:
         gpu=gpus(lm_gpus),
         runtime=lambda wildcards: config["train_lm"].get("max_hours", 1) * 60,
     log:
-        "logs/train_lm/{backbone}.log",
+        "logs/train_lm/{run}.log",
     shell:
         "ssmttm train-lm --params {PARAMS} --shards data/tokenize --text-cache {input.text_cache}"
-        " --backbone {wildcards.backbone} --out {params.run} 2> {log}" + record("{output}", is_dir=False)
+        " --run {wildcards.run} --out {params.run} 2> {log}" + record("{output}", is_dir=False)
 
 
 rule lm_plot:
     input:
-        expand("results/train_lm/{backbone}/metrics.json", backbone=BACKBONES),
+        expand("results/train_lm/{run}/metrics.json", run=RUNS),
         changed("lm_plot", "results/lm_plot"),
     output:
         directory("results/lm_plot"),
     params:
         recipe=recipe("lm_plot"),
-        runs=expand("results/train_lm/{backbone}", backbone=BACKBONES),
+        runs=expand("results/train_lm/{run}", run=RUNS),
     log:
         "logs/lm_plot.log",
     shell:
@@ -69,4 +71,4 @@ rule lm_plot:
 
 rule lm_all:
     input:
-        expand("results/train_lm/{backbone}/metrics.json", backbone=BACKBONES),
+        expand("results/train_lm/{run}/metrics.json", run=RUNS),

@@ -80,6 +80,7 @@ class FetchConfig:
     retries: int = 2
     timeout_s: float = 60.0
     max_failure_fraction: float = 0.05
+    references_max_failure_fraction: float = 0.25  # fetch_references: a share of vanished reference videos
     allow_file_urls: bool = False
     cache_dir: str = "data/fetch/_cache"
     audio_format: str = "best"
@@ -310,6 +311,12 @@ def fetch_media(row: dict[str, Any], cfg: FetchConfig, cache: Cache) -> CachedIt
     raise last
 
 
+def fetch_cached(row: dict[str, Any], cfg: FetchConfig, cache: Cache) -> CachedItem:
+    """The cached item of `row`, downloading it first when the cache does not hold it whole; raises ItemError."""
+    cached = cache.lookup(row)
+    return cached if cached is not None else fetch_media(row, cfg, cache)
+
+
 # ----------------------------------------------------------------------------------------------- MTG TARs
 
 
@@ -361,7 +368,7 @@ def fetch_archive(
 # ----------------------------------------------------------------------------------------------- stage
 
 
-def _artifact_path(path: Path) -> str:
+def artifact_path(path: Path) -> str:
     """Paths inside artifacts are relative to the working directory (the repository root) when possible."""
     if not path.is_absolute():
         return path.as_posix()
@@ -370,8 +377,23 @@ def _artifact_path(path: Path) -> str:
     return path.as_posix()
 
 
-def _clean(reason: str) -> str:
+def clean_reason(reason: str) -> str:
+    """One line of at most 500 characters, without terminal colours (for TSV cells and messages)."""
     return " ".join(_ANSI.sub("", reason).split())[:500]
+
+
+def failures_tsv(failures: dict[str, ItemError], urls: dict[str, str]) -> str:
+    """failures.tsv: a header, then one line per failed item sorted by id: id, url, kind, reason."""
+    lines = ["id\turl\tkind\treason"] + [
+        f"{clean_reason(k)}\t{clean_reason(urls.get(k, ''))}\t{exc.kind}\t{clean_reason(str(exc))}"
+        for k, exc in sorted(failures.items())
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def failure_listing(failures: dict[str, ItemError], limit: int = 5) -> str:
+    """The first `limit` failures (by id) and their causes, for a one-line error message."""
+    return "; ".join(f"{k[:80]}: {clean_reason(str(v))[:160]}" for k, v in sorted(failures.items())[:limit])
 
 
 def _shard_rows(manifest_path: Path, shard: int) -> tuple[list[dict[str, Any]], dict[str, ItemError]]:
@@ -431,12 +453,8 @@ def fetch_shard(
         archives.setdefault(row["url"].split("#", 1)[0], []).append(row)
 
     for row in progress(media, f"fetch shard {shard}", "track"):
-        cached = cache.lookup(row)
-        if cached is not None:
-            items[row["id"]] = cached
-            continue
         try:
-            items[row["id"]] = fetch_media(row, cfg, cache)
+            items[row["id"]] = fetch_cached(row, cfg, cache)
         except ItemError as exc:
             failures[row["id"]] = exc
     for tar_url, tar_rows in progress(sorted(archives.items()), f"fetch shard {shard} archives", "tar"):
@@ -454,7 +472,7 @@ def fetch_shard(
 
     kinds = Counter(exc.kind for exc in failures.values())
     if total and len(failures) / total > cfg.max_failure_fraction:
-        listing = "; ".join(f"{k[:80]}: {_clean(str(v))[:160]}" for k, v in sorted(failures.items())[:5])
+        listing = failure_listing(failures)
         raise UserFacingError(
             f"fetch shard {shard}: {len(failures)} of {total} item(s) failed ({kinds['permanent']} permanent, "
             f"{kinds['transient']} transient), more than fetch.max_failure_fraction={cfg.max_failure_fraction} "
@@ -473,7 +491,7 @@ def fetch_shard(
             write_json(tmp / "info" / f"{track_id}.json", {k: item.info.get(k) for k in INFO_FIELDS})
             track = {
                 "id": track_id,
-                "audio_path": _artifact_path(out_dir / "audio" / item.path.name),
+                "audio_path": artifact_path(out_dir / "audio" / item.path.name),
                 "sha256": item.sha256,
                 "bytes": item.bytes,
                 "source": row.get("source"),
@@ -484,10 +502,7 @@ def fetch_shard(
             track.update({k: row[k] for k in ROW_EXTRAS if k in row})
             tracks.append(track)
         write_jsonl(tmp / "tracks.jsonl", tracks)
-        lines = ["id\turl\tkind\treason"] + [
-            f"{_clean(k)}\t{_clean(urls[k])}\t{exc.kind}\t{_clean(str(exc))}" for k, exc in sorted(failures.items())
-        ]
-        write_text(tmp / "failures.tsv", "\n".join(lines) + "\n")
+        write_text(tmp / "failures.tsv", failures_tsv(failures, urls))
         write_provenance(
             tmp,
             "fetch",

@@ -11,7 +11,10 @@ Fréchet distance fitted on no more windows than the embedding has dimensions): 
 but never shown bare. Every set has a card (`cards/<set>.json`, and `cards/<set>.md` to read) with, per metric:
 implementation and version, model and weights sha256, layer, sample rate and resampler, mono/stereo, level
 normalisation, window and hop, N, covariance estimator and Fréchet method, library versions; and, once per card,
-the generated set (folder, counts, durations, seeds, sampling settings) and the reference set.
+the generated set (folder, counts, durations, seeds, sampling settings) and the reference set. Embedding metrics
+also name their `family` (ssmttm.evaluate.families): `audiocraft` (fd_vggish, fd_openl3, kl_passt, clap_score,
+fad_clap) or `stable_audio` (fd_openl3_sam, kl_passt_sam, clap_score_sam, stable-audio-metrics compatible, with its
+`channels`); numbers of the same name in different families are different numbers.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ that do (`<checkpoint>/<variant>/manifest.jsonl`, `<variant>/manifest.jsonl`):
 
 A manifest holding several (step, variant) groups gives one clip set per group. Audio is downmixed to mono and
 resampled with soxr (`RESAMPLER`) to whatever rate a metric asks for; resampled copies are cached per rate.
+
+A generate folder without clips whose summary.json says `"status": "not computed"` (a baseline whose weights are
+absent) gives one empty set per variant it names under `skipped`, carrying the summary's reason (`not_computed`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ RESAMPLER = f"soxr {soxr.__version__} HQ (ssmttm.audio.resample), mono = mean of
 PATH_KEYS = ("path", "file", "wav")
 CAPTION_ID_KEYS = ("caption_id", "clip_id", "id")
 STEP_KEYS = ("step", "checkpoint_step")
+SUMMARY_NAME = "summary.json"  # generate's summary of an output folder
+NOT_COMPUTED = "not computed"
 
 
 @dataclass
@@ -61,6 +66,7 @@ class ClipSet:
     settings: list[Any] = field(default_factory=list)  # distinct `settings` of the manifest rows
     manifest: str = ""
     manifest_sha256: str = ""
+    not_computed: str | None = None  # why the folder holds no clips at all (generate's summary.json), if it says
     _resampled: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -107,6 +113,7 @@ class ClipSet:
             "n_captions": len({clip.caption_id for clip in self.clips}),
             "caption_ids": sorted({clip.caption_id for clip in self.clips}),
             "sampling_settings": self.settings,
+            **({"not_computed": self.not_computed} if self.not_computed else {}),
         }
 
 
@@ -181,6 +188,9 @@ def read_clip_sets(folder: str | Path, name: str | None = None) -> list[ClipSet]
     folder = Path(folder)
     if not folder.is_dir():
         raise UserFacingError(f"{folder}: clip folder not found; run `ssmttm generate` first or fix the path")
+    not_computed = _not_computed_sets(folder, name or folder.name)
+    if not_computed:
+        return not_computed
     sets = []
     for manifest in find_manifests(folder):
         rows = read_manifest(manifest)
@@ -197,6 +207,27 @@ def read_clip_sets(folder: str | Path, name: str | None = None) -> list[ClipSet]
             for key in keys
         ]
     return sets
+
+
+def _not_computed_sets(folder: Path, base: str) -> list[ClipSet]:
+    """The empty sets of a clip-less folder whose summary.json says "not computed" (else [])."""
+    summary_path = folder / SUMMARY_NAME
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(summary, Mapping) or summary.get("status") != NOT_COMPUTED:
+        return []
+    if any(next(folder.rglob(name), None) for name in MANIFEST_NAMES):  # clips after all: read them as usual
+        return []
+    reason = f"{NOT_COMPUTED}: {summary.get('reason') or 'no reason recorded'}"
+    if summary.get("fetch"):
+        reason += f" (fetch with `{summary['fetch']}`)"
+    variants = sorted(summary.get("skipped") or {}) or [None]
+    return [
+        ClipSet(name="/".join([base, v] if v else [base]), folder=folder, clips=[], variant=v, not_computed=reason)
+        for v in variants
+    ]
 
 
 def _read_group(

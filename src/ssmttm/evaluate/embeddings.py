@@ -3,12 +3,17 @@
     fd_vggish   VGGish (Google's framing: 16 kHz mono, 1 s windows every 0.5 s, 96 x 64 log-mel example per window,
                 clip peak-normalised with at most +20 dB, fc2 embedding without ReLU, no PCA); weights: the torch
                 port `vggish-10086976.pth` (harritaylor/torchvggish); the network is `VGGishNetwork` below
-    fd_openl3   OpenL3 mel256 / music / 512-d as in stable-audio-metrics (48 kHz, 0.5 s hop); package `openl3`
+    fd_openl3   OpenL3 mel256 / music / 512-d (package `openl3`), 48 kHz mono, 0.5 s hop, with the audiocraft
+                family's conventions (OpenL3 is not an audiocraft metric; the stable-audio-metrics one is fd_openl3_sam)
     kl_passt    PaSST AudioSet tagger (package `hear21passt`, 32 kHz): softmax over the 527 classes of each clip
                 (mean over non-overlapping segments of `pretrained_length_s`, segments of 0.15 s or less dropped),
                 KL(reference || generated) with eps 1e-6, paired by caption id, averaged over pairs (as audiocraft)
     clap_score  LAION-CLAP (package `laion_clap`, 48 kHz): mean cosine between each clip's audio embedding and its
     fad_clap    caption's text embedding; and the Fréchet distance between the sets' clip embeddings
+
+Those five are the audiocraft family (generated clips loudness-normalised first, ssmttm.evaluate.levels). The
+stable-audio-metrics family (ssmttm.evaluate.sam) uses `openl3` again at 44.1 kHz (`openl3_sam`), the 10 s PaSST
+(`passt_10s`) and the fusion CLAP (`clap_fusion`): fd_openl3_sam, kl_passt_sam, clap_score_sam.
 
 No standard metric network ships its weights on PyPI. Each model is named in params (`evaluate.models.<name>`) by a
 local weights file and its expected sha256. When the path is null or the file is absent, or the model's package
@@ -23,6 +28,7 @@ metric functions below take any object with that interface.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import io
 import random
@@ -38,6 +44,7 @@ from ssmttm.errors import UserFacingError
 from ssmttm.evaluate.features import library_version
 
 KL_EPS = 1e-6
+SAM_OPENL3_RATE = 44100  # stable-audio-metrics' MusicCaps example: samplingrate 44100
 PASST_MIN_SEGMENT_S = 0.15
 
 # How to obtain each model: the package to install and the weights to download (on a machine with internet).
@@ -50,13 +57,44 @@ HOW_TO_ENABLE = {
     "evaluate.models.clap.weights_path to music_audioset_epoch_15_esc_90.14.pt (LAION-CLAP on Hugging Face)",
     "openl3": "pip install openl3 (needs tensorflow) and set evaluate.models.openl3.weights_path to the package's "
     "openl3_audio_mel256_music.h5",
+    "passt_10s": "pip install hear21passt (extra `eval`) and set evaluate.models.passt_10s.weights_path to "
+    "passt-s-f128-p16-s10-ap.476-swa.pt (the 10 s PaSST of hear21passt's get_basic_model, kkoutini/PaSST release "
+    "v0.0.1-audioset)",
+    "clap_fusion": "pip install laion-clap (extra `eval`; it needs roberta-base in the Hugging Face cache) and set "
+    "evaluate.models.clap_fusion.weights_path to 630k-audioset-fusion-best.pt (lukewys/laion_clap on Hugging Face)",
 }
-PACKAGES = {"vggish": "torch", "passt": "hear21passt", "clap": "laion_clap", "openl3": "openl3"}
+# params entries under evaluate.models -> the package each needs, and the metrics it feeds
+PACKAGES = {
+    "vggish": "torch",
+    "passt": "hear21passt",
+    "clap": "laion_clap",
+    "openl3": "openl3",
+    "passt_10s": "hear21passt",
+    "clap_fusion": "laion_clap",
+}
 METRICS_OF_MODEL = {
     "vggish": ("fd_vggish",),
-    "openl3": ("fd_openl3",),
+    "openl3": ("fd_openl3", "fd_openl3_sam"),
     "passt": ("kl_passt",),
     "clap": ("clap_score", "fad_clap"),
+    "passt_10s": ("kl_passt_sam",),
+    "clap_fusion": ("clap_score_sam",),
+}
+AUDIOCRAFT, STABLE_AUDIO = "audiocraft", "stable_audio"
+FAMILIES = (AUDIOCRAFT, STABLE_AUDIO)
+# loaded models (keys of load_models' result) of each family -> (params entry, metrics)
+LOADED_MODELS = {
+    AUDIOCRAFT: {
+        "vggish": ("vggish", ("fd_vggish",)),
+        "openl3": ("openl3", ("fd_openl3",)),
+        "passt": ("passt", ("kl_passt",)),
+        "clap": ("clap", ("clap_score", "fad_clap")),
+    },
+    STABLE_AUDIO: {
+        "openl3_sam": ("openl3", ("fd_openl3_sam",)),
+        "passt_10s": ("passt_10s", ("kl_passt_sam",)),
+        "clap_fusion": ("clap_fusion", ("clap_score_sam",)),
+    },
 }
 
 
@@ -83,7 +121,11 @@ class ModelsConfig:
     vggish: ModelWeights = field(default_factory=ModelWeights)
     passt: PasstWeights = field(default_factory=PasstWeights)
     clap: ClapWeights = field(default_factory=ClapWeights)
-    openl3: ModelWeights = field(default_factory=ModelWeights)
+    openl3: ModelWeights = field(default_factory=ModelWeights)  # both families (48 kHz and 44.1 kHz input)
+    passt_10s: PasstWeights = field(default_factory=lambda: PasstWeights(pretrained_length_s=10))  # stable_audio
+    clap_fusion: ClapWeights = field(  # stable_audio: 630k-audioset-fusion-best.pt
+        default_factory=lambda: ClapWeights(enable_fusion=True, audio_model="HTSAT-tiny")
+    )
 
 
 class FrameEmbedder(Protocol):
@@ -142,25 +184,50 @@ def checked_weights(name: str, spec: ModelWeights) -> tuple[Path, str] | Unavail
     return path, digest
 
 
-def load_models(cfg: ModelsConfig, seed: int) -> dict[str, Any]:
-    """name -> loaded model, or Unavailable(reason), for vggish, passt, clap and openl3 (`seed`: CLAP's crops)."""
+def load_models(cfg: ModelsConfig, seed: int, families: tuple[str, ...] = FAMILIES) -> dict[str, Any]:
+    """Loaded model name -> model, or Unavailable(reason), for the models of `families` (LOADED_MODELS): vggish,
+    openl3, passt, clap (audiocraft); openl3_sam, passt_10s, clap_fusion (stable_audio). `seed`: CLAP's crops."""
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        raise UserFacingError(f"evaluate.families: unknown {unknown}; allowed: {list(FAMILIES)}")
+
+    def clap(path: Path, digest: str, spec: ClapWeights, device: str) -> Clap:
+        return Clap(path, digest, spec, device, seed=seed)
+
     loaders = {
         "vggish": VGGish,
         "passt": Passt,
-        "clap": lambda path, digest, spec, device: Clap(path, digest, spec, device, seed=seed),
+        "clap": clap,
         "openl3": OpenL3,
+        "passt_10s": Passt,
+        "clap_fusion": clap,
     }
+    loaded_entries: dict[str, Any] = {}  # params entry -> model or Unavailable (openl3 serves both families)
+
+    def entry(name: str) -> Any:
+        if name not in loaded_entries:
+            spec = getattr(cfg, name)
+            weights = checked_weights(name, spec)
+            if isinstance(weights, Unavailable):
+                loaded_entries[name] = weights
+            elif importlib.util.find_spec(PACKAGES[name]) is None:
+                loaded_entries[name] = Unavailable(f"{PACKAGES[name]} not installed; to enable: {HOW_TO_ENABLE[name]}")
+            else:
+                path, digest = weights
+                loaded_entries[name] = loaders[name](path, digest, spec, cfg.device)
+        return loaded_entries[name]
+
+    if cfg.passt_10s.pretrained_length_s != 10:
+        raise UserFacingError("evaluate.models.passt_10s.pretrained_length_s must be 10 (stable-audio-metrics' PaSST)")
     models: dict[str, Any] = {}
-    for name, loader in loaders.items():
-        spec = getattr(cfg, name)
-        weights = checked_weights(name, spec)
-        if isinstance(weights, Unavailable):
-            models[name] = weights
-        elif importlib.util.find_spec(PACKAGES[name]) is None:
-            models[name] = Unavailable(f"{PACKAGES[name]} not installed; to enable: {HOW_TO_ENABLE[name]}")
-        else:
-            path, digest = weights
-            models[name] = loader(path, digest, spec, cfg.device)
+    for family in FAMILIES:
+        if family not in families:
+            continue
+        for loaded_name, (params_entry, _) in LOADED_MODELS[family].items():
+            model = entry(params_entry)
+            if loaded_name == "openl3_sam" and not isinstance(model, Unavailable):
+                model = model.at_rate(SAM_OPENL3_RATE)
+            models[loaded_name] = model
     return models
 
 
@@ -355,6 +422,14 @@ class Passt:
     def card(self) -> dict[str, Any]:
         return self._card
 
+    def logits(self, window: np.ndarray) -> np.ndarray:
+        """(N,) one analysis window at 32 kHz -> (527,) logits (stable-audio-metrics' per-window model call)."""
+        import torch
+
+        wave = torch.from_numpy(np.asarray(window, np.float32))[None].to(self.device)  # (1, N)
+        with torch.no_grad(), _stft_returns_real(), contextlib.redirect_stdout(io.StringIO()):
+            return self.model(wave)[0].double().cpu().numpy()
+
     def probabilities(self, audio: np.ndarray) -> np.ndarray:
         import torch
 
@@ -422,7 +497,7 @@ class Clap:
 
 
 class OpenL3:
-    sample_rate = 48000
+    sample_rate = 48000  # the rate clips are handed over at; openl3 resamples anything else to 48 kHz itself
     hop_s = 0.5
 
     def __init__(self, path: Path, digest: str, spec: ModelWeights, device: str) -> None:
@@ -431,7 +506,7 @@ class OpenL3:
         self.openl3 = openl3
         self.model = openl3.models.load_audio_embedding_model_from_path(str(path), "mel256", 512)
         self._card = {
-            "implementation": "ssmttm.evaluate.embeddings.OpenL3 (openl3.get_audio_embedding, as stable-audio-metrics)",
+            "implementation": "ssmttm.evaluate.embeddings.OpenL3 (openl3.get_audio_embedding, center=True)",
             "model": f"OpenL3 mel256 / music / 512-d, openl3 {library_version('openl3')}",
             "weights": str(path),
             "weights_sha256": digest,
@@ -447,6 +522,13 @@ class OpenL3:
 
     def card(self) -> dict[str, Any]:
         return self._card
+
+    def at_rate(self, sample_rate: int) -> OpenL3:
+        """The same loaded network, handed clips at `sample_rate` (stable-audio-metrics: 44.1 kHz)."""
+        other = copy.copy(self)
+        other.sample_rate = sample_rate
+        other._card = {**self._card, "sample_rate": sample_rate}
+        return other
 
     def embed(self, audio: np.ndarray) -> np.ndarray:
         embedding, _ = self.openl3.get_audio_embedding(

@@ -6,6 +6,7 @@ cards.not_computed) and the details go into the set's card beside it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from ssmttm.errors import UserFacingError
 from ssmttm.evaluate import cards
 from ssmttm.evaluate.bootstrap import CI_METHOD, bootstrap_mean, bootstrap_pair_mean, metric_seed
 from ssmttm.evaluate.clipsets import RESAMPLER, ClipSet
-from ssmttm.evaluate.embeddings import cosine, kl_divergence
+from ssmttm.evaluate.embeddings import cosine
 from ssmttm.evaluate.features import (
     TEMPO_FACTORS,
     ClipFeatures,
@@ -94,12 +95,33 @@ def health_metrics(health: list[dict[str, Any]], clip_set: ClipSet, boot: Bootst
 
 
 def frechet_metric(
-    frames: list[np.ndarray], reference_frames: list[np.ndarray], boot: Bootstrap, set_name: str, metric: str
+    frames: list[np.ndarray],
+    reference_frames: list[np.ndarray],
+    boot: Bootstrap,
+    set_name: str,
+    metric: str,
+    scale: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """FD (lower is better) between two clip lists of (windows, d) arrays, flagged when N is too small."""
+    """FD (lower is better) between two clip lists of (windows, d) arrays, flagged when N is too small.
+
+    `scale` multiplies the distance, its interval and its bootstrap bias: the FD of embeddings repeated k times
+    side by side ([e, e] for a mono clip fed as two identical channels) is exactly k times the FD of e, and
+    computing it that way keeps the per-clip (d, d) moments at d, not k * d."""
     result = bootstrap_frechet(
         frames, reference_frames, boot.resamples, boot.confidence, boot.seed_for(set_name, metric)
     )
+    if scale != 1.0:
+        estimate = result.estimate
+        result = dataclasses.replace(
+            result,
+            estimate=dataclasses.replace(
+                estimate,
+                value=estimate.value * scale,
+                ci_low=None if estimate.ci_low is None else estimate.ci_low * scale,
+                ci_high=None if estimate.ci_high is None else estimate.ci_high * scale,
+            ),
+            bootstrap_bias=None if result.bootstrap_bias is None else result.bootstrap_bias * scale,
+        )
     warnings = cards.small_n_warnings(len(frames), boot.min_clips, result.n_windows, result.dim)
     warnings += [
         f"reference: {w}"
@@ -303,31 +325,56 @@ def paired_signal_metrics(
 
 
 def embedding_frechet(
-    model: Any, clips: list[np.ndarray], reference: list[np.ndarray], boot: Bootstrap, set_name: str, metric: str
+    model: Any,
+    clips: list[np.ndarray],
+    reference_frames: list[np.ndarray],
+    boot: Bootstrap,
+    set_name: str,
+    metric: str,
+    scale: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """FD between the pooled window embeddings of a set and of the reference (a FrameEmbedder)."""
-    frames, reference_frames = [model.embed(a) for a in clips], [model.embed(a) for a in reference]
-    entry, details = frechet_metric(frames, reference_frames, boot, set_name, metric)
-    return entry, {**model.card(), "resampler": RESAMPLER, **details, **package_cross_check(frames, reference_frames)}
+    """FD between the pooled window embeddings of a set (embedded here, a FrameEmbedder) and the reference's
+    (embedded once by the caller); `scale`: see frechet_metric."""
+    frames = [model.embed(a) for a in clips]
+    entry, details = frechet_metric(frames, reference_frames, boot, set_name, metric, scale)
+    check = package_cross_check(frames, reference_frames, scale)
+    return entry, {**model.card(), "resampler": RESAMPLER, **details, **check}
 
 
-def package_cross_check(frames: list[np.ndarray], reference_frames: list[np.ndarray]) -> dict[str, Any]:
+def package_cross_check(
+    frames: list[np.ndarray], reference_frames: list[np.ndarray], scale: float = 1.0
+) -> dict[str, Any]:
     """The `frechet-audio-distance` package's formula on the same embeddings (the cluster extra), beside ours."""
     generated, reference = (fit_gaussian(np.concatenate(f)) for f in (frames, reference_frames))
     value, note = package_frechet_distance(generated.mean, generated.cov, reference.mean, reference.cov)
+    if value is not None and scale != 1.0:
+        value, note = value * scale, f"{note}, times {scale:g}"
     return {"package_cross_check": {"value": None if value is None else float(f"{value:.6g}"), "implementation": note}}
 
 
-def kl_metric(
-    model: Any, pairs: list[tuple[np.ndarray, np.ndarray]], boot: Bootstrap, set_name: str
-) -> tuple[tuple[dict[str, Any], dict[str, Any]], list[float]]:
-    """Mean KL(reference || generated) of class distributions over caption-paired clips (a ClassProbabilities)."""
-    details = {**model.card(), "resampler": RESAMPLER, "pairing": "by caption id", "eps": 1e-6}
+def paired_divergence_metric(
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    divergence: Callable[[np.ndarray, np.ndarray], float],
+    boot: Bootstrap,
+    set_name: str,
+    metric: str,
+) -> tuple[dict[str, Any], list[float]]:
+    """Mean of divergence(reference probabilities, generated probabilities) over caption-paired clips."""
     if not pairs:
-        return (cards.not_computed("no clip of the set has a reference clip with its caption id"), details), []
-    values = [float(kl_divergence(model.probabilities(ref), model.probabilities(gen))) for ref, gen in pairs]
-    entry, _ = _mean_metric(values, boot, set_name, "kl_passt", "lower", what="pairs")
-    return (entry, details), values
+        return cards.not_computed("no clip of the set has a reference clip with its caption id"), []
+    values = [float(divergence(reference, generated)) for reference, generated in pairs]
+    entry, _ = _mean_metric(values, boot, set_name, metric, "lower", what="pairs")
+    return entry, values
+
+
+def clap_score_metric(
+    model: Any, clips: list[np.ndarray], captions: list[str], boot: Bootstrap, set_name: str, metric: str
+) -> tuple[dict[str, Any], list[float]]:
+    """Mean cosine of each clip's audio embedding and its caption's text embedding (a TextAudioEmbedder)."""
+    audio = np.stack([model.embed_audio(a) for a in clips])  # (n, d)
+    scores = [float(s) for s in cosine(audio, model.embed_text(list(captions)))]
+    entry, _ = _mean_metric(scores, boot, set_name, metric, "higher")
+    return entry, scores
 
 
 def clap_metrics(
@@ -338,7 +385,8 @@ def clap_metrics(
     boot: Bootstrap,
     set_name: str,
 ) -> tuple[Results, list[float]]:
-    """CLAP score (mean audio-text cosine) and, with a reference, FAD-CLAP on clip embeddings (a TextAudioEmbedder)."""
+    """CLAP score (mean audio-text cosine) and, with the reference clips' (d,) audio embeddings, FAD-CLAP on clip
+    embeddings (a TextAudioEmbedder)."""
     details = {**model.card(), "resampler": RESAMPLER}
     audio = np.stack([model.embed_audio(a) for a in clips])  # (n, d)
     text = model.embed_text(list(captions))  # (n, d)
@@ -346,7 +394,7 @@ def clap_metrics(
     entry, _ = _mean_metric(scores, boot, set_name, "clap_score", "higher")
     results: Results = {"clap_score": (entry, {**details, "statistic": "mean cosine(audio, caption text)"})}
     if reference is not None:
-        reference_audio = [model.embed_audio(a)[None] for a in reference]  # one (1, d) window per clip
+        reference_audio = [e[None] for e in reference]  # one (1, d) window per reference clip
         entry, fd_details = frechet_metric([a[None] for a in audio], reference_audio, boot, set_name, "fad_clap")
         results["fad_clap"] = (entry, {**details, **fd_details, "windows": "one embedding per clip"})
     return results, scores

@@ -13,6 +13,12 @@ caption id (the codec floor). With `crop_to_reference`, a clip longer than its c
 that length first. Set-level numbers (Fréchet distances, diversity) ignore the pairing; adherence, KL and CLAP use
 each clip's own caption.
 
+Embedding metrics come in two families (ssmttm.evaluate.families, `evaluate.families`): the audiocraft family
+(fd_vggish, fd_openl3, kl_passt, clap_score, fad_clap; generated clips loudness-normalised to
+`evaluate.audiocraft.loudness_target_lufs`) and the stable-audio-metrics family (fd_openl3_sam, kl_passt_sam,
+clap_score_sam; every clip peak-normalised to -1 dBFS, `evaluate.sam.channels`). Weight-free metrics are the same
+whichever families run.
+
 Output (one atomic folder):
 
     metrics.json            the numbers: {"reference": {...}, "sets": {name: {...}}, "models": {...}, ...}; each
@@ -38,10 +44,12 @@ import numpy as np
 from ssmttm.artifacts import atomic_dir, library_versions, write_json, write_jsonl, write_provenance
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.errors import UserFacingError
-from ssmttm.evaluate import cards, metrics
+from ssmttm.evaluate import cards, families, metrics
 from ssmttm.evaluate.clipsets import RESAMPLER, ClipSet, read_clip_sets
-from ssmttm.evaluate.embeddings import METRICS_OF_MODEL, ModelsConfig, Unavailable, load_models
+from ssmttm.evaluate.embeddings import FAMILIES, LOADED_MODELS, ModelsConfig, Unavailable, load_models
+from ssmttm.evaluate.families import AudiocraftConfig, ReferenceCache
 from ssmttm.evaluate.features import FeatureConfig, clip_features, clip_health, feature_card, key_name
+from ssmttm.evaluate.sam import SamConfig, check_channels
 from ssmttm.progress import progress
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,9 @@ class EvaluateConfig:
     num_threads: int | None = 1  # BLAS/torch threads; more threads only contend on a shared CPU (null: library default)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    families: tuple[str, ...] = FAMILIES  # embedding-metric families: audiocraft, stable_audio
+    audiocraft: AudiocraftConfig = field(default_factory=AudiocraftConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
 
 
 @dataclass
@@ -219,6 +230,10 @@ def _evaluate(
     models: dict[str, Any] | None,
 ) -> dict[str, Any]:
     boot = metrics.Bootstrap(cfg.bootstrap_resamples, cfg.confidence, seed, cfg.min_clips)
+    unknown = sorted(set(cfg.families) - set(FAMILIES))
+    if unknown:
+        raise UserFacingError(f"evaluate.families: unknown {unknown}; allowed: {list(FAMILIES)}")
+    check_channels(cfg.sam.channels)
     reference_set, reconstructions = read_reference(reference, cfg.reference_variant)
     evaluated: list[EvaluatedSet] = [
         EvaluatedSet(s, RECONSTRUCTION, _pair_with_reference(s, reference_set)) for s in reconstructions
@@ -233,7 +248,13 @@ def _evaluate(
         raise UserFacingError(f"set names {duplicates} are used twice; name the generated folders with NAME=DIR")
     cropped = {e.clips.name: _crop_to_reference(e, reference_set) if cfg.crop_to_reference else 0 for e in evaluated}
 
-    loaded = models if models is not None else load_models(cfg.models, seed)  # a wrong weights hash fails here
+    # a wrong weights hash fails here; stand-ins (tests) of a family left out of evaluate.families are not used
+    if models is None:
+        loaded = load_models(cfg.models, seed, tuple(cfg.families))
+    else:
+        selected = {name for family in cfg.families for name in LOADED_MODELS[family]}
+        loaded = {name: model for name, model in models.items() if name in selected}
+    cache = ReferenceCache()
     reference_eval = EvaluatedSet(reference_set, REFERENCE, list(range(len(reference_set.clips))))
     for item in [reference_eval, *evaluated]:
         _measure(item, cfg.features)
@@ -246,11 +267,12 @@ def _evaluate(
         "crop_to_reference": cfg.crop_to_reference,
         "weight_free_features": feature_card(cfg.features),
         "models": {name: _model_status(model) for name, model in loaded.items()},
+        "families": list(cfg.families),
     }
     with atomic_dir(out) as tmp:
         reference_entry = _evaluate_reference(reference_eval, loaded, cfg, boot, common, tmp)
         set_entries = {
-            item.clips.name: _evaluate_set(item, reference_eval, loaded, cfg, boot, common, cropped, tmp)
+            item.clips.name: _evaluate_set(item, reference_eval, loaded, cfg, boot, common, cropped, tmp, cache)
             for item in progress(evaluated, "evaluate: sets", unit="set")
         }
         result = {
@@ -258,6 +280,7 @@ def _evaluate(
             "seed": seed,
             "bootstrap": metrics.bootstrap_card(boot),
             "models": common["models"],
+            "families": list(cfg.families),
             "reference": reference_entry,
             "sets": set_entries,
         }
@@ -316,21 +339,13 @@ def _evaluate_reference(
         )
     )
     results.update(metrics.split_half_frechet(item.features, boot))
-    clap_rows: list[dict[str, Any]] = []
-    clap = loaded.get("clap")
-    if clap is not None and not isinstance(clap, Unavailable):
-        clap_results, scores = metrics.clap_metrics(
-            clap, clip_set.audio_at(clap.sample_rate), [c.caption for c in clip_set.clips], None, boot, REFERENCE
-        )
-        results.update(clap_results)
-        clap_rows = [{"clap_cosine": s} for s in scores]
-    elif clap is not None:
-        results["clap_score"] = (cards.not_computed(clap.reason), {})
+    clap_results, clap_rows = families.reference_metrics(clip_set, loaded, tuple(cfg.families), boot)
+    results.update(clap_results)
     entries, card_metrics = _entries(results)
     reference_note = {"name": REFERENCE, "role": "this set is the reference"}
     card = {"set": clip_set.describe(), "reference": reference_note, "common": common, "metrics": card_metrics}
     card_path = cards.write_card(out, REFERENCE, card)
-    write_jsonl(out / f"per_clip/{cards.slug(REFERENCE)}.jsonl", _per_clip_rows(item, adherence_rows, clap_rows))
+    write_jsonl(out / f"per_clip/{cards.slug(REFERENCE)}.jsonl", _per_clip_rows(item, adherence_rows, *clap_rows))
     return {**_set_summary(item), "card": card_path, "metrics": entries}
 
 
@@ -358,10 +373,11 @@ def _evaluate_set(
     common: dict,
     cropped: dict[str, int],
     out: Path,
+    cache: ReferenceCache,
 ) -> dict[str, Any]:
     clip_set, name, details = item.clips, item.clips.name, _weight_free_details(cfg)
     if not clip_set.clips:
-        reason = f"the set has no usable clip ({len(clip_set.failed)} failed in generation)"
+        reason = clip_set.not_computed or f"the set has no usable clip ({len(clip_set.failed)} failed in generation)"
         entry = {**_set_summary(item), "metrics": {"all": cards.not_computed(reason)}}
         card = {"set": clip_set.describe(), "reference": reference.clips.describe(), "common": common, "metrics": {}}
         entry["card"] = cards.write_card(out, name, card)
@@ -387,31 +403,24 @@ def _evaluate_set(
                 [(ref_audio[r], own[i]) for i, r in paired], rate, boot, name
             )
             results.update(signal_results)
-            extra_rows.append(_spread(signal_rows, paired, len(clip_set.clips)))
+            extra_rows.append(families.spread_rows(signal_rows, paired, len(clip_set.clips)))
         else:
             for metric in ("dyncorr", "log_mel_l1_db", "mel_distance"):
                 results[metric] = (cards.not_computed("no clip shares a caption id with the reference"), {})
 
-    for model_name, metric_names in METRICS_OF_MODEL.items():
-        model = loaded.get(model_name)
-        if model is None:
-            continue
-        if isinstance(model, Unavailable):
-            for metric in metric_names:
-                results[metric] = (cards.not_computed(model.reason), {})
-            continue
-        own, ref_audio = clip_set.audio_at(model.sample_rate), reference.clips.audio_at(model.sample_rate)
-        if model_name in ("vggish", "openl3"):
-            results[metric_names[0]] = metrics.embedding_frechet(model, own, ref_audio, boot, name, metric_names[0])
-        elif model_name == "passt":
-            results["kl_passt"], values = metrics.kl_metric(
-                model, [(ref_audio[r], own[i]) for i, r in paired], boot, name
-            )
-            extra_rows.append(_spread([{"kl_passt": v} for v in values], paired, len(clip_set.clips)))
-        else:
-            clap_results, scores = metrics.clap_metrics(model, own, captions, ref_audio, boot, name)
-            results.update(clap_results)
-            extra_rows.append([{"clap_cosine": s} for s in scores])
+    results.update(families.not_selected(tuple(cfg.families)))
+    if families.AUDIOCRAFT in cfg.families:
+        family_results, family_rows = families.audiocraft_metrics(
+            clip_set, reference.clips, paired, loaded, cfg.audiocraft, item.role == GENERATED, boot, cache
+        )
+        results.update(family_results)
+        extra_rows += family_rows
+    if families.STABLE_AUDIO in cfg.families:
+        family_results, family_rows = families.sam_metrics(
+            clip_set, reference.clips, paired, loaded, cfg.sam, boot, cache
+        )
+        results.update(family_results)
+        extra_rows += family_rows
 
     entries, card_metrics = _entries(results)
     set_description = {**clip_set.describe(), "role": item.role, "clips_cropped_to_reference": cropped[name]}
@@ -419,14 +428,6 @@ def _evaluate_set(
     card_path = cards.write_card(out, name, card)
     write_jsonl(out / f"per_clip/{cards.slug(name)}.jsonl", _per_clip_rows(item, *extra_rows))
     return {**_set_summary(item), "card": card_path, "metrics": entries}
-
-
-def _spread(rows: list[dict[str, Any]], paired: list[tuple[int, int]], n: int) -> list[dict[str, Any]]:
-    """Rows computed on the paired clips only, placed at their clips' positions (empty rows elsewhere)."""
-    out: list[dict[str, Any]] = [{} for _ in range(n)]
-    for (i, _), row in zip(paired, rows, strict=True):
-        out[i] = row
-    return out
 
 
 # --------------------------------------------------------------------------------------------------- CLI

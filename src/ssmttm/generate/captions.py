@@ -8,6 +8,11 @@
 
 The id names the clip's WAV (`<id>.wav`) and, with the params seed, its seed; `generate.max_captions` keeps the first
 N captions in the set's order (test_split: sorted by clip id; the files: their own order).
+
+Reference audio: test_split's is local (the segment clips). musiccaps and file name where to fetch it
+(`reference_sources`): MusicCaps rows give the YouTube id (URL from corpus.musiccaps.url_template) and the
+[start_s, end_s) excerpt; .jsonl caption rows may give `url` and optionally `start_s`, `end_s`. `ssmttm
+fetch-references` fetches them; `generate --reference --fetched` pairs them with the captions by id.
 """
 
 from __future__ import annotations
@@ -38,10 +43,21 @@ class Caption:
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference clip of the token shards: its caption and its codes (K, T) int64."""
+    """A reference clip: its caption and its codes (K, T) int64 (from the token shards; None for a fetched clip,
+    which is encoded when a variant needs it)."""
 
     caption: Caption
-    codes: np.ndarray
+    codes: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """Where the reference audio of a caption is fetched from: a URL and the excerpt [start_s, end_s) (both None:
+    the whole file)."""
+
+    url: str
+    start_s: float | None = None
+    end_s: float | None = None
 
 
 def read_captions(path: str | Path) -> list[str]:
@@ -79,6 +95,51 @@ def read_musiccaps(path: str | Path) -> list[Caption]:
         if missing:
             raise UserFacingError(f"{path}: not a MusicCaps CSV (no column {', '.join(sorted(missing))})")
         return [Caption(row["ytid"], row["caption"]) for row in reader]
+
+
+def _excerpt(start: object, end: object, where: str) -> tuple[float | None, float | None]:
+    """(start_s, end_s) as numbers with 0 <= start < end, or (None, None) when neither is given."""
+    if start in (None, "") and end in (None, ""):
+        return None, None
+    try:
+        start_s, end_s = float(start), float(end)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UserFacingError(f"{where}: start_s and end_s must both be numbers (got {start!r}, {end!r})") from None
+    if not 0 <= start_s < end_s:
+        raise UserFacingError(f"{where}: needs 0 <= start_s < end_s (got {start_s}, {end_s})")
+    return start_s, end_s
+
+
+def reference_sources(cfg: GenerateConfig, url_template: str) -> dict[str, AudioSource]:
+    """caption id -> where its reference audio is fetched from, for the musiccaps and file sets.
+
+    MusicCaps: `url_template.format(ytid=...)` and the row's [start_s, end_s). A .jsonl caption file: each row's
+    `url` with its optional start_s/end_s (rows without `url` have no reference); a .txt file has none.
+    """
+    path = Path(cfg.captions_path or "")
+    if cfg.captions == "musiccaps":
+        read_musiccaps(path)  # the same checks as the caption set (file present, columns)
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if "start_s" not in (reader.fieldnames or []) or "end_s" not in (reader.fieldnames or []):
+                raise UserFacingError(f"{path}: not a MusicCaps CSV (no start_s / end_s columns)")
+            return {
+                row["ytid"]: AudioSource(
+                    url_template.format(ytid=row["ytid"]), *_excerpt(row["start_s"], row["end_s"], f"{path}:{number}")
+                )
+                for number, row in enumerate(reader, start=2)
+            }
+    if cfg.captions != "file" or path.suffix != ".jsonl":
+        return {}
+    ids = [c.caption_id for c in read_caption_file(path)]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    sources = {}
+    for number, (caption_id, line) in enumerate(zip(ids, lines, strict=True), start=1):
+        row = json.loads(line)
+        if row.get("url"):
+            where = f"{path}: row {number}"
+            sources[caption_id] = AudioSource(str(row["url"]), *_excerpt(row.get("start_s"), row.get("end_s"), where))
+    return sources
 
 
 def read_test_split(shards_dir: str | Path, with_codes: bool = False) -> list[Reference]:
@@ -142,11 +203,12 @@ def load_captions(cfg: GenerateConfig, shards_dir: str | Path | None) -> list[Ca
 
 
 def load_references(cfg: GenerateConfig, shards_dir: str | Path) -> list[Reference]:
-    """The reference clips of the caption set (test_split only: the other sets have no local reference audio)."""
+    """The reference clips of the test split, with their codes (the other sets' references are fetched: see
+    references.load_fetched_references)."""
     if cfg.captions != "test_split":
         raise UserFacingError(
-            f"generate --reference needs a caption set with reference clips; generate.captions is "
-            f"{cfg.captions!r} (only test_split has them)"
+            f"generate.captions is {cfg.captions!r}: its references are fetched clips, not token shards; run "
+            "`ssmttm fetch-references` and pass its folder with --fetched"
         )
     references = read_test_split(shards_dir, with_codes=True)
     check_ids([r.caption for r in references], f"{shards_dir} (test split)")

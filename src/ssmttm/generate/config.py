@@ -7,7 +7,8 @@ Variants of a trained LM run (one folder each under `<out>/step-NNNNNNN/`):
     single_stage    an LM trained over all K codebooks of the codec (delay pattern), its codes decoded directly
 
 A K-codebook LM also gives the first two from its codebook 1; a 1-codebook LM skips `single_stage` (recorded in
-summary.json with the reason). References of a caption set with reference clips (`ssmttm generate --reference`):
+summary.json with the reason). References of the caption set (`ssmttm generate --reference`; the clips are the
+test split's segment clips, or for musiccaps / file captions those `ssmttm fetch-references` fetched):
 
     original             the reference clip itself, at the codec rate, cropped to `seconds`
     codec                its codes, all K codebooks, decoded: the codec's floor

@@ -4,8 +4,12 @@
         --codec data/codec --shards data/tokenize --out results/generate/prefix_simba
     ssmttm generate --params params.yaml --reference --refiner results/train_refiner/final --codec data/codec \\
         --shards data/tokenize --clips data/segment --out results/generate/reference
+        # musiccaps / file captions: the clips of `ssmttm fetch-references` instead of --clips
+        ... --reference ... --fetched data/fetch_references --out results/generate/reference
     ssmttm generate --params params.yaml --checkpoint results/train_lm/prefix_simba/final --captions "calm piano" \\
         --frames 258 --out codes.npz        # ad hoc: codes only (--seconds needs --codec, which gives the frame rate)
+    ssmttm generate --params params.yaml --baseline musicgen_small --shards data/tokenize \
+        --out results/generate/musicgen_small   # params baselines.<name> from its public weights (baseline.py)
 
 Reads the sections `generate`, `text` and `seed`; the text encoder and padding each model was trained with (in its
 config.json) win over `text`. Every clip lasts `generate.seconds` at the codec's sample rate; the codec gives the
@@ -87,13 +91,19 @@ def generate_codes(args: argparse.Namespace, params: dict[str, Any], cfg: Genera
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--lm-run", help="train-lm run folder: every kept checkpoint (step-NNNNNNN/, final/) -> WAVs")
-    mode.add_argument("--reference", action="store_true", help="the caption set's references (needs test_split)")
+    mode.add_argument(
+        "--reference", action="store_true", help="the caption set's references (test_split: --clips; else --fetched)"
+    )
     mode.add_argument("--checkpoint", help="one LM checkpoint folder: codes of --captions to a .npz/.parquet file")
+    mode.add_argument("--baseline", metavar="NAME", help="params baselines.NAME (e.g. MusicGen) -> WAVs of the set")
     parser.add_argument("--refiner", default="results/train_refiner/final", help="refiner folder (train-refiner)")
     parser.add_argument("--codec", default=None, help="codec folder (default data/codec; --checkpoint: optional)")
     parser.add_argument("--shards", default="data/tokenize", help="token shards (test_split captions, references)")
     parser.add_argument(
         "--clips", nargs="+", default=None, help="segment folders with the reference clips (--reference)"
+    )
+    parser.add_argument(
+        "--fetched", default=None, help="--reference, musiccaps/file captions: the fetch-references folder"
     )
     parser.add_argument("--out", required=True, help="output folder (--checkpoint: a .npz or .parquet file)")
     source = parser.add_mutually_exclusive_group()
@@ -120,19 +130,54 @@ def run_from_args(args: argparse.Namespace) -> int:
             f"{', '.join(given)}: only with --checkpoint; --lm-run and --reference take captions, length and seed "
             "from params (generate.captions, generate.seconds, seed)"
         )
+    if args.baseline:
+        return run_baseline(args, params, cfg)
     common = dict(
         text_section=params.get("text"), section=section, progress=not args.no_progress, refiner_dir=args.refiner
     )
     codec = args.codec or "data/codec"
     if args.reference:
         summary = generate_references(
-            cfg, codec, args.shards, args.out, int(params["seed"]), clip_dirs=args.clips, **common
+            cfg,
+            codec,
+            args.shards,
+            args.out,
+            int(params["seed"]),
+            clip_dirs=args.clips,
+            fetched_dir=args.fetched,
+            **common,
         )
     else:
         summary = generate_run(cfg, args.lm_run, codec, args.out, int(params["seed"]), shards_dir=args.shards, **common)
     counts = Counter()
     for folder in summary["folders"].values():
         counts.update(folder)
+    print(
+        f"{args.out}: {counts['ok']} clips ok, {counts['failed']} failed ({summary['generated']} made now, "
+        f"{summary['reused']} kept)"
+    )
+    return 0
+
+
+def run_baseline(args: argparse.Namespace, params: dict[str, Any], cfg: GenerateConfig) -> int:
+    """--baseline mode: the caption set from a reference system's public weights (or a "not computed" summary)."""
+    from ssmttm.generate.baseline import baseline_config, generate_baseline
+
+    baseline_cfg = baseline_config(params, args.baseline)
+    summary = generate_baseline(
+        cfg,
+        baseline_cfg,
+        args.baseline,
+        args.out,
+        int(params["seed"]),
+        shards_dir=args.shards,
+        section=params.get("generate") or {},
+        progress=not args.no_progress,
+    )
+    if summary["status"] != "ok":
+        print(f"{args.out}: {args.baseline} {summary['status']}: {summary['reason']}; fetch with `{summary['fetch']}`")
+        return 0
+    counts = summary["folders"]["pretrained"]
     print(
         f"{args.out}: {counts['ok']} clips ok, {counts['failed']} failed ({summary['generated']} made now, "
         f"{summary['reused']} kept)"

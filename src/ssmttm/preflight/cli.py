@@ -22,6 +22,9 @@ CHECKS_HELP = """checks (one PASS / WARN / FAIL / SKIP line each, with what to d
             of manifest URLs); local URLs must exist; the demo corpus needs no network
   plan      jobs, device, storage and GPU hours per stage: measured from results/bench/*.json where a GPU run
             exists, otherwise "not measured" and a FLOP estimate labelled as one
+  slurm     (with --slurm-profile DIR) every rule's CPU and memory request in that Snakemake profile fits the
+            largest node of its partition (`sinfo`): a job that fits none pends forever without a word; and the
+            executor reads job states with squeue (sacct misses a scancelled job)
 
 exit code: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for an invalid params file"""
 
@@ -38,6 +41,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network-timeout", type=float, default=10.0, help="seconds per URL (default 10)")
     parser.add_argument("--url-sample", type=int, default=5, help="manifest URLs tried (default 5)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="assumed GPU peak for FLOP estimates")
+    parser.add_argument(
+        "--slurm-profile", metavar="DIR", help="also check this Snakemake slurm profile's requests against `sinfo`"
+    )
     parser.add_argument("--mfu", type=float, default=0.30, help="assumed model FLOPs utilisation (default 0.30)")
 
 
@@ -56,6 +62,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         url_sample=args.url_sample,
         peak_flops=args.peak_tflops * 1e12,
         mfu=args.mfu,
+        slurm_profile=args.slurm_profile,
     )
     print(report.render())
     if args.json:

@@ -63,31 +63,31 @@ def _local_config(ctx: Context, name: str) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------------------------- language models
 
 
-def backbone_section(ctx: Context, section: str, backbone: str) -> dict[str, Any]:
-    """`lm` or `train_lm` as the run of `backbone` sees it (`per_backbone` resolved by the pipeline's own rule)."""
+def run_section(ctx: Context, section: str, run: str) -> dict[str, Any]:
+    """`lm` or `train_lm` as the named run `run` sees it (its `runs` entry resolved by the pipeline's own rule)."""
     from ssmttm.pipeline import run_sections
 
-    return dict(run_sections(ctx.params, backbone)[section] or {})
+    return dict(run_sections(ctx.params, run)[section] or {})
 
 
-def lm_config(ctx: Context, backbone: str):
+def lm_config(ctx: Context, run: str):
     from ssmttm.models.lm import LMConfig
 
-    values = backbone_section(ctx, "lm", backbone)
+    values = run_section(ctx, "lm", run)
     values["d_text"] = values.get("d_text") or text_width(ctx, ctx.get("text.encoder"))
     return tolerant_dataclass(LMConfig, values)
 
 
-def lm_sizes(ctx: Context, backbone: str) -> tuple[int, int]:
-    """(trainable parameters, parameters in matrix multiplies: N of 6ND) of the profile's LM for `backbone`."""
+def lm_sizes(ctx: Context, run: str) -> tuple[int, int]:
+    """(trainable parameters, parameters in matrix multiplies: N of 6ND) of the profile's LM for the run `run`."""
     from ssmttm.config import dataclass_to_dict
 
-    return _lm_sizes(json.dumps(dataclass_to_dict(lm_config(ctx, backbone)), sort_keys=True))
+    return _lm_sizes(json.dumps(dataclass_to_dict(lm_config(ctx, run)), sort_keys=True))
 
 
 @cache
 def _lm_sizes(config_json: str) -> tuple[int, int]:
-    """Memoised on the config's JSON: the plan asks for each backbone's sizes several times."""
+    """Memoised on the config's JSON: the plan asks for each run's sizes several times."""
     import torch
 
     from ssmttm.models.lm import LMConfig, MusicLM

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ssmttm.pipeline import SHARDED_RULES, STAGES, backbones, runs
+from ssmttm.pipeline import SHARDED_RULES, STAGES, run_names, runs
 from ssmttm.preflight import compute, volume
 from ssmttm.preflight.compute import NOT_MEASURED, Assumptions
 from ssmttm.preflight.context import Context, tolerant_dataclass
@@ -129,20 +129,20 @@ def fetch_bytes(ctx: Context, data: volume.Corpus) -> tuple[float, str]:
 
 
 def lm_runs(ctx: Context) -> list[tuple[str, int, int, dict]]:
-    """(backbone, parameters, FLOP parameters, train_lm section) of every LM the workflow trains."""
+    """(run, parameters, FLOP parameters, train_lm section) of every named LM run the workflow trains."""
     result = []
-    for backbone in backbones(ctx.params):
-        params, flops_params = compute.lm_sizes(ctx, backbone)
-        result.append((backbone, params, flops_params, compute.backbone_section(ctx, "train_lm", backbone)))
+    for run in run_names(ctx.params):
+        params, flops_params = compute.lm_sizes(ctx, run)
+        result.append((run, params, flops_params, compute.run_section(ctx, "train_lm", run)))
     return result
 
 
 def lm_checkpoint_bytes(ctx: Context) -> tuple[float, str]:
     total, notes = 0.0, []
-    for backbone, params, _, train in lm_runs(ctx):
+    for run, params, _, train in lm_runs(ctx):
         kept = compute.kept_checkpoints(train, "train_lm", int(train.get("max_steps", 100_000)))
         total += kept.bytes(params)
-        notes.append(f"{backbone} {params / 1e6:.2f} M params, {kept.basis}")
+        notes.append(f"{run} {params / 1e6:.2f} M params, {kept.basis}")
     per = f"{compute.ADAM_BYTES_PER_PARAM} B/param a full checkpoint (fp32 weights + AdamW moments), "
     return total, per + f"{compute.WEIGHT_BYTES_PER_PARAM} weights only; " + "; ".join(notes)
 
@@ -154,17 +154,9 @@ def refiner_checkpoint_bytes(ctx: Context, sizes: dict[str, int]) -> tuple[float
     return kept.bytes(sum(sizes.values())), f"U-Nets {unets}; weights + Adam moments; {kept.basis}"
 
 
-def generated_checkpoints(ctx: Context) -> int:
-    """Checkpoints of every backbone that generate makes audio from (all kept ones)."""
-    return sum(
-        compute.kept_checkpoints(train, "train_lm", int(train.get("max_steps", 100_000))).checkpoints
-        for *_, train in lm_runs(ctx)
-    )
-
-
-def lm_variants(ctx: Context) -> list[str]:
+def lm_variants(ctx: Context, run: str) -> list[str]:
     variants = list(ctx.get("generate.variants", ["two_stage", "codebook1_only", "single_stage"]))
-    if int(ctx.get("lm.n_codebooks", 1)) == 1 and "single_stage" in variants:
+    if int(compute.run_section(ctx, "lm", run).get("n_codebooks", 1)) == 1 and "single_stage" in variants:
         variants.remove("single_stage")  # a 1-codebook LM skips it (generate/config.py)
     return variants
 
@@ -172,12 +164,14 @@ def lm_variants(ctx: Context) -> list[str]:
 def generate_bytes(ctx: Context, vols: Volumes) -> tuple[float, str]:
     seconds = float(ctx.get("generate.seconds", 10))
     clip = seconds * vols.layout.sample_rate * volume.PCM16_BYTES
-    checkpoints = generated_checkpoints(ctx)
-    variants = lm_variants(ctx)
-    total = checkpoints * len(variants) * vols.captions * clip
+    clips_per_caption = 0
+    for run, *_, train in lm_runs(ctx):
+        kept = compute.kept_checkpoints(train, "train_lm", int(train.get("max_steps", 100_000))).checkpoints
+        clips_per_caption += kept * len(lm_variants(ctx, run))
+    total = clips_per_caption * vols.captions * clip
     basis = (
-        f"{vols.captions:,.0f} captions ({vols.captions_basis}) x {checkpoints} checkpoints (all backbones) x "
-        f"{len(variants)} variants ({', '.join(variants)}) x {seconds:g} s 16-bit WAV at {vols.layout.sample_rate} Hz"
+        f"{vols.captions:,.0f} captions ({vols.captions_basis}) x {clips_per_caption} clips per caption (every kept "
+        f"checkpoint of every run x its variants) x {seconds:g} s 16-bit WAV at {vols.layout.sample_rate} Hz"
     )
     if ctx.get("generate.captions", "test_split") == "test_split":
         total += 4 * vols.captions * clip  # the reference run: original, codec, codebook1_only, reference_codebook1
@@ -209,19 +203,20 @@ def fill_gpu_hours(ctx: Context, row: StagePlan, vols: Volumes, assumptions: Ass
 
 def lm_training_hours(ctx: Context, row: StagePlan, assumptions: Assumptions) -> None:
     measured, unmeasured, flops, notes = 0.0, [], 0.0, []
-    for backbone, params, flops_params, train in lm_runs(ctx):
+    for run, params, flops_params, train in lm_runs(ctx):
+        backbone = compute.run_section(ctx, "lm", run)["backbone"]
         per_device = int(train.get("batch_size", 4)) * int(train.get("accumulate_grad_batches", 32))
         devices = train.get("devices", 1) if isinstance(train.get("devices", 1), int) else 1
         clips = int(train.get("max_steps", 100_000)) * per_device * devices * int(train.get("num_nodes", 1))
-        tokens = clips * int(compute.backbone_section(ctx, "lm", backbone).get("seq_len", 2588))
+        tokens = clips * int(compute.run_section(ctx, "lm", run).get("seq_len", 2588))
         flops += 6 * flops_params * tokens
-        notes.append(f"{backbone}: 6 x {flops_params / 1e6:.1f} M x {tokens:.3g} tokens")
+        notes.append(f"{run}: 6 x {flops_params / 1e6:.1f} M x {tokens:.3g} tokens")
         rate = compute.measured_train_rate(ctx.root, backbone)
         if rate is None:
-            unmeasured.append(backbone)
+            unmeasured.append(run)
         else:
             measured += tokens / rate[0] / 3600
-            row.measured_basis = f"{backbone}: {rate[1]}; profile's model {params / 1e6:.1f} M params"
+            row.measured_basis = f"{run} ({backbone}): {rate[1]}; profile's model {params / 1e6:.1f} M params"
     if not unmeasured:
         row.gpu_hours_measured = measured
     elif len(unmeasured) < len(notes):
@@ -257,13 +252,13 @@ def generation_flops(ctx: Context, vols: Volumes) -> tuple[float, str]:
     refine_guided = 2 if float(ctx.get("generate.refine_guidance_scale", 3.0)) != 1.0 else 1
     refine_steps = int(ctx.get("generate.refine_steps", 100))
     secondary = vols.refiner_unets["secondary"]
-    refines = "two_stage" in lm_variants(ctx)
-    flops, checkpoints = 0.0, 0
-    for _, _, flops_params, train in lm_runs(ctx):
+    flops, checkpoints, refines = 0.0, 0, False
+    for run, _, flops_params, train in lm_runs(ctx):
         kept = compute.kept_checkpoints(train, "train_lm", int(train.get("max_steps", 100_000))).checkpoints
         checkpoints += kept
         per_caption = 2 * flops_params * frames * lm_guided
-        if refines:
+        if "two_stage" in lm_variants(ctx, run):
+            refines = True
             per_caption += refine_steps * refine_guided * 2 * secondary * frames
         flops += kept * vols.captions * per_caption
     basis = (

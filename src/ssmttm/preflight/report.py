@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
-GROUPS = ("weights", "inputs", "disk", "gpu", "network")
+GROUPS = ("weights", "inputs", "disk", "gpu", "network", "slurm")
 
 
 @dataclass

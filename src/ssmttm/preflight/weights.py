@@ -23,7 +23,10 @@ GROUP = "weights"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 # Evaluation checkpoints published on the Hugging Face hub, by file name: (repo, file).
-EVAL_HF_FILES = {"music_audioset_epoch_15_esc_90.14.pt": "lukewys/laion_clap"}
+EVAL_HF_FILES = {
+    "music_audioset_epoch_15_esc_90.14.pt": "lukewys/laion_clap",
+    "630k-audioset-fusion-best.pt": "lukewys/laion_clap",
+}
 
 
 def weight_checks(ctx: Context) -> list[Check]:

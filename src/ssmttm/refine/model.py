@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmttm.artifacts import atomic_path, write_json
-from ssmttm.config import dataclass_to_dict, section_to_dataclass
+from ssmttm.config import ParamsError, dataclass_to_dict, section_to_dataclass
 from ssmttm.errors import UserFacingError
 from ssmttm.refine.diffusion import (
     SCHEDULERS,
@@ -37,7 +37,7 @@ from ssmttm.refine.diffusion import (
     sample_primary,
     sample_secondary,
 )
-from ssmttm.refine.normalise import STATS_FILE, LatentStats, denormalise, normalise
+from ssmttm.refine.normalise import LATENT_STATS_CHOICES, STATS_FILE, LatentStats, denormalise, normalise
 from ssmttm.refine.unet import UNet1D, UNetConfig
 from ssmttm.text.encoder import TextConfig
 
@@ -56,6 +56,13 @@ class RefinerConfig:
     num_train_timesteps: int = 100
     cond_drop_prob: float = 0.2
     p_primary: float = 0.5
+    latent_stats: str = "computed"  # refine.normalise.select_stats: computed (our train split) or discodiff (PAPER 6)
+
+    def __post_init__(self) -> None:
+        if self.latent_stats not in LATENT_STATS_CHOICES:
+            raise ParamsError(
+                f"refiner.latent_stats = {self.latent_stats!r}; choose one of {', '.join(LATENT_STATS_CHOICES)}"
+            )
 
     def diffusion(self, n_codebooks: int, codebook_dim: int) -> DiffusionConfig:
         return DiffusionConfig(

@@ -9,7 +9,9 @@ over all its D dims and all frames of the training split:
 `compute_stats` reads the `latents` column of the token shards (tokenize with store_latents: true), row group by
 row group, train rows only, accumulating counts, means and squared deviations in float64 (Chan's parallel update,
 in file order, so the result does not depend on the machine). The statistics travel with the model as
-`latent_stats.json`. The paper profile can use DiscoDiff's values for DAC 44 kHz (PAPER_DAC44K_STATS).
+`latent_stats.json`. params `refiner.latent_stats` chooses them (`select_stats`): `computed` (the default) from
+our train split as above, or `discodiff`: DiscoDiff's published values for DAC 44 kHz (PAPER_DAC44K_STATS, PAPER.md
+section 6), valid only for latents of 9 codebooks x 8 dims.
 A latent with fewer codebooks than the statistics (e.g. codebook 1 alone) uses the first ones.
 """
 
@@ -32,6 +34,7 @@ from ssmttm.errors import UserFacingError
 STATS_FILE = "latent_stats.json"
 STATS_FORMAT = "ssmttm.latent_stats/1"
 MIN_STD = 1e-6  # a constant codebook (degenerate codec) is scaled by this instead of dividing by zero
+LATENT_STATS_CHOICES = ("computed", "discodiff")  # params refiner.latent_stats
 
 
 @dataclass(frozen=True)
@@ -190,3 +193,23 @@ def compute_stats(shards: str | Path | Sequence[str | Path], split: str = "train
         "codec": identity,
     }
     return LatentStats(tuple(float(v) for v in mean), tuple(float(v) for v in stds), d, source)
+
+
+def select_stats(choice: str, shards: str | Path, codec: dict[str, Any]) -> LatentStats:
+    """The statistics params `refiner.latent_stats` names, for the latents of the shards (codec: their identity).
+
+    computed: from the shards' train split (compute_stats); discodiff: DiscoDiff's DAC 44 kHz values, which only
+    mean something for latents of their 9 codebooks x 8 dims."""
+    if choice == "computed":
+        return compute_stats(shards, "train")
+    if choice != "discodiff":
+        raise UserFacingError(f"refiner.latent_stats = {choice!r}; choose one of {', '.join(LATENT_STATS_CHOICES)}")
+    paper = PAPER_DAC44K_STATS
+    k, d = _codebook_dim(codec, None)
+    if (k, d) != (paper.n_codebooks, paper.codebook_dim):
+        raise UserFacingError(
+            f"refiner.latent_stats: discodiff is DiscoDiff's statistics of DAC 44 kHz latents ({paper.n_codebooks} "
+            f"codebooks x {paper.codebook_dim} dims), but the shards' codec has {k} x {d}; set refiner.latent_stats: "
+            "computed, or tokenize with the pretrained DAC 44 kHz (codec.mode: pretrained)"
+        )
+    return LatentStats(paper.means, paper.stds, paper.codebook_dim, {**paper.source, "latent_stats": "discodiff"})

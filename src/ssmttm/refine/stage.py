@@ -5,8 +5,9 @@
         --out results/train_refiner
 
 Reads the sections `refiner`, `train_refiner`, `text` + `refiner_text` (the refiner's text setting) and `seed`. The
-shards must hold latents (tokenize.store_latents: true); the latent statistics are computed from their train split
-(refine.normalise.compute_stats) and travel with every checkpoint.
+shards must hold latents (tokenize.store_latents: true); the latent statistics (refiner.latent_stats) are computed
+from their train split (`computed`, refine.normalise.compute_stats) or DiscoDiff's published DAC 44 kHz values
+(`discodiff`, 9 codebooks x 8 dims only), travel with every checkpoint and are named in metrics.json.
 
 The run folder (`--out`):
 
@@ -55,7 +56,7 @@ from ssmttm.errors import UserFacingError
 from ssmttm.progress import progress
 from ssmttm.refine.data import LatentCrops, latent_shards, validation_batches
 from ssmttm.refine.model import CONFIG_FILE, WEIGHTS_FILE, RefinerConfig, init_refiner, load_refiner
-from ssmttm.refine.normalise import STATS_FILE, compute_stats
+from ssmttm.refine.normalise import STATS_FILE, select_stats
 from ssmttm.refine.train import (
     RefinerTrainer,
     TrainRefinerConfig,
@@ -101,8 +102,11 @@ def run_config(
 
 def run_key(config: dict[str, Any], fingerprint: dict[str, str]) -> str:
     """16 hex digits naming what a run computes: its config without the free keys, and its data."""
+    refiner = dict(config["refiner"])
+    if refiner.get("latent_stats") == "computed":  # what every run did before the setting existed: keep their keys
+        del refiner["latent_stats"]
     keyed = {
-        "refiner": config["refiner"],
+        "refiner": refiner,
         "text": {k: v for k, v in config["text"].items() if k not in TEXT_FREE_KEYS},
         "train_refiner": {k: v for k, v in config["train_refiner"].items() if k not in FREE_KEYS},
         "seed": config["seed"],
@@ -240,6 +244,7 @@ def train_refiner(
     if checkpoint is not None and step >= train_cfg.steps:
         log.info("%s (run %s) is already trained to step %d; not retraining", out_dir, key, step)
         summary = model_summary(json.loads((checkpoint / CONFIG_FILE).read_text()), train_cfg)
+        summary["latent_stats"] = refiner_cfg.latent_stats
         if not (out_dir / PROVENANCE_FILE).is_file():
             write_provenance(out_dir, STAGE, config, seed, cpu_numerics=True, **provenance_extra)
         return finish(out_dir, step, summary)
@@ -254,7 +259,7 @@ def train_refiner(
             refiner = load_refiner(checkpoint)
         else:
             log.info("training run %s from scratch in %s", key, out_dir)
-            stats = compute_stats(shards_dir, "train")
+            stats = select_stats(refiner_cfg.latent_stats, shards_dir, codec)
             refiner = init_refiner(refiner_cfg, stats, text.hidden_size, text_cfg, codec, sub_seed(seed, "init"))
         data = LatentCrops(shards_dir, refiner.stats, train_cfg.crop_frames, sub_seed(seed, "data"))
         trainer = RefinerTrainer(refiner, train_cfg, data, text, sub_seed(seed, "train"), device)
@@ -265,7 +270,8 @@ def train_refiner(
         torch.set_num_threads(threads_before)
     write_provenance(out_dir, STAGE, config, seed, cpu_numerics=True, **provenance_extra)
     final_config = json.loads((out_dir / checkpoint_name(train_cfg.steps) / CONFIG_FILE).read_text())
-    return finish(out_dir, train_cfg.steps, model_summary(final_config, train_cfg))
+    summary = {**model_summary(final_config, train_cfg), "latent_stats": refiner_cfg.latent_stats}
+    return finish(out_dir, train_cfg.steps, summary)
 
 
 def sub_seed(seed: int, purpose: str) -> int:

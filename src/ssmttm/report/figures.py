@@ -1,9 +1,10 @@
 """The report's PNG figures (matplotlib, Agg): metrics against training steps, and the LM loss curves.
 
-Metrics against steps: one panel per headline metric; one colour per backbone, one line style per variant; the
+Metrics against steps: one panel per headline metric; one colour per run, one line style per variant; the
 bars are the evaluate stage's confidence intervals; hollow markers are values flagged unreliable (N too small);
-squares on a thin dashed line are the paper's values (PAPER.md 8); horizontal lines are the reference's own value
-(adherence ceiling, split-half FD floor) and the codec reconstruction's (the codec floor). A panel whose metric was
+squares on a thin dashed line are the paper's values (PAPER.md 8), in the colour of the run that is that paper system
+(grey when none is); horizontal lines are the reference's own value (adherence ceiling, split-half FD floor), the
+codec reconstruction's (the codec floor) and each baseline's (public weights: no steps). A panel whose metric was
 not computed says so with the reason. Steps are on a log axis, so the paper's 20k..400k and a demo's hundreds fit.
 """
 
@@ -49,16 +50,20 @@ def _points(
     return sorted(points, key=lambda p: p[0])
 
 
-def _reference_lines(evaluation: Evaluation, metric: str) -> list[tuple[str, float, str]]:
-    """(label, value, line style) of the reference's own value (or split-half FD) and the codec floor."""
+def _reference_lines(evaluation: Evaluation, metric: str, baselines: list[System]) -> list[tuple[str, float, str]]:
+    """(label, value, line style) of the reference's own value (or split-half FD), the codec floor, the baselines."""
     lines = []
     own = evaluation.metric(evaluation.reference, metric)
     split = evaluation.metric(evaluation.reference, f"{metric}_split_half")
-    for label, entry, style in (
+    candidates = [
         ("reference", own, ":"),
         ("reference split-half", split, ":"),
         ("codec reconstruction", evaluation.metric(evaluation.set_of(REFERENCE_RUN, None, "codec"), metric), "-."),
-    ):
+    ]
+    candidates += [
+        (b.name, evaluation.metric(evaluation.set_of(b.run, None, b.variant), metric), "--") for b in baselines
+    ]
+    for label, entry, style in candidates:
         if entry.get("status") in (OK, UNRELIABLE) and entry.get("value") is not None:
             flag = " (unreliable)" if entry["status"] == UNRELIABLE else ""
             lines.append((label + flag, float(entry["value"]), style))
@@ -91,10 +96,17 @@ def _first_reason(systems: list[System], evaluation: Evaluation, metric: str) ->
 
 
 def metrics_vs_steps(
-    systems: list[System], evaluation: Evaluation, headlines: list[Headline], out_path: str | Path
+    systems: list[System],
+    evaluation: Evaluation,
+    headlines: list[Headline],
+    out_path: str | Path,
+    paper_runs: dict[str, str] | None = None,
 ) -> Path:
-    """One panel per headline metric, values against training steps (see the module docstring)."""
+    """One panel per headline metric, values against training steps (see the module docstring). `paper_runs`:
+    {run: the paper system it is}, which colours the paper's values."""
     plt = _pyplot()
+    baselines = [s for s in systems if s.step is None]
+    systems = [s for s in systems if s.step is not None]
     backbones = sorted({s.run for s in systems})
     variants = sorted({s.variant for s in systems}, key=lambda v: (VARIANT_ORDER + (v,)).index(v))
     colours = {name: f"C{i}" for i, name in enumerate(backbones)}
@@ -141,12 +153,13 @@ def metrics_vs_steps(
                         color=colours[backbone],
                         markerfacecolor="white" if hollow else colours[backbone],
                     )
-        for backbone, by_step in PAPER_VALUES.get(headline.metric, {}).items():
+        paper_colours = {paper: colours[run] for run, paper in (paper_runs or {}).items() if run in colours}
+        for paper_system, by_step in PAPER_VALUES.get(headline.metric, {}).items():
             steps = sorted(by_step)
             ax.plot(
                 steps,
                 [by_step[s] for s in steps],
-                color=colours.get(backbone, "grey"),
+                color=paper_colours.get(paper_system, "grey"),
                 ls="--",
                 lw=0.8,
                 marker="s",
@@ -154,7 +167,7 @@ def metrics_vs_steps(
                 alpha=0.7,
             )
             steps_shown |= set(steps)
-        for label, value, style in _reference_lines(evaluation, headline.metric):
+        for label, value, style in _reference_lines(evaluation, headline.metric, baselines):
             ax.axhline(value, color="0.35", ls=style, lw=1)
             ax.annotate(label, (0.01, value), xycoords=("axes fraction", "data"), fontsize=6, color="0.35", va="bottom")
         if not drawn:

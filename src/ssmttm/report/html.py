@@ -26,6 +26,7 @@ td.paper { background: #f6f3e8; } tr.paper-only td { color: #666; }
 .nc { color: #a33; font-style: italic; } .failed { color: #a33; }
 .verdict-holds { color: #17632a; } .verdict-reversed { color: #8a1c1c; } .verdict-cannot { color: #555; }
 .verdict-better { color: #17632a; }
+.warn { background: #fff4d6; border-left: 4px solid #e0a100; padding: .3em .6em; }
 ul.sentences li { margin: .25em 0; }
 img.figure { max-width: 100%; border: 1px solid #ddd; }
 audio { height: 32px; width: 260px; }

@@ -2,19 +2,22 @@
 
 Generated folders are read from their `summary.json` (mode, skipped variants) and manifests only; no audio is
 decoded here. A folder given to the report is either one `ssmttm generate --out` folder (it holds summary.json) or
-the parent of several (results/generate: one per backbone, plus `reference/`). Systems are named as the evaluate
-stage names its sets: `<backbone>/step-NNNNNNN/<variant>` and `reference/<variant>`.
+the parent of several (results/generate: one per named run or baseline, plus `reference/`). Systems are named as
+the evaluate stage names its sets: `<run>/step-NNNNNNN/<variant>`, `reference/<variant>`, and for a baseline
+without checkpoint steps (public weights) `<baseline>/<variant>`.
 
 A metric entry of the evaluate stage (ssmttm.evaluate.cards) is one of {"status": "ok" | "unreliable", "value",
 "ci", "n", "better", ["warning"]} or {"status": "not computed", "reason"}; a metric the evaluate stage did not write
 for a set (split-half FDs exist for the reference only, paired measures for reconstructions only) reads as
-"not reported" with that reason, so the page shows every gap instead of dropping it.
+"not reported" with that reason, and a metric it wrote for no set at all (an older evaluate output) reads as
+"not computed", so the page shows every gap instead of dropping it.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +42,9 @@ class ClipRow:
 
 @dataclass
 class System:
-    """One set of clips: a backbone's checkpoint x variant, or one variant of the references."""
+    """One set of clips: a run's checkpoint x variant, a baseline's variant, or one variant of the references."""
 
-    run: str  # the backbone (its generate folder's name), or "reference"
+    run: str  # the run or baseline (its generate folder's name), or "reference"
     step: int | None
     variant: str
     folder: Path
@@ -64,12 +67,13 @@ class System:
 
 @dataclass
 class Generated:
-    systems: list[System]  # generated sets, by (backbone, step, variant)
+    systems: list[System]  # generated sets, by (run, step, variant)
     references: dict[str, System]  # the reference folder's variants: original, codec, ...
     skipped: dict[str, dict[str, str]]  # run -> {variant: why generate skipped it}
     summaries: dict[str, str]  # run -> its summary.json
+    notes: dict[str, str] = field(default_factory=dict)  # run -> why generate made no clips (e.g. weights absent)
 
-    def backbones(self) -> list[str]:
+    def runs(self) -> list[str]:
         return sorted({s.run for s in self.systems})
 
     def captions(self) -> dict[str, str]:
@@ -128,6 +132,7 @@ def read_generated(folders: list[str | Path]) -> Generated:
     references: dict[str, System] = {}
     skipped: dict[str, dict[str, str]] = {}
     summaries: dict[str, str] = {}
+    notes: dict[str, str] = {}
     for folder in folders:
         for run_folder in _run_folders(Path(folder)):
             summary = json.loads((run_folder / SUMMARY_FILE).read_text())
@@ -137,13 +142,18 @@ def read_generated(folders: list[str | Path]) -> Generated:
             summaries[run] = str(run_folder / SUMMARY_FILE)
             if summary.get("skipped"):
                 skipped[run] = {str(k): str(v) for k, v in summary["skipped"].items()}
-            found = _systems_of(run_folder, run)
+            if summary.get("reason"):  # e.g. a baseline without its weights: "not computed", and how to fetch them
+                fetch = f"; to fetch the weights: {summary['fetch']}" if summary.get("fetch") else ""
+                notes[run] = f"{summary.get('status') or 'not computed'}: {summary['reason']}{fetch}"
+            # a folder generate left without clips on purpose (a baseline whose weights are absent) has no manifest
+            made_nothing = summary.get("status") == NOT_COMPUTED and not summary.get("variants")
+            found = [] if made_nothing else _systems_of(run_folder, run)
             if run == REFERENCE_RUN:
                 references.update({s.variant: s for s in found})
             else:
                 systems += found
     systems.sort(key=lambda s: (s.run, s.step if s.step is not None else -1, s.variant))
-    return Generated(systems, references, skipped, summaries)
+    return Generated(systems, references, skipped, summaries, notes)
 
 
 # ----------------------------------------------------------------------------------------------- evaluate metrics
@@ -185,13 +195,24 @@ class Evaluation:
             return metrics[metric]
         if "all" in metrics:  # a set without a usable clip
             return metrics["all"]
+        if metric not in self.known_metrics:
+            return {
+                "status": NOT_COMPUTED,
+                "reason": f"the evaluate stage wrote {metric} for no set: its output predates this metric or it "
+                "does not compute it; rerun `ssmttm evaluate`",
+            }
         return {"status": NOT_REPORTED, "reason": f"the evaluate stage does not report {metric} for this kind of set"}
 
-    def metric_names(self) -> list[str]:
+    @cached_property
+    def known_metrics(self) -> frozenset[str]:
+        """Every metric the evaluate stage wrote for at least one set."""
         names = set(self.reference.get("metrics") or {})
         for entry in self.data.get("sets", {}).values():
             names |= set(entry.get("metrics") or {}) - {"all"}
-        return sorted(names)
+        return frozenset(names)
+
+    def metric_names(self) -> list[str]:
+        return sorted(self.known_metrics)
 
 
 def read_evaluation(folder: str | Path) -> Evaluation:

@@ -10,9 +10,10 @@
                                    from the form, and outside the folder raters get
     listening/README.md            how to run the test and join answers with the key
 
-Systems: each backbone's last checkpoint (or every checkpoint) in every generated variant, plus two anchors from
-the references, the original clip and its codec reconstruction (the ceiling and the codec floor). Captions, trial
-order, clip order and IDs all come from one seeded generator, so the same inputs give the same package.
+Systems: each run's last checkpoint (or every checkpoint) in every generated variant, each baseline, plus two
+anchors from the references, the original clip and its codec reconstruction (the ceiling and the codec floor).
+Captions, trial order, clip order and IDs all come from one seeded generator, so the same inputs give the same
+package.
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ class Item:
 
 
 def listening_systems(generated: Generated, checkpoints: str, reference_variant: str) -> list[System]:
-    """The systems of the test: generated (last or every checkpoint per backbone), then the anchors."""
+    """The systems of the test: generated (last or every checkpoint per run; a baseline's sets), then the anchors."""
     chosen = []
-    for backbone in generated.backbones():
-        own = [s for s in generated.systems if s.run == backbone]
+    for run in generated.runs():
+        own = [s for s in generated.systems if s.run == run]
         steps = {s.step for s in own if s.step is not None}
         last = max(steps) if steps else None
         chosen += [s for s in own if checkpoints == "all" or s.step == last]

@@ -1,44 +1,82 @@
-"""The paper's numbers (PAPER.md section 8), the metrics the report leads with, and the ordering sentences.
+"""The paper's numbers (PAPER.md section 8), the metrics the report leads with, and the comparison sentences.
 
 The paper compares prefix_simba and cross_transformer (two-stage systems, MusicCaps captions) on FD, KL and CLAP at
-20k, 40k, 100k and 400k training steps. Its FD is inferred to be OpenL3-based (stable-audio-metrics) and its KL
-PaSST-based, so they sit beside our `fd_openl3` and `kl_passt`; its CLAP beside our `clap_score`.
+20k, 40k, 100k and 400k training steps. Its FD is inferred to be OpenL3-based and its KL PaSST-based, computed with
+Stability-AI's stable-audio-metrics, so they sit beside our stable-audio-metrics family (`fd_openl3_sam`,
+`kl_passt_sam`, `clap_score_sam`); the audiocraft family (`fd_openl3`, `kl_passt`, `clap_score`, `fd_vggish`,
+`fad_clap`) is computed differently and is never set beside the paper's numbers.
 
-A comparison says whether the paper's ordering of the two backbones holds in this run, and how sure we are: sure
-only when both numbers are computed, neither is flagged unreliable (N too small) and their confidence intervals do
-not overlap (two independent intervals that do not overlap: a conservative test); "cannot tell" otherwise, with why.
+The paper's values belong to the paper's *systems* (PAPER_SYSTEMS: a backbone at the paper's size), not to run
+names: ssmttm.report.runs maps a run to a paper system by its backbone and size.
+
+A comparison of N systems on one metric at one step names the best point estimate and says how sure that is: sure
+only when every value is computed, none is flagged unreliable (N too small) and the best one's confidence interval
+overlaps no other's (independent intervals that do not overlap: a conservative test); "cannot tell" otherwise, with
+why. Where two or more of the systems are the paper's systems, the verdict is whether the paper's ordering of them
+holds (holds / reversed / cannot tell); otherwise which system is better (better / cannot tell).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ssmttm.report.html import number
 from ssmttm.report.inputs import OK, UNRELIABLE
 
-PAIR = ("prefix_simba", "cross_transformer")
 PAPER_SOURCE = (
     "PAPER.md section 8: values read off the paper's project-page figure (two-stage systems, MusicCaps captions); "
-    "FD inferred OpenL3-based (stable-audio-metrics), KL inferred PaSST-based"
+    "FD inferred OpenL3-based and KL PaSST-based (stable-audio-metrics), set beside our stable-audio-metrics family"
 )
-# metric -> the paper's value per backbone and training step (PAPER.md section 8)
+PAPER_VARIANT = "two_stage"  # the paper's figure shows two-stage systems only
+
+
+@dataclass(frozen=True)
+class PaperSystem:
+    """A system of the paper's figure: a backbone at the paper's size (PAPER.md 4)."""
+
+    backbone: str
+    n_layers: int
+    d_model: int
+    n_codebooks: int = 1
+
+
+PAPER_SYSTEMS = {
+    "prefix_simba": PaperSystem("prefix_simba", n_layers=24, d_model=1024),  # the released model, 281.04 M
+    "cross_transformer": PaperSystem("cross_transformer", n_layers=24, d_model=1024),  # MusicGen-small-like, 305.1 M
+}
+# metric -> the paper's value per paper system and training step (PAPER.md section 8)
 PAPER_VALUES: dict[str, dict[str, dict[int, float]]] = {
-    "fd_openl3": {
+    "fd_openl3_sam": {
         "prefix_simba": {20_000: 92.6, 40_000: 89.9, 100_000: 75.0},
         "cross_transformer": {20_000: 99.9, 40_000: 86.9, 100_000: 83.6, 400_000: 71.9},
     },
-    "kl_passt": {
+    "kl_passt_sam": {
         "prefix_simba": {20_000: 1.55, 40_000: 1.65, 100_000: 1.29},
         "cross_transformer": {20_000: 3.12, 40_000: 2.10, 100_000: 1.51, 400_000: 1.71},
     },
-    "clap_score": {
+    "clap_score_sam": {
         "prefix_simba": {20_000: 0.198, 40_000: 0.240, 100_000: 0.237},
         "cross_transformer": {20_000: 0.117, 40_000: 0.161, 100_000: 0.186, 400_000: 0.213},
     },
 }
+# Public baselines' own published numbers (PAPER.md 8: the audiocraft model card, MusicCaps), keyed by weights name
+MODEL_CARD_VALUES = {"facebook/musicgen-small": "model card (MusicCaps): FAD_vggish 4.88, KL_passt 1.42, CLAP 0.27"}
 PAPER_STEPS = sorted({step for by_run in PAPER_VALUES.values() for steps in by_run.values() for step in steps})
+
+# Metric families: which implementation a number comes from (the full table labels every metric with its family).
+STABLE_AUDIO_METRICS, AUDIOCRAFT, OWN = "stable-audio-metrics", "audiocraft", "ssmttm"
+AUDIOCRAFT_METRICS = ("fd_openl3", "kl_passt", "clap_score", "fd_vggish", "fad_clap")
+FAMILY_ORDER = (STABLE_AUDIO_METRICS, AUDIOCRAFT, OWN)
+
+
+def metric_family(metric: str) -> str:
+    base = metric.removesuffix("_split_half")
+    if base.endswith("_sam"):
+        return STABLE_AUDIO_METRICS
+    return AUDIOCRAFT if base in AUDIOCRAFT_METRICS else OWN
 
 
 @dataclass(frozen=True)
@@ -48,14 +86,21 @@ class Headline:
     better: str | None  # "lower" | "higher" | None (no better direction: described, not ranked)
     paper_name: str | None = None  # the paper's name for it, when the paper reports it
 
+    @property
+    def family(self) -> str:
+        return metric_family(self.metric)
+
 
 # The table's columns and the figure's panels, paper metrics first. Every other metric is in the full table.
 HEADLINES = [
-    Headline("fd_openl3", "FD (OpenL3)", "lower", "FD"),
-    Headline("kl_passt", "KL (PaSST)", "lower", "KL"),
-    Headline("clap_score", "CLAP score", "higher", "CLAP"),
-    Headline("fd_vggish", "FAD (VGGish)", "lower"),
-    Headline("fad_clap", "FAD (CLAP)", "lower"),
+    Headline("fd_openl3_sam", "FD OpenL3 (stable-audio-metrics)", "lower", "FD"),
+    Headline("kl_passt_sam", "KL PaSST (stable-audio-metrics)", "lower", "KL"),
+    Headline("clap_score_sam", "CLAP score (stable-audio-metrics)", "higher", "CLAP"),
+    Headline("fd_openl3", "FD OpenL3 (audiocraft)", "lower"),
+    Headline("kl_passt", "KL PaSST (audiocraft)", "lower"),
+    Headline("clap_score", "CLAP score (audiocraft)", "higher"),
+    Headline("fd_vggish", "FAD VGGish (audiocraft)", "lower"),
+    Headline("fad_clap", "FAD CLAP (audiocraft)", "lower"),
     Headline("fd_mel", "FD log-mel", "lower"),
     Headline("fd_mfcc", "FD MFCC", "lower"),
     Headline("fd_chroma", "FD chroma", "lower"),
@@ -66,39 +111,45 @@ HEADLINES = [
 ]
 
 
-def paper_value(metric: str, backbone: str, step: int | None) -> float | None:
-    return PAPER_VALUES.get(metric, {}).get(backbone, {}).get(step) if step is not None else None
+def paper_value(metric: str, paper_system: str | None, step: int | None) -> float | None:
+    if paper_system is None or step is None:
+        return None
+    return PAPER_VALUES.get(metric, {}).get(paper_system, {}).get(step)
 
 
-def _step_text(step: int) -> str:
-    return f"{step // 1000}k" if step % 1000 == 0 else str(step)
+def step_text(step: int) -> str:
+    return f"{step // 1000}k" if step % 1000 == 0 and step >= 1000 else str(step)
 
 
 @dataclass(frozen=True)
 class PaperOrdering:
-    winner: str | None  # the backbone the paper has better, None when it has no majority
+    winner: str | None  # the paper system the paper has best, None when it gives no ordering
     basis: str  # which of the paper's numbers that rests on
 
 
-def paper_ordering(metric: str, step: int, better: str) -> PaperOrdering:
-    """The paper's ordering of PAIR on `metric`: at `step` when the paper reports both there, else its majority."""
+def paper_ordering(metric: str, step: int | None, better: str, systems: Sequence[str]) -> PaperOrdering:
+    """The paper's best of `systems` (paper system names) on `metric`: at `step` when the paper reports them all
+    there, else the one best at most of the steps where the paper reports them all."""
     values = PAPER_VALUES[metric]
-    shared = sorted(set(values[PAIR[0]]) & set(values[PAIR[1]]))
+    systems = [s for s in dict.fromkeys(systems) if s in values]
+    shared = sorted(set.intersection(*(set(values[s]) for s in systems))) if systems else []
 
-    def winner_at(s: int) -> str | None:
-        a, b = values[PAIR[0]][s], values[PAIR[1]][s]
-        if a == b:
-            return None
-        return PAIR[0] if (a < b) == (better == "lower") else PAIR[1]
+    def winner_at(at: int) -> str | None:
+        by_system = {s: values[s][at] for s in systems}
+        best = (min if better == "lower" else max)(by_system.values())
+        winners = [s for s, v in by_system.items() if v == best]
+        return winners[0] if len(winners) == 1 else None
 
     if step in shared:
-        return PaperOrdering(winner_at(step), f"at {_step_text(step)} steps in the paper")
-    wins = {name: [s for s in shared if winner_at(s) == name] for name in PAIR}
-    first, second = sorted(PAIR, key=lambda name: -len(wins[name]))
-    steps = ", ".join(_step_text(s) for s in wins[first])
-    if len(wins[first]) == len(wins[second]):
+        return PaperOrdering(winner_at(step), f"at {step_text(step)} steps in the paper")
+    if not shared:
+        return PaperOrdering(None, "the paper reports these systems at no common step")
+    ranked = Counter(w for s in shared if (w := winner_at(s)) is not None).most_common()
+    if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
         return PaperOrdering(None, f"the paper has no majority over its {len(shared)} shared steps")
-    return PaperOrdering(first, f"at {len(wins[first])} of the paper's {len(shared)} shared steps ({steps})")
+    first, wins = ranked[0]
+    steps = ", ".join(step_text(s) for s in shared if winner_at(s) == first)
+    return PaperOrdering(first, f"at {wins} of the paper's {len(shared)} shared steps ({steps})")
 
 
 # ----------------------------------------------------------------------------------------------- comparisons
@@ -112,99 +163,181 @@ def format_value(entry: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class Comparison:
-    metric: str
-    title: str
-    step: int
-    verdict: str  # holds | reversed | cannot tell (paper metrics); better | cannot tell (the others)
-    winner: str | None  # the backbone better in this run, when sure
-    favoured: str | None  # the backbone the point estimates favour (sure or not)
-    paper: PaperOrdering | None
-    entries: tuple[dict[str, Any], dict[str, Any]]
-    confidence_text: str = "95%"
+class Member:
+    """One system of a comparison at one step: its label, the paper system it is (if any), its metric entry."""
 
-    def sentence(self, note: Callable[[str], str] = lambda reason: f" ({reason})") -> str:
-        """One sentence; `note(reason)` renders a not-computed or unreliable reason (a footnote mark in HTML)."""
-        a, b = self.entries
-        subject = f"{self.title} at step {self.step}"
-        if self.paper is not None:
-            if self.paper.winner is None:
-                claim = f"the paper's ordering ({self.paper.basis})"
-            else:
-                claim = f"the paper's ordering ({self.paper.winner} better, {self.paper.basis})"
-        else:
-            claim = None
-        problems = []
-        missing = [name for name, e in zip(PAIR, (a, b), strict=True) if not _computed(e)]
-        reasons = list(dict.fromkeys(str(e.get("reason", "")) for e in (a, b) if not _computed(e)))
-        if len(missing) == 2 and len(reasons) == 1:
-            problems.append(f"neither value was computed{note(reasons[0])}")
-        else:
-            problems += [f"{name}'s value was not computed{note(str(e.get('reason', '')))}"
-                         for name, e in zip(PAIR, (a, b), strict=True) if not _computed(e)]  # fmt: skip
-        flagged = [(name, str(e.get("warning") or "N too small")) for name, e in zip(PAIR, (a, b), strict=True)
-                   if _computed(e) and e.get("status") == UNRELIABLE]  # fmt: skip
-        if len(flagged) == 2 and flagged[0][1] == flagged[1][1]:
-            problems.append(f"both values are flagged unreliable{note(flagged[0][1])}")
-        else:
-            problems += [f"{name}'s value is flagged unreliable{note(warning)}" for name, warning in flagged]
-        values = ""
-        if not missing:
-            values = f" ({PAIR[0]} {format_value(a)} vs {PAIR[1]} {format_value(b)})"
-        favour = f"; the point estimates favour {self.favoured}" if self.favoured else ""
-        if self.verdict in ("holds", "reversed"):
-            how = "holds" if self.verdict == "holds" else f"is reversed: {self.winner} is better here"
-            return f"{subject}{values}: {claim} {how}; the {self.confidence_text} intervals do not overlap."
-        if self.verdict == "better":
-            return f"{subject}{values}: {self.winner} is better; the {self.confidence_text} intervals do not overlap."
-        if claim is not None and self.paper is not None and self.paper.winner is None:
-            why = "the paper itself gives no ordering"
-        elif problems:
-            why = "; ".join(problems)
-        elif any(not e.get("ci") or None in e.get("ci", []) for e in (a, b)):
-            why = "a value has no interval (fewer than 2 clips, or no bootstrap resamples)"
-        else:
-            why = f"the {self.confidence_text} intervals overlap"
-        what = f"cannot tell whether {claim} holds" if claim else "cannot tell which backbone is better"
-        return f"{subject}{values}: {what}: {why}{favour}."
+    label: str
+    paper_system: str | None
+    entry: dict[str, Any]
+    stand_in: bool = False  # the paper system's backbone at another size (report.paper_stand_ins)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The best of some members on one metric, and whether that is sure (see the module docstring)."""
+
+    labels: tuple[str, ...]
+    favoured: str | None  # the best point estimate (sure or not); None when fewer than 2 values or a tie
+    sure: bool
+    problems: tuple[tuple[str, str | None], ...]  # (text, note reason) why it is not sure
 
 
 def _computed(entry: dict[str, Any]) -> bool:
     return entry.get("status") in (OK, UNRELIABLE) and entry.get("value") is not None
 
 
-def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool | None:
-    ci_a, ci_b = a.get("ci"), b.get("ci")
-    if not ci_a or not ci_b or None in ci_a or None in ci_b:
-        return None
-    return not (ci_a[1] < ci_b[0] or ci_b[1] < ci_a[0])
+def _interval(entry: dict[str, Any]) -> tuple[float, float] | None:
+    ci = entry.get("ci")
+    return (float(ci[0]), float(ci[1])) if ci and None not in ci else None
 
 
-def compare(
-    headline: Headline, step: int, a: dict[str, Any], b: dict[str, Any], confidence: float = 0.95
-) -> Comparison:
-    """Compare PAIR's entries `a`, `b` of one metric at one step (see the module docstring for "sure")."""
-    better = next((e.get("better") for e in (a, b) if e.get("better")), headline.better) or "lower"
-    ordering = paper_ordering(headline.metric, step, better) if headline.metric in PAPER_VALUES else None
-    computed = _computed(a) and _computed(b)
+def _both(n: int, two: str, more: str) -> str:
+    return two if n == 2 else more
+
+
+def rank(members: Sequence[Member], better: str, confidence_text: str) -> Ranking:
+    labels = tuple(m.label for m in members)
+    computed = [m for m in members if _computed(m.entry)]
     favoured = None
-    if computed and a["value"] != b["value"]:
-        favoured = PAIR[0] if (a["value"] < b["value"]) == (better == "lower") else PAIR[1]
-    sure = computed and all(e.get("status") != UNRELIABLE for e in (a, b)) and _overlap(a, b) is False
-    if sure and ordering is not None and ordering.winner is not None:
-        verdict = "holds" if favoured == ordering.winner else "reversed"
-    elif sure and ordering is None:
-        verdict = "better"
+    if len(computed) >= 2:
+        sign = 1.0 if better == "lower" else -1.0
+        best = min(sign * float(m.entry["value"]) for m in computed)
+        leaders = [m for m in computed if sign * float(m.entry["value"]) == best]
+        favoured = leaders[0].label if len(leaders) == 1 else None
+    problems: list[tuple[str, str | None]] = []
+    missing = [m for m in members if not _computed(m.entry)]
+    reasons = list(dict.fromkeys(str(m.entry.get("reason", "")) for m in missing))
+    if missing and len(missing) == len(members) and len(reasons) == 1:
+        problems.append((_both(len(members), "neither value was computed", "no value was computed"), reasons[0]))
     else:
-        verdict = "cannot tell"
+        problems += [(f"{m.label}'s value was not computed", str(m.entry.get("reason", ""))) for m in missing]
+    flagged = [(m.label, str(m.entry.get("warning") or "N too small")) for m in computed
+               if m.entry.get("status") == UNRELIABLE]  # fmt: skip
+    if len(flagged) >= 2 and len(flagged) == len(members) and len({w for _, w in flagged}) == 1:
+        every = _both(len(flagged), "both values are", "all values are")
+        problems.append((f"{every} flagged unreliable", flagged[0][1]))
+    else:
+        problems += [(f"{label}'s value is flagged unreliable", warning) for label, warning in flagged]
+    if not problems and favoured is None and len(computed) >= 2:
+        problems.append(("the best values are tied", None))
+    if not problems and favoured is not None:
+        intervals = {m.label: _interval(m.entry) for m in computed}
+        best_interval = intervals[favoured]
+        if best_interval is None or any(interval is None for interval in intervals.values()):
+            problems.append(("a value has no interval (fewer than 2 clips, or no bootstrap resamples)", None))
+        else:
+            low, high = best_interval
+            overlapping = [
+                label
+                for label, interval in intervals.items()
+                if label != favoured and interval is not None and not (high < interval[0] or interval[1] < low)
+            ]
+            if overlapping:
+                text = f"the {confidence_text} intervals of {favoured} and {', '.join(overlapping)} overlap"
+                problems.append((text, None))
+    return Ranking(labels, favoured, favoured is not None and not problems, tuple(problems))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    metric: str
+    title: str
+    step: int | None  # None: systems without checkpoint steps (baselines) only
+    verdict: str  # holds | reversed | cannot tell (paper metrics); better | cannot tell (the others)
+    winner: str | None  # the system better in this run, when sure
+    favoured: str | None  # the system the point estimates favour (sure or not)
+    paper: PaperOrdering | None
+    members: tuple[Member, ...]
+    overall: Ranking  # over every member
+    paper_ranking: Ranking | None = None  # over the paper's systems only (when the paper orders them)
+    confidence_text: str = "95%"
+
+    @property
+    def entries(self) -> tuple[dict[str, Any], ...]:
+        return tuple(m.entry for m in self.members)
+
+    def _paper_label(self, paper_system: str) -> str:
+        ours = next((m for m in self.members if m.paper_system == paper_system), None)
+        if ours is None:
+            return paper_system
+        if ours.stand_in:
+            return f"{paper_system} (ours: {ours.label}, a stand-in at another size)"
+        return paper_system if ours.label == paper_system else f"{paper_system} (ours: {ours.label})"
+
+    def sentence(self, note: Callable[[str], str] = lambda reason: f" ({reason})") -> str:
+        """One sentence; `note(reason)` renders a not-computed or unreliable reason (a footnote mark in HTML)."""
+        subject = self.title if self.step is None else f"{self.title} at step {self.step}"
+        shown = [f"{m.label} {format_value(m.entry)}" for m in self.members if _computed(m.entry)]
+        values = f" ({' vs '.join(shown)})" if shown else ""
+
+        def why(ranking: Ranking) -> str:
+            return "; ".join(text + (note(reason) if reason else "") for text, reason in ranking.problems)
+
+        def favour(ranking: Ranking) -> str:
+            return f"; the point estimates favour {ranking.favoured}" if ranking.favoured else ""
+
+        overall = self.overall
+        n = len(self.members)
+        sure_text = f"{self.confidence_text} intervals do not overlap"
+        if self.paper is not None and self.paper_ranking is not None:
+            if self.paper.winner is None:
+                claim = f"the paper's ordering ({self.paper.basis})"
+            else:
+                claim = f"the paper's ordering ({self._paper_label(self.paper.winner)} better, {self.paper.basis})"
+            if self.verdict == "holds":
+                text = f"{subject}{values}: {claim} holds; the {self.confidence_text} intervals do not overlap."
+            elif self.verdict == "reversed":
+                text = (
+                    f"{subject}{values}: {claim} is reversed: {self.winner} is better here; the "
+                    f"{self.confidence_text} intervals do not overlap."
+                )
+            else:
+                reason = "the paper itself gives no ordering" if self.paper.winner is None else why(self.paper_ranking)
+                text = f"{subject}{values}: cannot tell whether {claim} holds: {reason}{favour(self.paper_ranking)}."
+            if len(self.paper_ranking.labels) < n and shown:  # more systems than the paper's: the best of all
+                if overall.sure:
+                    text += f" Best of all {n}: {overall.favoured}; its interval overlaps no other."
+                else:
+                    text += f" Best of all {n}: cannot tell: {why(overall)}{favour(overall)}."
+            return text
+        if self.verdict == "better":
+            if n == 2:
+                return f"{subject}{values}: {self.winner} is better; the {sure_text}."
+            return (
+                f"{subject}{values}: {self.winner} is the best of {n}; its {self.confidence_text} interval overlaps "
+                "no other."
+            )
+        what = "which system is better" if n == 2 else f"which of the {n} systems is best"
+        return f"{subject}{values}: cannot tell {what}: {why(overall)}{favour(overall)}."
+
+
+def compare(headline: Headline, step: int | None, members: Sequence[Member], confidence: float = 0.95) -> Comparison:
+    """Compare `members` (2 or more systems) on one metric at one step (see the module docstring for "sure")."""
+    members = tuple(members)
+    better = next((m.entry.get("better") for m in members if m.entry.get("better")), headline.better) or "lower"
+    confidence_text = f"{confidence:.0%}"
+    overall = rank(members, better, confidence_text)
+    # the paper's systems among the members: the first member that is each paper system
+    paper_members: dict[str, Member] = {}
+    for member in members:
+        if member.paper_system and member.paper_system in PAPER_VALUES.get(headline.metric, {}):
+            paper_members.setdefault(member.paper_system, member)
+    ordering, paper_ranking = None, None
+    if len(paper_members) >= 2:
+        ordering = paper_ordering(headline.metric, step, better, list(paper_members))
+        paper_ranking = rank(list(paper_members.values()), better, confidence_text)
+    if ordering is not None and paper_ranking is not None:
+        favoured = paper_ranking.favoured
+        if paper_ranking.sure and ordering.winner is not None:
+            winner_label = paper_members[ordering.winner].label
+            verdict = "holds" if favoured == winner_label else "reversed"
+        else:
+            verdict = "cannot tell"
+    else:
+        favoured = overall.favoured
+        verdict = "better" if overall.sure else "cannot tell"
+    winner = favoured if verdict != "cannot tell" else None
     return Comparison(
-        headline.metric,
-        headline.title,
-        step,
-        verdict,
-        favoured if verdict != "cannot tell" else None,
-        favoured,
-        ordering,
-        (a, b),
-        f"{confidence:.0%}",
-    )
+        headline.metric, headline.title, step, verdict, winner, favoured, ordering, members, overall, paper_ranking,
+        confidence_text,
+    )  # fmt: skip

@@ -10,9 +10,22 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ssmttm.report.comparisons import ComparisonResult
 from ssmttm.report.html import Notes, audio_tag, esc, metric_cell, number, table
 from ssmttm.report.inputs import REFERENCE_RUN, Evaluation, Generated, System
-from ssmttm.report.paper import HEADLINES, PAIR, PAPER_SOURCE, PAPER_VALUES, Comparison, Headline, paper_value
+from ssmttm.report.paper import (
+    FAMILY_ORDER,
+    HEADLINES,
+    PAPER_SOURCE,
+    PAPER_SYSTEMS,
+    PAPER_VALUES,
+    PAPER_VARIANT,
+    Comparison,
+    Headline,
+    metric_family,
+    paper_value,
+)
+from ssmttm.report.runs import BASELINE, RunInfo
 
 REFERENCE_LABELS = {
     "original": "reference (original clip)",
@@ -23,6 +36,7 @@ REFERENCE_LABELS = {
 PAPER_HEADLINES = [h for h in HEADLINES if h.metric in PAPER_VALUES]
 OTHER_HEADLINES = [h for h in HEADLINES if h.metric not in PAPER_VALUES]
 PAIRED_MEASURES = ("dyncorr", "log_mel_l1_db", "mel_distance")  # of each reconstruction against its reference clip
+VERDICTS = ("holds", "reversed", "better", "cannot tell")
 
 
 def reference_label(variant: str) -> str:
@@ -35,7 +49,8 @@ def _link(anchor: str, text: str) -> str:
 
 def contents() -> str:
     links = [
-        ("ordering", "Paper's ordering"),
+        ("comparisons", "Comparisons"),
+        ("runs", "Runs"),
         ("table", "Paper-style table"),
         ("figures", "Figures"),
         ("all-metrics", "All metrics"),
@@ -55,7 +70,7 @@ def intro(generated: Generated, evaluation: Evaluation, table_variant: str) -> s
     boot = evaluation.data.get("bootstrap") or {}
     counts = sorted({s.n_ok for s in generated.systems})
     return (
-        f"<p>Backbones: {esc(', '.join(generated.backbones()) or 'none')}; checkpoint steps: "
+        f"<p>Runs: {esc(', '.join(generated.runs()) or 'none')}; checkpoint steps: "
         f"{esc(', '.join(map(str, steps)) or 'none')}; variants: {esc(', '.join(variants) or 'none')} "
         f"(the paper-style table shows <code>{esc(table_variant)}</code>, the paper's two-stage systems); clips per "
         f"set: {esc(', '.join(map(str, counts)) or '0')}.</p>"
@@ -70,27 +85,109 @@ def intro(generated: Generated, evaluation: Evaluation, table_variant: str) -> s
     )
 
 
-# ----------------------------------------------------------------------------------------------- ordering sentences
+# ----------------------------------------------------------------------------------------------- comparisons
 
 
-def ordering_section(comparisons: list[Comparison], problem: str | None, notes: Notes) -> str:
-    parts = ['<h2 id="ordering">Does the paper\'s ordering of prefix_simba and cross_transformer hold?</h2>']
-    parts.append(f'<p class="small">Paper values: {esc(PAPER_SOURCE)}.</p>')
-    if problem:
-        return "".join(parts) + f"<p>{esc(problem)}</p>"
-    for title, chosen in (
-        ("The paper's metrics", [c for c in comparisons if c.paper is not None]),
-        ("Other metrics (the paper reports no ordering; which backbone is better here)", [
-            c for c in comparisons if c.paper is None
-        ]),
-    ):  # fmt: skip
-        items = []
-        for comparison in chosen:
-            css = {"holds": "holds", "reversed": "reversed", "better": "better"}.get(comparison.verdict, "cannot")
-            sentence = _sentence_html(comparison, notes)
-            items.append(f'<li class="verdict-{css}"><b>{esc(comparison.verdict)}</b>: {sentence}</li>')
-        parts.append(f"<h3>{esc(title)}</h3><ul class=sentences>{''.join(items) or '<li>none</li>'}</ul>")
+def runs_section(runs: Mapping[str, RunInfo], generated: Generated) -> str:
+    """Each run and baseline of params: backbone, size, the paper system it is, the LR schedule it followed."""
+    parts = ['<h2 id="runs">Runs</h2>']
+    if not runs:
+        parts.append(
+            "<p>No params with <code>runs</code> were given (pass <code>--params</code>): backbones, sizes and "
+            "learning-rate schedules are unknown, and no run is matched with the paper's systems.</p>"
+        )
+        return "".join(parts)
+    parts.append(
+        "<p>From params <code>runs</code> and <code>baselines</code>. A run is the paper's system when it has that "
+        "system's backbone at the paper's size (PAPER.md 4: "
+        + ", ".join(f"{esc(n)} {p.n_layers} blocks x {p.d_model}, {p.n_codebooks} codebook" for n, p in
+                    PAPER_SYSTEMS.items())
+        + "); only then do the paper's values sit beside its two-stage numbers.</p>"
+    )  # fmt: skip
+    generated_runs = set(generated.runs())
+    rows = []
+    for info in runs.values():
+        kind = "baseline" if info.kind == BASELINE else "run"
+        made = "" if info.name in generated_runs else ' <span class="nc">no clips generated</span>'
+        rows.append([
+            f"<code>{esc(info.name)}</code>{made}", esc(kind), esc(info.backbone or "—"), esc(info.size),
+            esc(info.paper_text()), esc(info.schedule_text()), esc(info.description or ""),
+        ])  # fmt: skip
+    parts.append(table(["name", "kind", "backbone", "size", "paper system", "learning-rate schedule", "about"], rows))
     return "".join(parts)
+
+
+def comparisons_section(results: list[ComparisonResult], notes: Notes) -> str:
+    parts = ['<h2 id="comparisons">Comparisons</h2>']
+    parts.append(
+        f'<p class="small">Paper values: {esc(PAPER_SOURCE)}. Per metric and step: the best point estimate, and '
+        "whether that is sure (every value computed, none flagged, the best one's interval overlapping no other); "
+        "where two of the systems are the paper's systems, whether the paper's ordering of them holds.</p>"
+    )
+    for index, result in enumerate(results, 1):
+        parts.append(_comparison_html(result, f"comparison-{index}", notes))
+    return "".join(parts)
+
+
+def _system_rows(result: ComparisonResult) -> list[list[str]]:
+    rows = []
+    for system in result.systems:
+        info = system.info
+        if system.not_run is not None:
+            shown = f'<span class="nc">not run</span>: {esc(system.not_run)}'
+        elif system.stepped:
+            steps = sorted(s for s in system.sets if s is not None)
+            shown = f"{len(steps)} checkpoint(s): {esc(', '.join(map(str, steps)))}"
+        else:
+            shown = "no checkpoint steps: compared at every step"
+        rows.append([
+            f"<code>{esc(system.label)}</code>", esc(info.backbone if info and info.backbone else "—"),
+            esc(info.size if info else "not in params"), esc(system.variant or "—"),
+            esc(info.paper_text() if info and system.paper_system else "—"), shown,
+            esc(info.schedule_text() if info else "unknown (not in params)"),
+        ])  # fmt: skip
+    return rows
+
+
+def _comparison_html(result: ComparisonResult, anchor: str, notes: Notes) -> str:
+    spec = result.spec
+    parts = [f'<h3 id="{esc(anchor)}">{esc(spec.title)}</h3>']
+    if spec.claim:
+        parts.append(f"<p>Claim: <i>{esc(spec.claim)}</i></p>")
+    parts.append(f"<p class=small>Variant <code>{esc(spec.variant)}</code> unless a system names its own.</p>")
+    header = ["system", "backbone", "size", "variant", "paper system", "in the evaluation", "learning-rate schedule"]
+    parts.append(table(header, _system_rows(result)))
+    if result.schedule_warning:
+        parts.append(f'<p class="warn">{esc(result.schedule_warning)}</p>')
+    if result.not_run:
+        names = ", ".join(s.label for s in result.not_run)
+        parts.append(f'<p class="warn">Not run: {esc(names)} (see the table): left out of every sentence below.</p>')
+    if result.steps_not_shared:
+        listed = "; ".join(f"{step}: {', '.join(labels)} only" for step, labels in result.steps_not_shared.items())
+        parts.append(f"<p class=small>Steps not every system has (not compared): {esc(listed)}.</p>")
+    if result.problem:
+        parts.append(f"<p>{esc(result.problem)}</p>")
+        return "".join(parts)
+    counts = {v: sum(c.verdict == v for c in result.comparisons) for v in VERDICTS}
+    parts.append("<p class=small>Verdicts: " + esc(", ".join(f"{n} {v}" for v, n in counts.items() if n)) + ".</p>")
+    paper_metrics = [c for c in result.comparisons if c.metric in PAPER_VALUES]
+    other = [c for c in result.comparisons if c.metric not in PAPER_VALUES]
+    parts.append("<h4>The paper's metrics (stable-audio-metrics family)</h4>")
+    parts.append(_sentences(paper_metrics, notes))
+    parts.append(
+        f"<details><summary>Other metrics ({len(other)} sentences: the paper reports no ordering; which system is "
+        f"better here)</summary>{_sentences(other, notes)}</details>"
+    )
+    return "".join(parts)
+
+
+def _sentences(comparisons: list[Comparison], notes: Notes) -> str:
+    items = []
+    for comparison in comparisons:
+        css = {"holds": "holds", "reversed": "reversed", "better": "better"}.get(comparison.verdict, "cannot")
+        sentence = _sentence_html(comparison, notes)
+        items.append(f'<li class="verdict-{css}"><b>{esc(comparison.verdict)}</b>: {sentence}</li>')
+    return f"<ul class=sentences>{''.join(items) or '<li>none</li>'}</ul>"
 
 
 def _sentence_html(comparison: Comparison, notes: Notes) -> str:
@@ -112,29 +209,49 @@ def _headline_header(headline: Headline) -> str:
     return f"{esc(headline.title)}{arrow}<br><code>{esc(headline.metric)}</code>"
 
 
-def paper_table(systems: list[System], evaluation: Evaluation, notes: Notes) -> str:
-    """Rows backbone x step: ours beside the paper's for FD / KL / CLAP, then the other headline metrics."""
-    header = ["backbone", "step"]
+def paper_runs(runs: Mapping[str, RunInfo], variant: str) -> dict[str, str]:
+    """{run: the paper system it is} for the runs whose `variant` sets are the paper's systems (two-stage only)."""
+    if variant != PAPER_VARIANT:
+        return {}
+    return {name: info.paper_system for name, info in runs.items() if info.paper_system is not None}
+
+
+def paper_table(
+    systems: list[System], evaluation: Evaluation, notes: Notes, runs: Mapping[str, RunInfo], variant: str
+) -> str:
+    """Rows run x step: ours beside the paper's for FD / KL / CLAP (stable-audio-metrics family) where the run is the
+    paper's system; grey rows: the paper's values at steps no run of that system has."""
+    header = ["run", "paper system", "step"]
     for headline in PAPER_HEADLINES:
         header += [f"{_headline_header(headline)}<br>ours", f"{esc(headline.paper_name)}<br>paper"]
     header += [_headline_header(h) for h in OTHER_HEADLINES] + ["clips"]
-    backbones = [b for b in PAIR if b in {s.run for s in systems} or b in PAPER_VALUES["fd_openl3"]]
-    backbones += sorted({s.run for s in systems} - set(backbones))
+    mapped = paper_runs(runs, variant)
+    order = list(runs) + sorted({s.run for s in systems} - set(runs))
     rows, classes = [], []
-    for backbone in backbones:
-        ours = {s.step: s for s in systems if s.run == backbone}
-        paper_steps = {step for metric in PAPER_VALUES.values() for step in metric.get(backbone, {})}
-        for step in sorted(set(ours) | paper_steps, key=lambda s: s if s is not None else -1):
-            system = ours.get(step)
-            entry = evaluation.set_of(backbone, step, system.variant) if system else None
-            row = [esc(backbone), esc(step)]
+    covered: dict[str, set[int]] = {paper: set() for paper in PAPER_SYSTEMS}  # steps where a run shows the paper's
+    for run in (r for r in order if r in {s.run for s in systems}):
+        for system in (s for s in systems if s.run == run):
+            paper = mapped.get(run) if system.variant == variant else None
+            entry = evaluation.set_of(run, system.step, system.variant)
+            label = esc(run) + ("" if system.variant == variant else f" <span class=n>{esc(system.variant)}</span>")
+            row = [label, esc(paper or "—"), esc(system.step if system.step is not None else "—")]
             for headline in PAPER_HEADLINES:
-                mine = metric_cell(evaluation.metric(entry, headline.metric), notes) if system else "no checkpoint"
-                row += [mine, number(paper_value(headline.metric, backbone, step))]
-            row += [metric_cell(evaluation.metric(entry, h.metric), notes) if system else "" for h in OTHER_HEADLINES]
-            row.append(_clip_count(system) if system else "")
+                row += [metric_cell(evaluation.metric(entry, headline.metric), notes),
+                        number(paper_value(headline.metric, paper, system.step))]  # fmt: skip
+            row += [metric_cell(evaluation.metric(entry, h.metric), notes) for h in OTHER_HEADLINES]
+            row.append(_clip_count(system))
             rows.append(row)
-            classes.append("" if system else "paper-only")
+            classes.append("")
+            if paper is not None and system.step is not None:
+                covered[paper].add(system.step)
+    for paper in PAPER_SYSTEMS:
+        steps = sorted({step for metric in PAPER_VALUES.values() for step in metric.get(paper, {})} - covered[paper])
+        for step in steps:
+            row = ["paper only", esc(paper), esc(step)]
+            for headline in PAPER_HEADLINES:
+                row += ["", number(paper_value(headline.metric, paper, step))]
+            rows.append(row + [""] * (len(OTHER_HEADLINES) + 1))
+            classes.append("paper-only")
     return table(header, rows, classes)
 
 
@@ -160,7 +277,7 @@ def full_metrics_table(evaluation: Evaluation, notes: Notes, cards_dir: str | No
     """Every metric (rows) of every set the evaluate stage wrote (columns), with links to the sets' cards."""
     sets: list[tuple[str, dict[str, Any]]] = [("reference", evaluation.reference)]
     sets += sorted((name, entry) for name, entry in evaluation.data.get("sets", {}).items())
-    header = ["metric"]
+    header = ["metric", "family"]
     for name, entry in sets:
         card = entry.get("card")
         label = esc(name).replace("/", "/<wbr>")
@@ -169,17 +286,18 @@ def full_metrics_table(evaluation: Evaluation, notes: Notes, cards_dir: str | No
             label += f'<br><a class=small href="{esc(cards_dir)}/{esc(markdown.removeprefix("cards/"))}">card</a>'
         header.append(label)
     rows = [
-        [f"<code>{esc(metric)}</code>"] + [metric_cell(evaluation.metric(entry, metric), notes) for _, entry in sets]
-        for metric in evaluation.metric_names()
+        [f"<code>{esc(metric)}</code>", esc(metric_family(metric))]
+        + [metric_cell(evaluation.metric(entry, metric), notes) for _, entry in sets]
+        for metric in sorted(evaluation.metric_names(), key=lambda m: (FAMILY_ORDER.index(metric_family(m)), m))
     ]
-    rows.append(["clips"] + [esc(entry.get("n_clips", "—")) for _, entry in sets])
+    rows.append(["clips", ""] + [esc(entry.get("n_clips", "—")) for _, entry in sets])
     return table(header, rows)
 
 
 def training_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
     keys = ("params", "steps", "flops", "last_loss", "last_val_loss", "best_val_loss")
     rows = [[esc(name)] + [number(values.get(k)) for k in keys] for name, values in sorted(summary.items())]
-    return table(["backbone", *keys], rows)
+    return table(["run", *keys], rows)
 
 
 def codec_section(codec: Mapping[str, Any] | None, evaluation: Evaluation, notes: Notes) -> str:

@@ -4,19 +4,24 @@
         --runs results/train_lm/prefix_simba results/train_lm/cross_transformer --lm-plot results/lm_plot \\
         --codec data/codec --out results/report
 
-Reads the `report` section and the global seed; `--runs`, `--lm-plot` and `--codec` are optional (their sections
-then say what to pass). Output (one atomic folder, portable: every link in it is relative):
+Reads the `report` section, the global seed, and the named runs and baselines of params (`runs`, `baselines`:
+backbone, size, learning-rate schedule, which of the paper's systems a run is); `--runs`, `--lm-plot` and `--codec`
+are optional (their sections then say what to pass). Output (one atomic folder, portable: every link is relative):
 
-    index.html                the page: whether the paper's ordering of prefix_simba and cross_transformer holds,
-                              the paper-style table (ours beside PAPER.md 8), the figures, every metric of every set,
-                              training and codec numbers, failures, audio players per caption, the listening test
+    index.html                the page: the comparisons of `report.comparisons` (ssmttm.report.comparisons) step by
+                              step with a verdict sentence per metric, whether the paper's ordering holds, the runs
+                              and their LR schedules, the paper-style table (ours beside PAPER.md 8), the figures,
+                              every metric of every set by family, training and codec numbers, failures, audio
+                              players per caption, the listening test
     figures/*.png             metrics against training steps; LM loss against steps and FLOPs
     audio/<set>/<caption>.wav the page's clips (copies of results/generate)
     cards/                    the evaluate stage's metric cards, linked from the full table
     listening/                the listening-test package (ssmttm.report.listening)
-    metrics.json              flat summary for `dvc metrics show`: headline metrics per set, verdict counts
-    comparisons.json          each ordering sentence with its verdict
-    plots/metrics_vs_steps.csv  long format (step, backbone, variant, metric, value, ci, status) for `dvc plots`
+    metrics.json              flat summary for `dvc metrics show`: headline metrics per set, verdict counts (all
+                              and per comparison), whether each comparison's runs followed one LR schedule
+    comparisons.json          each comparison: its systems (or why not run), schedule warning, and every sentence
+                              with its verdict
+    plots/metrics_vs_steps.csv  long format (step, run, variant, metric, value, ci, status) for `dvc plots`
     provenance.json
 """
 
@@ -27,7 +32,8 @@ import csv
 import io
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,7 @@ from ssmttm.errors import UserFacingError
 from ssmttm.evaluate.cards import slug
 from ssmttm.progress import progress
 from ssmttm.report import figures, listening, sections
+from ssmttm.report.comparisons import ComparisonResult, default_spec, parse_specs, run_comparison
 from ssmttm.report.html import Notes, esc, page
 from ssmttm.report.inputs import (
     REFERENCE_RUN,
@@ -47,7 +54,9 @@ from ssmttm.report.inputs import (
     read_generated,
     read_json_or_none,
 )
-from ssmttm.report.paper import HEADLINES, PAIR, Comparison, compare
+from ssmttm.report.paper import HEADLINES, Comparison
+from ssmttm.report.runs import RunInfo
+from ssmttm.report.runs import read_runs as read_run_infos
 
 log = logging.getLogger(__name__)
 
@@ -58,32 +67,27 @@ LOSS_PNG = "figures/loss_curves.png"
 
 @dataclass
 class ReportConfig:
-    table_variant: str = "two_stage"  # the variant of the paper-style table and the ordering sentences
+    table_variant: str = "two_stage"  # the variant of the paper-style table; the comparisons' default variant
     page_max_captions: int | None = None  # captions with audio players on the page (first by id); None = all
     listening_checkpoints: str = "last"  # last: each backbone's last checkpoint; all: every checkpoint
     listening_max_captions: int | None = None  # captions in the listening test (seeded choice); None = all
     listening_loudness_lufs: float | None = -23.0  # listening clips gain-normalised to this; None = as generated
+    # named comparisons ({title, systems: ["run" | "run:variant"...], variant, claim}: ssmttm.report.comparisons);
+    # empty: one comparison of every run and baseline
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    # run -> paper system: runs that stand in for the paper's system at another size (a scaled-down demo)
+    paper_stand_ins: dict[str, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- pieces
 
 
-def ordering_comparisons(systems: list[System], evaluation: Evaluation) -> tuple[list[Comparison], str | None]:
-    """The comparisons of PAIR at every step both have (paper metrics first), or why there are none."""
-    by_run = {name: {s.step: s for s in systems if s.run == name} for name in PAIR}
-    missing = [name for name in PAIR if not by_run[name]]
-    if missing:
-        return [], f"This run has no {' or '.join(missing)} systems of the table's variant: nothing to compare."
-    steps = sorted(set(by_run[PAIR[0]]) & set(by_run[PAIR[1]]) - {None})
-    if not steps:
-        return [], f"{PAIR[0]} and {PAIR[1]} share no checkpoint step in this run: nothing to compare step by step."
-    comparisons = []
-    for headline in (h for h in HEADLINES if h.better is not None):
-        for step in steps:
-            a, b = (by_run[name][step] for name in PAIR)
-            entries = [evaluation.metric(evaluation.set_of(s.run, s.step, s.variant), headline.metric) for s in (a, b)]
-            comparisons.append(compare(headline, step, entries[0], entries[1], evaluation.confidence))
-    return comparisons, None
+def comparison_results(
+    cfg: ReportConfig, evaluation: Evaluation, runs: Mapping[str, RunInfo], generated: Generated
+) -> list[ComparisonResult]:
+    """Every comparison of `report.comparisons` (or the default one), resolved and compared step by step."""
+    specs = parse_specs(cfg.comparisons, cfg.table_variant) or [default_spec(runs, evaluation, cfg.table_variant)]
+    return [run_comparison(spec, evaluation, runs, generated) for spec in specs]
 
 
 def copy_page_audio(generated: Generated, captions: list[str], out: Path) -> dict[tuple[str, str], str]:
@@ -107,20 +111,36 @@ def _scalar(entry: dict[str, Any]) -> dict[str, Any]:
     return {"value": entry.get("value"), "ci_low": ci[0], "ci_high": ci[1], "status": entry.get("status")}
 
 
+def _verdict_counts(comparisons: list[Comparison]) -> dict[str, int]:
+    return {v.replace(" ", "_"): sum(c.verdict == v for c in comparisons) for v in sections.VERDICTS}
+
+
 def flat_metrics(
-    generated: Generated, evaluation: Evaluation, comparisons: list[Comparison], listening_summary: dict[str, Any]
+    generated: Generated,
+    evaluation: Evaluation,
+    results: list[ComparisonResult],
+    listening_summary: dict[str, Any],
 ) -> dict[str, Any]:
-    """metrics.json: headline metrics of every set (value, interval, status), verdict counts, listening counts."""
+    """metrics.json: headline metrics of every set (value, interval, status), verdict counts (all comparisons, then
+    each), listening counts."""
     sets: dict[str, Any] = {}
     for system in [*generated.references.values(), *generated.systems]:
         entry = evaluation.set_of(system.run, system.step, system.variant)
         sets[system.name] = {"n_clips": system.n_ok}
         for headline in HEADLINES:
             sets[system.name][headline.metric] = _scalar(evaluation.metric(entry, headline.metric))
-    verdicts = {v: sum(c.verdict == v for c in comparisons) for v in ("holds", "reversed", "better", "cannot tell")}
+    per_comparison = {
+        r.spec.title: {
+            **_verdict_counts(r.comparisons),
+            "not_run": len(r.not_run),
+            "same_lr_schedule": r.schedule_warning is None,
+        }
+        for r in results
+    }
     return {
         "sets": sets,
-        "ordering": {k.replace(" ", "_"): n for k, n in verdicts.items()},
+        "ordering": _verdict_counts([c for r in results for c in r.comparisons]),
+        "comparisons": per_comparison,
         "listening": {"items": listening_summary["n_items"], "trials": listening_summary["n_trials"]},
     }
 
@@ -128,7 +148,7 @@ def flat_metrics(
 def metrics_csv(systems: list[System], evaluation: Evaluation) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["step", "backbone", "variant", "metric", "value", "ci_low", "ci_high", "status"])
+    writer.writerow(["step", "run", "variant", "metric", "value", "ci_low", "ci_high", "status"])
     for headline in HEADLINES:
         for system in systems:
             entry = evaluation.metric(evaluation.set_of(system.run, system.step, system.variant), headline.metric)
@@ -140,15 +160,42 @@ def metrics_csv(systems: list[System], evaluation: Evaluation) -> str:
     return buffer.getvalue()
 
 
-def _comparison_record(comparison: Comparison) -> dict[str, Any]:
+def _sentence_record(comparison: Comparison) -> dict[str, Any]:
     return {
         "metric": comparison.metric,
         "step": comparison.step,
         "verdict": comparison.verdict,
         "winner": comparison.winner,
         "point_estimates_favour": comparison.favoured,
+        "best_of_all": {"favoured": comparison.overall.favoured, "sure": comparison.overall.sure},
         "paper": None if comparison.paper is None else asdict(comparison.paper),
+        "values": {m.label: _scalar(m.entry) for m in comparison.members},
         "sentence": comparison.sentence(),
+    }
+
+
+def _comparison_record(result: ComparisonResult) -> dict[str, Any]:
+    systems = []
+    for system in result.systems:
+        info = system.info
+        systems.append({
+            "system": system.label, "run": system.ref.run, "variant": system.variant,
+            "kind": info.kind if info else None, "backbone": info.backbone if info else None,
+            "paper_system": system.paper_system, "stand_in": bool(info and info.stand_in and system.paper_system),
+            "steps": sorted(s for s in system.sets if s is not None),
+            "lr_schedule": info.schedule_text() if info else None, "not_run": system.not_run,
+        })  # fmt: skip
+    return {
+        "title": result.spec.title,
+        "claim": result.spec.claim,
+        "variant": result.spec.variant,
+        "systems": systems,
+        "steps": result.steps,
+        "steps_not_shared": {str(step): labels for step, labels in result.steps_not_shared.items()},
+        "schedule_warning": result.schedule_warning,
+        "problem": result.problem,
+        "verdicts": _verdict_counts(result.comparisons),
+        "sentences": [_sentence_record(c) for c in result.comparisons],
     }
 
 
@@ -162,8 +209,8 @@ class PageContent:
     generated: Generated
     evaluation: Evaluation
     cfg: ReportConfig
-    comparisons: list[Comparison]
-    comparison_problem: str | None  # why there is no comparison at all
+    comparisons: list[ComparisonResult]
+    runs: dict[str, RunInfo]  # the named runs and baselines of params
     audio_paths: dict[tuple[str, str], str]  # (set name, caption id) -> path relative to the page
     captions: list[str]  # caption ids with players on the page
     listening: dict[str, Any]
@@ -184,24 +231,28 @@ def build_report(
     lm_plot: str | Path | None = None,
     codec: str | Path | None = None,
     section: dict[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the report folder `out`; return its metrics.json content."""
+    """Write the report folder `out`; return its metrics.json content. `runs` are train-lm run folders (loss curves);
+    `params` (the whole params dict) gives the named runs and baselines: backbone, size, LR schedule."""
     if cfg.listening_checkpoints not in ("last", "all"):
         raise UserFacingError(f"report.listening_checkpoints = {cfg.listening_checkpoints!r}: use last or all")
     generated = read_generated(list(generated_folders))
     evaluation = read_evaluation(evaluate)
     codec_metrics = read_json_or_none(codec)
     lm_summary = read_json_or_none(lm_plot)
+    run_infos = read_run_infos(params, cfg.paper_stand_ins)
     table_systems = [s for s in generated.systems if s.variant == cfg.table_variant]
     if not table_systems and generated.systems:
         found = sorted({s.variant for s in generated.systems})
         log.warning("no generated set of variant %r (found %s): the paper-style table is empty", cfg.table_variant,
                     found)  # fmt: skip
-    comparisons, problem = ordering_comparisons(table_systems, evaluation)
+    results = comparison_results(cfg, evaluation, run_infos, generated)
     captions = list(generated.captions())[: cfg.page_max_captions]
     with atomic_dir(out) as tmp:
         (tmp / "figures").mkdir()
-        figures.metrics_vs_steps(generated.systems, evaluation, HEADLINES, tmp / METRICS_PNG)
+        paper_runs = sections.paper_runs(run_infos, cfg.table_variant)
+        figures.metrics_vs_steps(generated.systems, evaluation, HEADLINES, tmp / METRICS_PNG, paper_runs)
         if runs:
             figures.loss_curves(list(runs), tmp / LOSS_PNG)
             if lm_summary is None:
@@ -223,13 +274,13 @@ def build_report(
         )
         inputs = _inputs(generated, evaluation, runs, lm_plot, codec)
         content = PageContent(
-            generated, evaluation, cfg, comparisons, problem, copy_page_audio(generated, captions, tmp), captions,
+            generated, evaluation, cfg, results, run_infos, copy_page_audio(generated, captions, tmp), captions,
             listening_summary, inputs, cards_dir, lm_summary, codec_metrics, bool(runs),
         )  # fmt: skip
         write_text(tmp / INDEX, page("ssmttm report", _body(content, Notes())))
-        result = flat_metrics(generated, evaluation, comparisons, listening_summary)
+        result = flat_metrics(generated, evaluation, results, listening_summary)
         write_json(tmp / "metrics.json", result)
-        write_json(tmp / "comparisons.json", [_comparison_record(c) for c in comparisons])
+        write_json(tmp / "comparisons.json", [_comparison_record(r) for r in results])
         write_text(tmp / "plots/metrics_vs_steps.csv", metrics_csv(generated.systems, evaluation))
         write_provenance(
             tmp, "report", section if section is not None else asdict(cfg), seed, inputs=_input_hashes(inputs)
@@ -239,19 +290,22 @@ def build_report(
 
 def _body(content: PageContent, notes: Notes) -> str:
     generated, evaluation, variant = content.generated, content.evaluation, content.cfg.table_variant
+    table_systems = [s for s in generated.systems if s.variant == variant or s.step is None]
     reference_sets = [generated.references[v] for v in sorted(generated.references)]
     parts = [
         "<h1>ssmttm report: text-to-music with state-space language models</h1>",
         sections.contents(),
         sections.intro(generated, evaluation, variant),
-        sections.ordering_section(content.comparisons, content.comparison_problem, notes),
+        sections.comparisons_section(content.comparisons, notes),
+        sections.runs_section(content.runs, generated),
         '<h2 id="table">Paper-style table</h2>',
-        f"<p>Variant <code>{esc(variant)}</code>; ours beside the paper's values (PAPER.md 8) where the paper reports "
-        "that backbone and step (grey rows: the paper only).</p>",
-        sections.paper_table([s for s in generated.systems if s.variant == variant], evaluation, notes),
+        f"<p>Variant <code>{esc(variant)}</code> and the baselines; ours beside the paper's values (PAPER.md 8, FD / "
+        "KL / CLAP beside our stable-audio-metrics family) where the run is the paper's system (see Runs) and the "
+        "paper reports that step; grey rows: the paper only.</p>",
+        sections.paper_table(table_systems, evaluation, notes, content.runs, variant),
         "<h3>Other variants and the references</h3>",
         sections.systems_table(
-            [s for s in generated.systems if s.variant != variant] + reference_sets,
+            [s for s in generated.systems if s.variant != variant and s.step is not None] + reference_sets,
             evaluation,
             notes,
             lambda s: sections.reference_label(s.variant) if s.run == REFERENCE_RUN else s.label,
@@ -260,7 +314,7 @@ def _body(content: PageContent, notes: Notes) -> str:
         f'<p><img class="figure" src="{METRICS_PNG}" alt="metrics against training steps"></p>',
         f'<p><img class="figure" src="{LOSS_PNG}" alt="training loss against steps and FLOPs"></p>'
         if content.have_loss_curves
-        else "<p>No training runs given: pass <code>--runs results/train_lm/&lt;backbone&gt;...</code> for the loss "
+        else "<p>No training runs given: pass <code>--runs results/train_lm/&lt;run&gt;...</code> for the loss "
         "curves.</p>",
         '<h2 id="all-metrics">All metrics of every set</h2>',
         sections.full_metrics_table(evaluation, notes, content.cards_dir),
@@ -309,7 +363,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="DIR",
-        help="results/generate (one folder per backbone plus reference/), or `ssmttm generate --out` folders",
+        help="results/generate (one folder per run and baseline, plus reference/), or `ssmttm generate --out` folders",
     )
     parser.add_argument("--evaluate", required=True, help="the `ssmttm evaluate --out` folder (results/evaluate)")
     parser.add_argument("--runs", nargs="*", default=[], metavar="RUN_DIR", help="train-lm run folders (loss curves)")
@@ -332,7 +386,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         lm_plot=args.lm_plot,
         codec=args.codec,
         section=section,
+        params=params,
     )
     verdicts = ", ".join(f"{n} {k}" for k, n in result["ordering"].items() if n)
-    print(f"{args.out}/{INDEX}: {len(result['sets'])} sets; ordering: {verdicts or 'no comparison'}")
+    not_run = sum(c["not_run"] for c in result["comparisons"].values())
+    print(
+        f"{args.out}/{INDEX}: {len(result['sets'])} sets; {len(result['comparisons'])} comparison(s): "
+        f"{verdicts or 'no verdict'}" + (f"; {not_run} system(s) not run" if not_run else "")
+    )
     return 0

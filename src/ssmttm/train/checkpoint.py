@@ -8,7 +8,9 @@ files follow docs/ARTIFACTS.md:
   so `models.lm.load_lm(step_dir)` (generation) reads a training checkpoint directly.
 - `trainer_state.pt`: everything else of Lightning's checkpoint dict (optimizer and scheduler states, loop
   progress, callback states holding RNG states and the data position). Plain tensors and containers only: it is
-  read with `torch.load(weights_only=True)`, never unpickling code.
+  read with `torch.load(weights_only=True)`, never unpickling code. Its bytes depend only on the state's values
+  (`save_canonical`), so a run resumed from a checkpoint writes the files of an uninterrupted run and the DVC hash
+  of results/train_lm does not record whether training was interrupted.
 
 A folder is written under a temporary name and renamed into place (`artifacts.atomic_dir`), so a run killed while
 saving leaves the previous checkpoint as the latest complete one; older ones are pruned only after the new one is in
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
+import types
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -145,6 +149,46 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# ----------------------------------------------------------------------------------------------- canonical bytes
+
+
+class _MemoFreePickler(pickle.Pickler):
+    """A pickler without a memo ("fast" mode): every object is written in full where it occurs.
+
+    With a memo, an object met twice is written once and referenced after; which strings and containers are the
+    same object differs between a process that built its state and one that loaded it from a checkpoint (Lightning
+    keeps some loaded dicts), so equal states pickled to different bytes. Checkpoint states are trees (no cycles),
+    which is what fast mode requires; tensors sharing a storage are still stored once (torch's persistent ids).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fast = True
+
+
+# torch.save takes a `pickle_module` and uses only its Pickler class to write the data.
+_MEMO_FREE_PICKLE = types.SimpleNamespace(Pickler=_MemoFreePickler, __name__="ssmttm_memo_free_pickle")
+
+
+def _fresh_tree(value: Any) -> Any:
+    """The same values in fresh containers and fresh contiguous CPU tensors: no storage shared between tensors,
+    no views into larger storages, whatever the optimizer or a checkpoint load left in place."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True).contiguous()
+    if isinstance(value, dict):
+        return type(value)((key, _fresh_tree(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return [_fresh_tree(item) for item in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_fresh_tree(item) for item in value)
+    return value
+
+
+def save_canonical(state: dict[str, Any], path: Path) -> None:
+    """torch.save whose bytes depend only on the values of `state` (tensors, containers, numbers, strings)."""
+    torch.save(_fresh_tree(state), path, pickle_module=_MEMO_FREE_PICKLE)
+
+
 # ----------------------------------------------------------------------------------------------- Lightning plugin
 
 
@@ -175,7 +219,7 @@ class StepFolderIO(CheckpointIO):
         with atomic_dir(path) as tmp:
             save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
             (tmp / CONFIG_FILE).write_text(canonical_json(config) + "\n")
-            torch.save(state, tmp / TRAINER_STATE_FILE)
+            save_canonical(state, tmp / TRAINER_STATE_FILE)
             sync_to_disk(*(tmp / name for name in (WEIGHTS_FILE, CONFIG_FILE, TRAINER_STATE_FILE)))
         sync_to_disk(path.parent)  # the rename: pruning may delete the previous checkpoint next
         log.info("checkpoint %s", path)

@@ -19,7 +19,6 @@ LR_SCHEDULES = ("as_written", "as_run")  # train.schedule: per optimizer step (i
 
 @dataclass
 class TrainConfig:
-    also_train: tuple[str, ...] = ()  # extra backbones the workflow trains beside lm.backbone (lm_all)
     # optimisation
     batch_size: int = 4  # clips per micro-batch and device
     accumulate_grad_batches: int = 32  # micro-batches per optimizer step: 4 x 32 = 128 clips
@@ -55,7 +54,6 @@ class TrainConfig:
     max_hours: float = 1.0  # wall-clock budget requested from the scheduler (Snakemake runtime resource)
 
     def __post_init__(self) -> None:
-        self.also_train = tuple(self.also_train)
         self.keep_weights_at_steps = tuple(sorted(set(self.keep_weights_at_steps)))
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         positive = (

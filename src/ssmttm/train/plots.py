@@ -3,18 +3,19 @@
     ssmttm lm-plot --params params.yaml --runs results/train_lm/prefix_simba results/train_lm/cross_transformer \\
         --out results/lm_plot
 
-Reads each run folder's `metrics.json` (backbone, parameter count) and `history.jsonl` (one row per logged step:
+Reads each run folder's `metrics.json` (run name, backbone, parameter count) and `history.jsonl` (one row per logged step:
 `step`, `loss`, `flops`, and `val_loss` on validation rows); no params section. Writes the folder `--out` whole
 (atomically):
 
     loss_curves.png   loss against optimizer steps and against training FLOPs (6 N D, log x); dashed = validation.
-                      The FLOPs panel is the paper's efficiency view: at equal compute, which backbone is lower
-    metrics.json      {backbone: {best_val_loss, last_val_loss, last_loss, steps, params, flops}}
-    train_loss.csv    step,backbone,loss: training loss per run and logged step (`dvc plots` overlays the backbones)
-    val_loss.csv      step,backbone,val_loss: the same for the validation loss
+                      The FLOPs panel is the paper's efficiency view: at equal compute, which run is lower
+    metrics.json      {run: {best_val_loss, last_val_loss, last_loss, steps, params, flops}}
+    train_loss.csv    step,run,loss: training loss per run and logged step (`dvc plots` overlays the runs)
+    val_loss.csv      step,run,val_loss: the same for the validation loss
     provenance.json   the runs and the sha256 of the files read
 
-Runs are named by backbone (the run folder's name when two runs share one) and sorted by name; numbers are written
+Runs are named by their run name (params `runs`; the folder's name for runs written before named runs, or when two
+share one) and sorted by name; numbers are written
 as Python's shortest round-trip repr and the PNG without a software tag, so the same runs give the same bytes.
 """
 
@@ -52,14 +53,14 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["flops"], r["loss"]) for r in rows if "loss" in r]
     val = [(r["step"], r["flops"], r["val_loss"]) for r in rows if "val_loss" in r]
-    name = metrics.get("backbone") or run_dir.name
+    name = metrics.get("run") or run_dir.name  # the run's name (runs written before named runs: their folder's)
     return {"name": name, "dir": run_dir, "metrics": metrics, "train": train, "val": val}
 
 
 def read_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
-    """The runs, sorted by name; runs sharing a backbone are named by their folder (or its path) instead."""
+    """The runs, sorted by name; runs sharing a name are named by their folder (or its path) instead."""
     if not run_dirs:
-        raise UserFacingError("no runs given to plot; pass --runs results/train_lm/<backbone> ...")
+        raise UserFacingError("no runs given to plot; pass --runs results/train_lm/<run> ...")
     runs = [read_run(d) for d in run_dirs]
     for attempt in (lambda r: r["dir"].name, lambda r: str(r["dir"])):
         names = [r["name"] for r in runs]
@@ -81,12 +82,12 @@ def _number(value: float | None) -> str:
 
 
 def long_csv(runs: list[dict[str, Any]], series: str, column: str) -> str:
-    """`step,backbone,<column>`: one row per run and logged step, runs in name order, steps ascending.
+    """`step,run,<column>`: one row per run and logged step, runs in name order, steps ascending.
 
-    Long rather than one column per run, so that the DVC plot (template .dvc/plots/by_backbone.json, colour by
-    `backbone`) overlays whichever backbones ran without dvc.yaml naming them.
+    Long rather than one column per run, so that the DVC plot (template .dvc/plots/by_run.json, colour by `run`)
+    overlays whichever runs ran without dvc.yaml naming them.
     """
-    lines = [f"step,backbone,{column}"]
+    lines = [f"step,run,{column}"]
     for run in runs:
         lines += [f"{step},{run['name']},{_number(loss)}" for step, _, loss in sorted(run[series])]
     return "\n".join(lines) + "\n"
@@ -129,7 +130,7 @@ def plot_loss_curves(runs: list[dict[str, Any]], out_path: str | Path) -> Path:
         ax.set_ylabel("cross-entropy (summed over codebooks)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("LM training loss per backbone")
+    fig.suptitle("LM training loss per run")
     out_path = Path(out_path)
     # No "Software" text chunk (the matplotlib version): the bytes depend on the runs only.
     fig.savefig(out_path, format="png", dpi=120, metadata={"Software": None})

@@ -1,14 +1,15 @@
-"""`ssmttm train-lm`: train one LM backbone on the token shards with PyTorch Lightning.
+"""`ssmttm train-lm`: train one named LM run on the token shards with PyTorch Lightning.
 
     ssmttm text-cache --params params.yaml --shards data/tokenize --out data/text_cache   # once, shared
     ssmttm train-lm --params params.yaml --shards data/tokenize --text-cache data/text_cache \\
-        --backbone prefix_simba --out results/train_lm/prefix_simba
+        --run prefix_simba_small --out results/train_lm/prefix_simba_small
 
-Reads the sections `lm`, `text`, `train_lm` and `seed`; `lm` and `train_lm` as resolved for --backbone (its entries
-of `per_backbone` applied, pipeline.run_sections), so each backbone trains at its own depth and step budget. Hardware
-comes from params only: `train_lm.accelerator/devices/num_nodes/strategy/precision` are Lightning's own arguments.
+Reads the sections `lm`, `text`, `train_lm`, `runs` and `seed`; `lm` and `train_lm` as resolved for --run (its
+`runs` entry applied: the backbone and its own overrides, pipeline.run_sections), so each run trains its backbone at
+its own depth, codebooks and step budget. Hardware comes from params only: `train_lm.accelerator/devices/num_nodes/
+strategy/precision` are Lightning's own arguments.
 
-The run folder (RUN_DIR, default results/train_lm/<backbone>):
+The run folder (RUN_DIR, default results/train_lm/<run>):
 
     run.json          run key, data fingerprint, model summary (params, FLOPs per token, world size, ...)
     step-NNNNNNN/     checkpoints (model.safetensors, config.json, trainer_state.pt)
@@ -52,8 +53,7 @@ from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.data.shards import MANIFEST_FILE
 from ssmttm.errors import UserFacingError
 from ssmttm.models.lm import CONFIG_FILE, LMConfig, resolve_d_text
-from ssmttm.models.registry import backbone_names
-from ssmttm.pipeline import run_sections
+from ssmttm.pipeline import run_names, run_sections
 from ssmttm.text.encoder import TextConfig
 from ssmttm.train.checkpoint import StepFolderIO, latest_checkpoint
 from ssmttm.train.config import TrainConfig
@@ -90,7 +90,7 @@ RESUME_FREE_KEYS = {
     "val_every",
     "val_batches",
     "max_hours",
-    "also_train",
+    "also_train",  # in the config.json of checkpoints written before named runs (`runs`) replaced it
     "num_workers",
     "num_threads",
 }
@@ -106,9 +106,9 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def backbone_configs(params: dict[str, Any], backbone: str) -> tuple[LMConfig, TrainConfig]:
-    """The LM and training configs of `backbone`'s run: `lm` and `train_lm` with its `per_backbone` entries applied."""
-    sections = run_sections(params, backbone)
+def run_configs(params: dict[str, Any], run: str) -> tuple[LMConfig, TrainConfig]:
+    """The LM and training configs of the named run `run`: `lm` and `train_lm` with its `runs` entry applied."""
+    sections = run_sections(params, run)
     return section_to_dataclass(LMConfig, sections["lm"]), section_to_dataclass(TrainConfig, sections["train_lm"])
 
 
@@ -295,13 +295,15 @@ def train_lm(
     seed: int,
     backbone: str | None = None,
     *,
+    run: str | None = None,
     resume: bool = True,
     text_cache_dir: str | Path | None = None,
     text_encoder: Any | None = None,
     callbacks: list[Any] | None = None,
     record_clip_ids: bool = False,
 ) -> dict[str, Any]:
-    """Train `backbone` (default lm_cfg.backbone) on the shards in `shards_dir`; returns the summary metrics.
+    """Train `backbone` (default lm_cfg.backbone) on the shards in `shards_dir`; returns the summary metrics. `run`
+    names the experiment in run.json and metrics.json (it is not part of the run key: the config is).
 
     See the module docstring for what happens to a run already in `out_dir`. `text_encoder` (anything with
     `encode`) replaces the configured encoder when the text cache is built (tests); `callbacks` are extra Lightning
@@ -355,6 +357,7 @@ def train_lm(
     module.record_clip_ids = record_clip_ids
     n_flops, n_params = flops_params(module.model), trainable_params(module.model)
     summary_extra = {
+        **({"run": run} if run is not None else {}),
         "backbone": lm_cfg.backbone,
         "params": n_params,
         "flops_params": n_flops,
@@ -420,13 +423,14 @@ def train_lm(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Train one LM backbone. A run already in --out with the same run key (config + data) is resumed, or, when "
+        "Train one named LM run (params `runs`: a backbone plus its own overrides). A run already in --out with the "
+        "same run key (config + data) is resumed, or, when "
         "finished, only has final/ and metrics.json rewritten; a run of another key is moved to "
         "<out>/previous/<key>/ and, if <out>/previous/<this key>/ exists, that run is moved back and continued."
     )
     parser.add_argument("--shards", default="data/tokenize", help="token shards folder (default: data/tokenize)")
-    parser.add_argument("--backbone", help="backbone to train (overrides lm.backbone)")
-    parser.add_argument("--out", help="run folder (default: results/train_lm/<backbone>)")
+    parser.add_argument("--run", help="the run of params `runs` to train (default: the only one, when there is one)")
+    parser.add_argument("--out", help="run folder (default: results/train_lm/<run>)")
     parser.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
@@ -442,13 +446,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    backbone = args.backbone or params["lm"]["backbone"]
-    if backbone not in backbone_names():
-        raise UserFacingError(f"--backbone {backbone!r} is not a backbone; valid: {', '.join(backbone_names())}")
-    lm_cfg, train_cfg = backbone_configs(params, backbone)
+    names = run_names(params)
+    run = args.run or (names[0] if len(names) == 1 else None)
+    if run not in names:
+        what = f"--run {args.run!r} is not a run of {args.params}" if args.run else f"{args.params} has several runs"
+        raise UserFacingError(f"{what}; pass --run with one of: {', '.join(names)}")
+    lm_cfg, train_cfg = run_configs(params, run)
     text_cfg = section_to_dataclass(TextConfig, params.get("text"))
     seed = int(params["seed"])
-    out = Path(args.out or f"results/train_lm/{backbone}")
+    out = Path(args.out or f"results/train_lm/{run}")
     metrics = train_lm(
         args.shards,
         lm_cfg,
@@ -456,12 +462,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         train_cfg,
         out,
         seed,
-        backbone=backbone,
+        run=run,
         resume=args.resume,
         text_cache_dir=args.text_cache,
     )
     if metrics:
-        summary = {k: metrics.get(k) for k in ("backbone", "steps", "first_loss", "last_loss", "best_val_loss")}
+        summary = {k: metrics.get(k) for k in ("run", "backbone", "steps", "first_loss", "last_loss", "best_val_loss")}
         timing_path = out / TIMING_FILE
         if timing_path.is_file():
             summary["tokens_per_s"] = json.loads(timing_path.read_text()).get("tokens_per_s")
