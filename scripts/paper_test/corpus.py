@@ -105,11 +105,11 @@ class Reference:
 
 REFERENCES = (
     Reference("q3Lk8vTz1aB", 4, "/m/05148p4,/m/04rlf", "['solo piano', 'slow tempo', 'calm', 'instrumental']",
-              "A calm solo piano piece at a slow tempo. The pianist plays soft sustained chords with a gentle melody "
-              "on top. There are no voices. This could be played in a quiet cafe.", 261.6, 72),
+              "A calm solo piano piece at 72 BPM in C major. The pianist plays soft sustained chords with a "
+              "gentle melody on top. There are no voices. This could be played in a quiet cafe.", 261.6, 72),
     Reference("Zp0-Wd4mE7c", 10, "/m/0glt670,/m/026t6,/m/04rlf", "['electronic beat', 'four on the floor', "
-              "'synth bass', 'energetic']", "An energetic electronic track with a four on the floor kick, a "
-              "pulsing synth bass and bright hi-hats. The mood is upbeat, fit for a dance floor.", 110.0, 128),
+              "'synth bass', 'energetic']", "An energetic electronic track at 128 BPM with a four on the floor "
+              "kick, a pulsing synth bass and bright hi-hats. The mood is upbeat, fit for a dance floor.", 110.0, 128),
     Reference("b7_Rn2kUfQs", 0, "/m/042v_gx,/m/0342h,/m/04rlf", "['acoustic guitar', 'strumming', 'folk', "
               "'warm']", "A warm folk tune played on an acoustic guitar with steady strumming and a simple bass "
               "line. The recording sounds intimate and relaxed.", 196.0, 96),
@@ -117,8 +117,8 @@ REFERENCES = (
               "'slow build']", "A dramatic string ensemble slowly builds tension with low cellos and rising "
               "violins, like the soundtrack of a film scene.", 130.8, 80),
     Reference("fT4kW8zLm0s", 2, "/m/03_d0,/m/018vs,/m/04rlf", "['jazz trio', 'walking bass', 'brushed drums', "
-              "'relaxing']", "A relaxing jazz trio: a walking upright bass, brushed drums and a piano playing "
-              "extended chords. The tempo is medium and the mood is laid back.", 146.8, 118),
+              "'relaxing']", "A relaxing jazz trio in F major: a walking upright bass, brushed drums and a "
+              "piano playing extended chords, about 118 BPM. The mood is laid back.", 146.8, 118),
     Reference("mN6vR3sYt8e", 8, "/m/05148p4,/m/0283d,/m/04rlf", "['synth pads', 'ambient', 'dreamy', "
               "'no drums']", "A dreamy ambient piece with slowly evolving synth pads and no drums. It sounds "
               "spacious and peaceful.", 220.0, 60, served=False),

@@ -44,6 +44,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("ssmttm.evaluate.stage", "metrics with intervals and cards for generated sets against references"),
     "report": ("ssmttm.report.stage", "one HTML page: the paper-style table, figures, audio and a listening test"),
     "preflight": ("ssmttm.preflight.cli", "check weights, inputs, disk, GPUs, network of a profile; print the plan"),
+    "remote-check": ("ssmttm.remote_check", "read back every dvc.lock object from a DVC remote; verify md5 and size"),
 }
 
 

@@ -298,6 +298,7 @@ def write_matrix(root: Path, repo_params: Path, n_captions: int = 2, seconds: fl
     full["train_lm"].update(max_steps=100_000, warmup_steps=500, schedule_steps=None)
     full["runs"] = MATRIX_RUNS
     full["baselines"] = MATRIX_BASELINES
-    full["report"] = {**full.get("report", {}), "comparisons": MATRIX_COMPARISONS, "listening_max_captions": 1}
+    demo_report = {k: v for k, v in full.get("report", {}).items() if k not in ("comparisons", "paper_stand_ins")}
+    full["report"] = {**demo_report, "comparisons": MATRIX_COMPARISONS, "listening_max_captions": 1}
     params_file.write_text(yaml.safe_dump(full, sort_keys=False))
     return {"generated": [generate], "evaluate": evaluate, "params": params_file}

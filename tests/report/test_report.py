@@ -190,9 +190,12 @@ def test_paper_values_follow_backbone_and_size_not_the_run_name(tmp_path, built)
     fd = next(c for c in comparison["sentences"] if (c["metric"], c["step"]) == ("fd_openl3_sam", 20_000))
     assert fd["verdict"] == "holds"  # the stand-in's ordering is tested, and the sentence says what it is
     assert "prefix_simba (ours: prefix_simba, a stand-in at another size) better" in fd["sentence"]
-    with pytest.raises(UserFacingError, match="needs the paper's backbone cross_transformer"):
-        bad = ReportConfig(paper_stand_ins={"prefix_simba": "cross_transformer"})
-        build_report(inputs["generated"], inputs["evaluate"], tmp_path / "bad", bad, 1234, params=small)
+    # a run that is no longer of the stand-in's kind (an experiment swapped its backbone) is just a run: the report
+    # still builds, says nothing about the paper's system for it, and the log says why
+    mismatched = ReportConfig(paper_stand_ins={"prefix_simba": "cross_transformer"})
+    build_report(inputs["generated"], inputs["evaluate"], tmp_path / "mismatch", mismatched, 1234, params=small)
+    (comparison,) = json.loads((tmp_path / "mismatch/comparisons.json").read_text())
+    assert comparison["systems"][0]["paper_system"] is None and not comparison["systems"][0]["stand_in"]
 
 
 def test_dvc_summaries(built):
@@ -425,3 +428,28 @@ def test_report_reads_what_the_evaluate_stage_writes(tmp_path):
                 assert html_escape(value["reason"]) in html
     assert html.count("⚠ N too small") > 10  # 3 clips < min_clips: flagged everywhere, never bare
     assert result["ordering"]["holds"] == result["ordering"]["reversed"] == 0  # nothing sure at N = 3
+
+
+def test_a_pretrained_codec_has_no_held_out_scores_and_says_so(tmp_path):
+    """The paper profile's codec is DAC 44 kHz as released: its folder has codec.json, not a trained metrics.json."""
+    from ssmttm.report.inputs import read_codec
+    from ssmttm.report.sections import codec_section
+
+    folder = tmp_path / "codec"
+    folder.mkdir()
+    source = {"model_type": "44khz"}
+    identity = {"model": "dac", "model_kwargs": {}, "n_codebooks": 9, "sample_rate": 44100, "source": source}
+    (folder / "codec.json").write_text(json.dumps(identity))
+    codec, file = read_codec(folder)
+    assert codec == identity and file == str(folder / "codec.json")
+
+    class NoReferenceSets:  # an evaluation without codec-floor sets
+        def set_of(self, run, step, variant):
+            return None
+
+    html = codec_section(codec, NoReferenceSets(), None)
+    assert "Pretrained codec (44khz, 9 codebooks at 44100 Hz)" in html
+    (folder / "metrics.json").write_text(json.dumps({"heldout": {}}))
+    assert read_codec(folder)[1] == str(folder / "metrics.json")  # a trained codec's held-out scores come first
+    with pytest.raises(UserFacingError, match="neither metrics.json nor codec.json"):
+        read_codec(tmp_path / "nowhere")

@@ -30,6 +30,7 @@ GPU_RULES = (
     "train_lm",
     "train_refiner",
     "generate",
+    "generate_baseline",
     "generate_reference",
     "evaluate",
 )
@@ -102,11 +103,16 @@ def test_no_other_job_asks_for_a_gpu_or_waits_in_the_gpu_partition(paper_jobs):
         assert int(resources["gpu"]) == 0 and resources["slurm_partition"] != GPU_PARTITION, rule
 
 
-def test_gpu_rules_have_their_own_runtime_and_memory(repo_root):
+def test_gpu_rules_have_their_own_runtime_and_memory(repo_root, monkeypatch):
+    from ssmttm.preflight.slurm import profile_requests, read_profile
+
+    for name in ("SSMTTM_SLURM_MAX_CPUS", "SSMTTM_SLURM_MAX_MEM_MB"):
+        monkeypatch.delenv(name, raising=False)
     profile = yaml.safe_load((repo_root / PROFILE / "config.yaml").read_text())
+    requests = profile_requests(read_profile(repo_root / PROFILE))  # as Snakemake reads it (YTE)
     for rule in GPU_RULES:
         own = profile["set-resources"][rule]
-        assert own["slurm_partition"] == GPU_PARTITION and own["mem_mb"] >= 32000, rule
+        assert own["slurm_partition"] == GPU_PARTITION and requests[rule].mem_mb >= 32000, rule
         # train_lm's wall time is train_lm.max_hours (params): the profile leaves it alone
         assert ("runtime" in own) == (rule != "train_lm"), rule
 

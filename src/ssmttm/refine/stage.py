@@ -68,6 +68,7 @@ from ssmttm.refine.unet import UNetConfig, param_count
 from ssmttm.text.encoder import TextConfig
 from ssmttm.train.checkpoint import checkpoint_name, latest_checkpoint, prune_checkpoints
 from ssmttm.train.recorder import FINAL_DIR, HISTORY_FILE, METRICS_FILE, TIMING_FILE, read_history
+from ssmttm.train.run_lock import run_lock
 from ssmttm.train.stage import data_fingerprint, prepare_run_dir
 from ssmttm.train.text_cache import CACHE_FILE, TextCache, cache_folder, params_text_configs
 
@@ -216,6 +217,20 @@ def model_summary(checkpoint_config: dict[str, Any], train_cfg: TrainRefinerConf
 
 
 def train_refiner(
+    shards_dir: str | Path,
+    refiner_cfg: RefinerConfig,
+    text_cfg: TextConfig,
+    train_cfg: TrainRefinerConfig,
+    out_dir: str | Path,
+    seed: int,
+    **options: Any,
+) -> dict[str, Any]:
+    """train_refiner_unlocked holding the run folder's lock (train.run_lock): one trainer per run folder."""
+    with run_lock(out_dir):
+        return train_refiner_unlocked(shards_dir, refiner_cfg, text_cfg, train_cfg, out_dir, seed, **options)
+
+
+def train_refiner_unlocked(
     shards_dir: str | Path,
     refiner_cfg: RefinerConfig,
     text_cfg: TextConfig,

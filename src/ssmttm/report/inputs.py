@@ -237,6 +237,19 @@ def read_evaluation(folder: str | Path) -> Evaluation:
     return Evaluation(path.parent, data, by_system)
 
 
+def read_codec(path: str | Path | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The codec folder's numbers and the file they came from: a trained codec's metrics.json (held-out scores), or a
+    pretrained codec's codec.json (its identity only: it was not trained here, so it has no held-out scores)."""
+    if path is None:
+        return None, None
+    path = Path(path)
+    for name in ("metrics.json", "codec.json"):
+        file = path / name if path.is_dir() else path
+        if file.is_file() and (not path.is_dir() or file.name == name):
+            return json.loads(file.read_text()), str(file)
+    raise UserFacingError(f"{path}: neither metrics.json nor codec.json found; pass the codec stage's folder")
+
+
 def read_json_or_none(path: str | Path | None, name: str = "metrics.json") -> dict[str, Any] | None:
     """A folder's `name` (or the file itself), or None when no path is given; a given path must exist."""
     if path is None:

@@ -9,13 +9,17 @@ PAPER_SYSTEMS, matched by backbone and size, or declared a stand-in in `report.p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ssmttm.errors import UserFacingError
+from ssmttm.pipeline import run_sections
 from ssmttm.report.html import number
 from ssmttm.report.paper import MODEL_CARD_VALUES, PAPER_SYSTEMS, PaperSystem
+
+log = logging.getLogger(__name__)
 
 RUN, BASELINE = "run", "baseline"
 
@@ -111,24 +115,6 @@ def _schedule(train_lm: Mapping[str, Any]) -> Schedule:
     )
 
 
-def _resolved_sections(params: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A run's resolved `lm` and `train_lm`: ssmttm.pipeline.run_sections, or the same merge done here when the
-    pipeline of this checkout does not resolve named runs yet."""
-    entry = (params.get("runs") or {}).get(name) or {}
-    try:
-        from ssmttm.pipeline import run_sections
-
-        sections = run_sections(params, name)
-        if (sections.get("lm") or {}).get("backbone") == entry.get("backbone"):
-            return sections
-    except (ImportError, KeyError, TypeError, ValueError):
-        pass
-    return {
-        "lm": {**(params.get("lm") or {}), **(entry.get("lm") or {}), "backbone": entry.get("backbone")},
-        "train_lm": {**(params.get("train_lm") or {}), **(entry.get("train_lm") or {})},
-    }
-
-
 def is_paper_size(paper: PaperSystem, backbone: str | None, lm: Mapping[str, Any]) -> bool:
     return (
         backbone == paper.backbone
@@ -148,12 +134,13 @@ def read_runs(params: Mapping[str, Any] | None, stand_ins: Mapping[str, str] | N
     infos: dict[str, RunInfo] = {}
     for name, entry in (params.get("runs") or {}).items():
         entry = entry or {}
-        sections = _resolved_sections(params, name)
+        sections = run_sections(params, name)
         lm, backbone = sections["lm"], sections["lm"].get("backbone")
         paper_system = next((p for p, s in PAPER_SYSTEMS.items() if is_paper_size(s, backbone, lm)), None)
         stand_in = False
         if paper_system is None and name in stand_ins:
-            paper_system, stand_in = _checked_stand_in(name, stand_ins[name], backbone, lm), True
+            paper_system = _checked_stand_in(name, stand_ins[name], backbone, lm)
+            stand_in = paper_system is not None
         infos[name] = RunInfo(
             name, RUN, backbone, _int(lm.get("n_layers")), _int(lm.get("d_model")), _int(lm.get("n_codebooks")) or 1,
             _schedule(sections.get("train_lm") or {}), paper_system, stand_in, str(entry.get("description") or ""),
@@ -173,7 +160,9 @@ def read_runs(params: Mapping[str, Any] | None, stand_ins: Mapping[str, str] | N
     return infos
 
 
-def _checked_stand_in(name: str, paper_system: str, backbone: str | None, lm: Mapping[str, Any]) -> str:
+def _checked_stand_in(name: str, paper_system: str, backbone: str | None, lm: Mapping[str, Any]) -> str | None:
+    """The paper system a run stands in for; None (with a warning) when the run is no longer of its kind, as after an
+    experiment that swapped the run's backbone (`dvc exp run -S runs.NAME.backbone=...`): it is then just a run."""
     paper = PAPER_SYSTEMS.get(paper_system)
     if paper is None:
         raise UserFacingError(
@@ -181,9 +170,10 @@ def _checked_stand_in(name: str, paper_system: str, backbone: str | None, lm: Ma
             f"{', '.join(PAPER_SYSTEMS)} only"
         )
     if backbone != paper.backbone or (_int(lm.get("n_codebooks")) or 1) != paper.n_codebooks:
-        raise UserFacingError(
-            f"report.paper_stand_ins.{name} = {paper_system}: run {name} is backbone {backbone} with "
-            f"{lm.get('n_codebooks')} codebook(s); a stand-in needs the paper's backbone {paper.backbone} and "
-            f"{paper.n_codebooks} codebook(s)"
-        )
+        log.warning(
+            "report.paper_stand_ins.%s = %s ignored: run %s is backbone %s with %s codebook(s); a stand-in needs the "
+            "paper's backbone %s and %s codebook(s)",
+            name, paper_system, name, backbone, lm.get("n_codebooks"), paper.backbone, paper.n_codebooks,
+        )  # fmt: skip
+        return None
     return paper_system

@@ -318,6 +318,14 @@ def codec_section(codec: Mapping[str, Any] | None, evaluation: Evaluation, notes
     if codec is None:
         parts.append("<p>No codec metrics given (pass <code>--codec data/codec</code>).</p>")
         return "".join(parts)
+    if codec.get("model_kwargs") is not None and "heldout" not in codec:  # codec.json of a pretrained codec
+        source = codec.get("source") or {}
+        parts.append(
+            f"<p>Pretrained codec ({esc(source.get('model_type', codec.get('model', '')))}, "
+            f"{esc(codec.get('n_codebooks'))} codebooks at {esc(codec.get('sample_rate'))} Hz): not trained here, so "
+            "no held-out training scores; its floor is the codec reconstruction of the references above.</p>"
+        )
+        return "".join(parts)
     heldout = codec.get("heldout") or {}
     measures = sorted({k.rsplit("_", 1)[0] for k in heldout if k.endswith(("_trained", "_untrained"))})
     if measures:

@@ -50,6 +50,7 @@ from ssmttm.report.inputs import (
     Evaluation,
     Generated,
     System,
+    read_codec,
     read_evaluation,
     read_generated,
     read_json_or_none,
@@ -239,7 +240,7 @@ def build_report(
         raise UserFacingError(f"report.listening_checkpoints = {cfg.listening_checkpoints!r}: use last or all")
     generated = read_generated(list(generated_folders))
     evaluation = read_evaluation(evaluate)
-    codec_metrics = read_json_or_none(codec)
+    codec_metrics, codec_file = read_codec(codec)
     lm_summary = read_json_or_none(lm_plot)
     run_infos = read_run_infos(params, cfg.paper_stand_ins)
     table_systems = [s for s in generated.systems if s.variant == cfg.table_variant]
@@ -272,7 +273,7 @@ def build_report(
             cfg.listening_loudness_lufs,
             evaluation.reference_variant,
         )
-        inputs = _inputs(generated, evaluation, runs, lm_plot, codec)
+        inputs = _inputs(generated, evaluation, runs, lm_plot, codec_file)
         content = PageContent(
             generated, evaluation, cfg, results, run_infos, copy_page_audio(generated, captions, tmp), captions,
             listening_summary, inputs, cards_dir, lm_summary, codec_metrics, bool(runs),
@@ -346,7 +347,7 @@ def _inputs(
     if lm_plot is not None:
         inputs["lm_plot"] = str(Path(lm_plot) / "metrics.json" if Path(lm_plot).is_dir() else lm_plot)
     if codec is not None:
-        inputs["codec"] = str(Path(codec) / "metrics.json" if Path(codec).is_dir() else codec)
+        inputs["codec"] = str(codec)
     return inputs
 
 

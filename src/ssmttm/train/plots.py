@@ -3,8 +3,8 @@
     ssmttm lm-plot --params params.yaml --runs results/train_lm/prefix_simba results/train_lm/cross_transformer \\
         --out results/lm_plot
 
-Reads each run folder's `metrics.json` (run name, backbone, parameter count) and `history.jsonl` (one row per logged step:
-`step`, `loss`, `flops`, and `val_loss` on validation rows); no params section. Writes the folder `--out` whole
+Reads each run folder's `metrics.json` (run name, backbone, parameter count) and `history.jsonl` (one row per logged
+step: `step`, `loss`, `flops`, and `val_loss` on validation rows); no params section. Writes the folder `--out` whole
 (atomically):
 
     loss_curves.png   loss against optimizer steps and against training FLOPs (6 N D, log x); dashed = validation.

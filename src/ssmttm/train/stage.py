@@ -36,6 +36,7 @@ Rerunning a run on the same machine gives byte-identical files, except timing.* 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -70,6 +71,7 @@ from ssmttm.train.recorder import (
     RunRecorder,
     finish_run,
 )
+from ssmttm.train.run_lock import LOCK_FILE, run_lock
 from ssmttm.train.text_cache import CACHE_FILE, TextCache, build_text_cache, cache_folder, shard_captions
 
 log = logging.getLogger(__name__)
@@ -222,7 +224,8 @@ def run_files(out_dir: Path) -> list[Path]:
     """What belongs to the run in `out_dir`: everything but previous/, the text cache and temporaries."""
     if not out_dir.is_dir():
         return []
-    return [c for c in out_dir.iterdir() if c.name not in (PREVIOUS_DIR, TEXT_CACHE_DIR) and not is_temporary(c)]
+    kept = (PREVIOUS_DIR, TEXT_CACHE_DIR, LOCK_FILE)  # the lock belongs to the folder, not to a run in it
+    return [c for c in out_dir.iterdir() if c.name not in kept and not is_temporary(c)]
 
 
 def _move_children(children: list[Path], target: Path) -> None:
@@ -287,6 +290,24 @@ def prepare_run_dir(out_dir: Path, key: str, fingerprint: dict[str, str], resume
 
 
 def train_lm(
+    shards_dir: str | Path,
+    lm_cfg: LMConfig,
+    text_cfg: TextConfig,
+    train_cfg: TrainConfig,
+    out_dir: str | Path,
+    seed: int,
+    backbone: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train `backbone` in `out_dir` (train_lm_unlocked), holding the run folder's lock (train.run_lock): a trainer
+    that outlived its killed job keeps the folder until it dies, and a second trainer waits, then stops with a clear
+    message. Only the first process of a launch locks (data-parallel ranks share the folder)."""
+    lock = run_lock(out_dir) if is_primary_process() else contextlib.nullcontext()
+    with lock:
+        return train_lm_unlocked(shards_dir, lm_cfg, text_cfg, train_cfg, out_dir, seed, backbone, **options)
+
+
+def train_lm_unlocked(
     shards_dir: str | Path,
     lm_cfg: LMConfig,
     text_cfg: TextConfig,
