@@ -27,7 +27,9 @@ CODE_SUFFIXES = (".py", ".yaml", ".txt")
 
 @dataclass(frozen=True)
 class Stage:
-    params: tuple[str, ...]  # params.yaml sections the stage reads
+    # params.yaml sections the stage reads, or dotted keys where it reads a few keys of a section that other stages own
+    # (fetch_references reads only the caption set of `generate`); DVC declares the same names
+    params: tuple[str, ...]
     code: tuple[str, ...]  # its own source files or folders, relative to the package folder src/ssmttm/
     upstream: tuple[str, ...]  # stages whose outputs it reads
     outs: tuple[str, ...]  # what DVC versions
@@ -159,7 +161,8 @@ STAGES: dict[str, Stage] = {
         target="results/train_refiner/metrics.json",
     ),
     "fetch_references": Stage(
-        params=("fetch", "corpus", "generate"),  # corpus: MusicCaps' URL template; generate: the caption set
+        # the caption set of `generate` (not its sampling settings) and MusicCaps' URL template
+        params=("fetch", "corpus.musiccaps", "generate.captions", "generate.captions_path", "generate.max_captions"),
         code=(
             "data/fetch_references.py",
             "data/fetch.py",
@@ -226,6 +229,19 @@ REFERENCE_RUN = "reference"
 # (public weights) reads only the token shards, for the test split's captions.
 REFERENCE_ONLY_UPSTREAM = ("fetch_references",)
 BASELINE_UPSTREAM = ("tokenize",)
+
+
+def params_value(params: Mapping[str, Any], dotted: str) -> Any:
+    """The value of a section (`generate`) or of a dotted key (`generate.captions`); None where it is absent."""
+    value: Any = params
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def declares(stage: str, key: str) -> bool:
+    """Whether `stage` reads the params key `key` (dotted): its whole section, or that key or one above or below it."""
+    return any(key == name or key.startswith(name + ".") or name.startswith(key + ".") for name in STAGES[stage].params)
 
 
 def run_names(params: Mapping[str, Any]) -> list[str]:
@@ -318,7 +334,7 @@ class Recipes:
         """The params sections in the recipe of `stage` (of one of its runs): a named run holds its own resolved
         `lm` and `train_lm` (run_sections) and no `runs` entry of another run; a baseline holds only its own
         `baselines` entry; the references hold neither."""
-        chosen = {name: self.params.get(name) for name in STAGES[stage].params}
+        chosen = {name: params_value(self.params, name) for name in STAGES[stage].params}
         if run is None:
             return chosen
         for name in RUN_SECTIONS:
@@ -372,9 +388,7 @@ class Recipes:
 
     def input_digest(self, dotted: str) -> str | None:
         """sha256 of the file a params key names (None when unset; "missing" lets the stage report the error)."""
-        value: Any = self.params
-        for part in dotted.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
+        value = params_value(self.params, dotted)
         if not value:
             return None
         path = Path(value) if Path(value).is_absolute() else self.inputs_root / value

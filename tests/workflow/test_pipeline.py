@@ -153,7 +153,7 @@ def test_experiments_report_their_own_runs(dvc_project):
     # the experiment's run of another backbone replaced the folder's run, which was kept under previous/<key>/
     run_dir = dvc_project / "results/train_lm/cross_transformer"
     assert json.loads((run_dir / "metrics.json").read_text())["backbone"] == "prefix_mamba"
-    assert [p for p in (run_dir / "previous").iterdir() if (p / "metrics.json").is_file()]
+    assert [p for p in (run_dir / "previous").iterdir() if (p / "run.json").is_file()]
 
 
 # ------------------------------------------------------------------------------------------- named runs (fast)
