@@ -102,10 +102,11 @@ def validate_params(params: Mapping[str, Any], source: str = "params") -> None:
         raise ParamsError(f"{source}: {problems[0]}{more}")
 
 
-def _get(params: Mapping[str, Any], dotted: str) -> Any:
+def params_value(params: Mapping[str, Any], dotted: str) -> Any:
+    """The value of a section (`generate`) or of a dotted key (`generate.captions`); None where it is absent."""
     value: Any = params
-    for key in dotted.split("."):
-        value = value.get(key) if isinstance(value, Mapping) else None
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
     return value
 
 
@@ -116,10 +117,10 @@ def cross_field_problems(params: Mapping[str, Any]) -> list[str]:
         ("select.min_duration_s", "select.max_duration_s"),
         ("segment.min_tail_seconds", "segment.clip_seconds"),
     ):
-        a, b = _get(params, low), _get(params, high)
+        a, b = params_value(params, low), params_value(params, high)
         if isinstance(a, int | float) and isinstance(b, int | float) and a > b:
             problems.append(f"{low} = {a!r} is larger than {high} = {b!r}; it must not be")
-    fractions = [_get(params, f"tokenize.{k}") for k in ("valid_fraction", "test_fraction")]
+    fractions = [params_value(params, f"tokenize.{k}") for k in ("valid_fraction", "test_fraction")]
     if all(isinstance(f, int | float) for f in fractions) and sum(fractions) >= 1:
         problems.append(
             f"tokenize.valid_fraction + tokenize.test_fraction = {sum(fractions)!r} leaves no training data; "
@@ -134,7 +135,7 @@ def cross_field_problems(params: Mapping[str, Any]) -> list[str]:
     baselines = params.get("baselines") if isinstance(params.get("baselines"), Mapping) else {}
     for name in sorted(set(runs) & set(baselines)):
         problems.append(f"'{name}' names both a run (runs.{name}) and a baseline (baselines.{name}); rename one")
-    if params.get("portable_cpu") and _get(params, "train_lm.num_threads") is None:
+    if params.get("portable_cpu") and params_value(params, "train_lm.num_threads") is None:
         problems.append(
             "portable_cpu is true but train_lm.num_threads is null: LM bytes depend on the thread count, so set it "
             "to a number (e.g. 1) or set portable_cpu: false"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ssmttm.artifacts import canonical_json
+from ssmttm.config import params_value
 
 RECIPE_FILE = "_recipe"  # inside a folder output; a file output gets `<file>.recipe` beside it
 CODE_SUFFIXES = (".py", ".yaml", ".txt")
@@ -231,14 +232,6 @@ REFERENCE_ONLY_UPSTREAM = ("fetch_references",)
 BASELINE_UPSTREAM = ("tokenize",)
 
 
-def params_value(params: Mapping[str, Any], dotted: str) -> Any:
-    """The value of a section (`generate`) or of a dotted key (`generate.captions`); None where it is absent."""
-    value: Any = params
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
-
-
 def declares(stage: str, key: str) -> bool:
     """Whether `stage` reads the params key `key` (dotted): its whole section, or that key or one above or below it."""
     return any(key == name or key.startswith(name + ".") or name.startswith(key + ".") for name in STAGES[stage].params)
@@ -277,11 +270,6 @@ def run_sections(params: Mapping[str, Any], run: str) -> dict[str, Any]:
         "lm": {**(params.get("lm") or {}), **(entry.get("lm") or {}), "backbone": entry["backbone"]},
         "train_lm": {**(params.get("train_lm") or {}), **(entry.get("train_lm") or {})},
     }
-
-
-def runs_of_backbone(params: Mapping[str, Any], backbone: str) -> list[str]:
-    """The named runs whose backbone is `backbone` (benchmarks and size checks ask by backbone)."""
-    return [name for name, entry in (params.get(RUNS) or {}).items() if (entry or {}).get("backbone") == backbone]
 
 
 def downstream(stage: str) -> list[str]:

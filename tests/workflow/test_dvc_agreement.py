@@ -9,7 +9,8 @@ import re
 import pytest
 import yaml
 
-from ssmttm.pipeline import INPUTS_DIR, SHARDED_RULES, STAGES, params_value
+from ssmttm.config import params_value
+from ssmttm.pipeline import INPUTS_DIR, SHARDED_RULES, STAGES
 from tests.workflow.smk import read_rules
 
 
