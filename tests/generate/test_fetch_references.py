@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from ssmttm.generate.captions import shards_codec
 from ssmttm.generate.config import GenerateConfig
 from ssmttm.generate.synth import decode_clip
 from tests.data._audio_fixtures import dominant_freq
-from tests.data.conftest import _Server
+from tests.data.conftest import http_server  # noqa: F401  (a fixture: the same server as the fetch tests)
 from tests.generate._fixtures import make_inputs
 
 SOURCE_RATE = 8000
@@ -41,19 +40,11 @@ COLUMNS = (
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
-    """tests/data's static file server (byte ranges, request counts) on 127.0.0.1, serving tmp_path/www."""
+def server(http_server, monkeypatch):  # noqa: F811 (the imported fixture, requested by name)
+    """tests/data's static file server (byte ranges, request counts) on 127.0.0.1, serving tmp_path/www; no waits
+    between fetch retries."""
     monkeypatch.setattr(fetch_module, "RETRY_WAIT_S", 0.0)
-    root = tmp_path / "www"
-    root.mkdir()
-    srv = _Server(root)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    return http_server
 
 
 def serve_video(root: Path, ytid: str, freq: float, seconds: float, start_s: float) -> None:
