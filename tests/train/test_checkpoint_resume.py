@@ -181,22 +181,25 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     assert _losses(archived) == got
 
 
+def _eight_step_run(tmp_path, **train_overrides):
+    """train_lm's arguments for an 8-step tiny run checkpointed every 2 steps (out_dir and callbacks left out)."""
+    return dict(
+        shards_dir=make_shards(tmp_path / "shards"),
+        lm_cfg=tiny_lm(),
+        text_cfg=TEXT_CFG,
+        train_cfg=tiny_train(max_steps=8, checkpoint_every=2, **train_overrides),
+        seed=7,
+        text_cache_dir=tmp_path / "cache",
+        text_encoder=FakeTextEncoder(),
+    )
+
+
 def test_resume_after_pruning_to_milestone_weights_repeats_the_uninterrupted_run(tmp_path):
     """keep_last_checkpoints=1 with milestones: a kill leaves one full checkpoint plus weights-only milestones; the
     resume starts from the full one and ends with the same weights, milestones and losses as an uninterrupted run."""
     from ssmttm.generate.checkpoints import kept_checkpoints
 
-    shards = make_shards(tmp_path / "shards")
-    train = tiny_train(max_steps=8, checkpoint_every=2, keep_last_checkpoints=1, keep_weights_at_steps=[2, 4])
-    common = dict(
-        shards_dir=shards,
-        lm_cfg=tiny_lm(),
-        text_cfg=TEXT_CFG,
-        train_cfg=train,
-        seed=7,
-        text_cache_dir=tmp_path / "cache",
-        text_encoder=FakeTextEncoder(),
-    )
+    common = _eight_step_run(tmp_path, keep_last_checkpoints=1, keep_weights_at_steps=[2, 4])
     train_lm(out_dir=tmp_path / "full", **common)
     with pytest.raises(Killed):
         train_lm(out_dir=tmp_path / "cut", callbacks=[KillAt(7)], **common)
@@ -231,17 +234,7 @@ def _artifact_bytes(run_dir):
 def test_a_resumed_run_writes_the_bytes_of_an_uninterrupted_run(tmp_path):
     """Checkpoints written after a resume are byte-identical to an uninterrupted run's (trainer_state.pt included),
     so the DVC hash of results/train_lm does not depend on whether the run was interrupted."""
-    shards = make_shards(tmp_path / "shards")
-    train = tiny_train(max_steps=8, checkpoint_every=2, keep_last_checkpoints=None)
-    common = dict(
-        shards_dir=shards,
-        lm_cfg=tiny_lm(),
-        text_cfg=TEXT_CFG,
-        train_cfg=train,
-        seed=7,
-        text_cache_dir=tmp_path / "cache",
-        text_encoder=FakeTextEncoder(),
-    )
+    common = _eight_step_run(tmp_path, keep_last_checkpoints=None)
     train_lm(out_dir=tmp_path / "full", **common)
     with pytest.raises(Killed):
         train_lm(out_dir=tmp_path / "cut", callbacks=[KillAt(3)], **common)
