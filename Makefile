@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; set TORCH_SPEC / PIP_TORCH_ARGS for a CUDA machine.
 TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
-EXTRAS ?= dev,dac,vocals,demo,slurm,s3
+EXTRAS ?= dev,dac,vocals,demo,slurm,s3,app
 STAMP := $(VENV)/.ssmttm-installed
 CORES ?= 2
 export HF_HUB_OFFLINE ?= 1
@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup demo test paper-test lint bench profile preflight experiments dvc-cluster-cache help
+.PHONY: setup demo app test paper-test slurm-test lint bench profile preflight experiments dvc-cluster-cache help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,13 @@ demo: setup  ## run the whole pipeline on the embedded offline demo profile (par
 	$(VENV)/bin/dvc commit --force --quiet
 	$(VENV)/bin/dvc status
 
+# The local web app (ssmttm.app): http://127.0.0.1:7860 by default; APP_ARGS='--port 8000', '--host 0.0.0.0' to expose it.
+APP_ARGS ?=
+app: setup  ## local web app on 127.0.0.1:7860 (gradio): prompt, run, step -> audio and its mel spectrogram [APP_ARGS=...]
+	@# An environment made with EXTRAS lacking `app` gets the extra here.
+	@$(PY) -c 'import gradio' 2>/dev/null || $(PY) -m pip install -q -c requirements/constraints.txt -e '.[app]'
+	$(VENV)/bin/ssmttm app $(APP_ARGS)
+
 experiments:  ## `dvc exp show` at 120 columns: the params that differ, each backbone's best validation loss, codec and refiner quality
 	$(VENV)/bin/dvc exp show --only-changed --md --drop 'data/.*|src/.*|results/.*|final_losses\..*|heldout\.(metric|seconds|.*_untrained|clips|tracks)|sample_rate|segment_samples|steps|train\.(clips|tracks)|.*\.(flops|params|steps|last_loss|last_val_loss)|sets\..*|listening\..*|ordering\..*|comparisons\..*|params\..*|best_val_step|checkpoint|clips_per_step|crop_frames|final|first_loss|initial_val_loss|total_params'
 
@@ -45,6 +52,9 @@ test: setup  ## run the test suite (offline, CPU; TEST_WORKERS=0 for one process
 
 paper-test: setup  ## the paper profile in miniature (stand-in weights, local server), Snakemake then dvc repro, in build/paper-test/
 	PATH=$(abspath $(VENV))/bin:$$PATH VENV=$(abspath $(VENV)) CORES=$(CORES) bash scripts/paper_test/run.sh
+
+slurm-test: setup  ## the paper test profile on the real one-node Slurm of scripts/slurm/up.sh (root; run up.sh first)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n 0 -m slurm tests/slurm $(PYTEST_ARGS)
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check src tests bench workflow scripts

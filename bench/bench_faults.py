@@ -1,8 +1,9 @@
 """Fault injection: a corpus of valid and broken items of every known class through manifest -> fetch -> select ->
 segment -> caption, plus broken manifests, broken params and a real SIGKILL.
 
-    python bench/bench_faults.py            # 12 valid tracks, every broken class
-    python bench/bench_faults.py --quick    # 3 valid tracks, every broken class
+    python bench/bench_faults.py            # 12 valid tracks, every broken class, then the later stages
+    python bench/bench_faults.py --quick    # 3 valid tracks, every broken class, then the later stages
+    python bench/bench_faults.py --only later   # only the later stages (bench/faults_later.py; needs make demo)
 
 Counts (goal 0, 0, 0 for the first three):
 - crashes: a stage that ended in an internal error (a bug) rather than a result or a clear error;
@@ -10,6 +11,10 @@ Counts (goal 0, 0, 0 for the first three):
 - items_lost: valid items that did not come out of caption with clips;
 - correctly_rejected: broken items stopped at the expected stage with the expected reason (of broken_items);
 - retry_time_lost_s: seconds fetch spent on attempts after the first (waits included), by failure kind.
+The later stages (generate, decode, evaluate, report, train-refiner, text-cache: bad inputs, SIGKILLs, a full disk)
+are bench/faults_later.py's part, under "later_stages"; "summary" adds both parts up: cases, crashes (internal
+errors), leaks (garbage or temporaries published, silent acceptances of bad input) and losses (valid work that did
+not come out, or a rerun that differs from an uninterrupted run).
 Writes results/bench/faults.json with each item's outcome.
 """
 
@@ -36,6 +41,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import yaml
+from faults_later import print_later, run_later_stages  # bench/, first on sys.path when run as a script
 
 from ssmttm import cli
 from ssmttm.artifacts import TMP_MARK, read_jsonl, write_json
@@ -396,19 +402,45 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"goal (0 crashes, 0 leaks, 0 items lost) met: {result['goal_met']}")
 
 
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Cases, crashes, leaks and losses over both parts (a part not run adds nothing and is named)."""
+    total = {"cases": 0, "crashes": 0, "leaks": 0, "losses": 0}
+    if "counts" in result:
+        corpus = result["counts"]
+        total["cases"] += corpus["valid_items"] + corpus["broken_items"] + corpus["bad_inputs"] + 1  # + the kill
+        total["crashes"] += corpus["crashes"]
+        total["leaks"] += corpus["leaks"]
+        total["losses"] += corpus["items_lost"] + int(not result["kill"]["rerun_equals_uninterrupted"])
+    later = result.get("later_stages", {})
+    for key in total:
+        total[key] += later.get("counts", {}).get(key, 0)
+    total["not_run"] = [
+        part for part, done in (("corpus", "counts" in result), ("later", "counts" in later)) if not done
+    ]
+    return total
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 valid tracks instead of 12")
     parser.add_argument("--out", default=str(ROOT / "results/bench/faults.json"), help="JSON output path")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (printed)")
+    parser.add_argument("--only", choices=("corpus", "later"), help="run one part only")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="ssmttm-faults-"))
+    result: dict[str, Any] = {"benchmark": "faults"}
     try:
-        result = run(3 if args.quick else 12, workdir)
+        if args.only != "later":
+            result = run(3 if args.quick else 12, workdir / "corpus")
+            print_table(result)
+        if args.only != "corpus":
+            result["later_stages"] = run_later_stages(ROOT, workdir / "later")
+            print_later(result["later_stages"])
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    print_table(result)
+    result["summary"] = summary(result)
+    print(f"summary: {json.dumps(result['summary'])}")
     write_json(args.out, result)
     print(f"wrote {args.out}" + (f"; working folder {workdir}" if args.keep else ""))
     return result

@@ -4,7 +4,7 @@ set -euo pipefail
 PYTHON=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-EXTRAS=${EXTRAS:-dev,dac,vocals,demo,slurm,s3}
+EXTRAS=${EXTRAS:-dev,dac,vocals,demo,slurm,s3,app}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi

@@ -16,3 +16,20 @@ def test_the_modules_sharing_the_built_project_are_one_unit_of_work(repo_root):
     assert len({unit_of_work(f"{module}::test_x") for module in users}) == 1
     assert unit_of_work("tests/test_kills.py::test_x[a]") == unit_of_work("tests/test_kills.py::test_y")
     assert unit_of_work("tests/test_kills.py::test_x") != unit_of_work("tests/test_kills_later_stages.py::test_x")
+
+
+def test_the_long_units_exist_and_start_first(repo_root):
+    from tests.conftest import LONGEST_UNITS_FIRST, SHARED_PROJECT_UNIT, _unit_rank
+
+    for unit in LONGEST_UNITS_FIRST:
+        assert unit == SHARED_PROJECT_UNIT or (repo_root / unit).is_file(), f"{unit} was renamed: update conftest"
+    ranked = sorted(
+        [("tests/test_config.py", 90), ("tests/test_kills.py", 8), (SHARED_PROJECT_UNIT, 60), ("tests/x.py", 3)],
+        key=lambda unit_count: _unit_rank(*unit_count),
+    )
+    assert [unit for unit, _ in ranked] == [
+        SHARED_PROJECT_UNIT,
+        "tests/test_kills.py",
+        "tests/test_config.py",
+        "tests/x.py",
+    ]

@@ -6,7 +6,9 @@ Checks, from the workspace's own params.yaml (the test profile), that the paper'
 every named run trained and generated; the single-stage run's `single_stage` clips exist and were evaluated; the
 MusicGen-small baseline made clips that were evaluated; the MusicCaps references were fetched with the missing one
 listed with its reason and turned into the reference set; the report laid out every comparison of
-`report.comparisons` with no system missing. Prints one line per failed check and exits 1 if any failed.
+`report.comparisons` with no system missing; every output derived from the stand-in weights carries the stand-in
+label (ssmttm.stand_ins: provenance, token manifest, evaluate's metrics and cards, the report's banner), and together
+the labels name every stand-in the run loaded. Prints one line per failed check and exits 1 if any failed.
 """
 
 from __future__ import annotations
@@ -67,6 +69,54 @@ def check(workspace: Path) -> list[str]:
         missing = [s["system"] for s in comparison["systems"] if s.get("not_run")]
         expect(not missing and not comparison.get("problem"), f"report {comparison['title']!r}: not run {missing}")
     expect((workspace / "results/report/index.html").is_file(), "report: no index.html")
+    return problems + stand_in_problems(workspace)
+
+
+# The stages before segment read no model; from segment on, every output is derived from a stand-in (Demucs first).
+UPSTREAM_OF_EVERY_MODEL = ("data/manifest", "data/fetch", "data/select", "data/fetch_references")
+# Recipes; per-checkpoint files (their run's provenance carries the label); runs archived by an earlier run of the
+# workspace under another run key (train_lm's previous/: not made by this run; a fresh workspace has none).
+NOT_THIS_RUN = ("_recipe", "step-", "previous/")
+# The outputs that hold the numbers a reader takes away: labelled themselves, not only in provenance.
+NUMBERS_FILES = ("results/evaluate/metrics.json", "results/report/metrics.json")
+# What each stand-in of scripts/standins/make_all.py is called in the labels (ssmttm.stand_ins), as a name prefix.
+STAND_IN_PARTS = (
+    "segment.vocal_removal",  # htdemucs
+    "caption.model",  # Qwen2-Audio
+    "text encoder",  # flan-t5-base / -large
+    "codec.pretrained",  # DAC 44 kHz, 9 codebooks
+    "baselines.",  # MusicGen-small
+    "evaluate network",  # VGGish
+)
+
+
+def stand_in_problems(workspace: Path) -> list[str]:
+    """Each output derived from a stand-in that lacks the label, and each stand-in the labels do not name."""
+    from ssmttm.stand_ins import NOT_A_RESULT
+
+    problems: list[str] = []
+    labelled = [workspace / f for f in ("data/tokenize/_manifest.json", *NUMBERS_FILES)]
+    for top in ("data", "results"):
+        labelled += (workspace / top).rglob("provenance.json")
+    labelled += (workspace / "results/evaluate/cards").glob("*.json")
+    named: set[str] = set()
+    for path in sorted(set(labelled)):
+        relative = path.relative_to(workspace).as_posix()
+        if relative.startswith(UPSTREAM_OF_EVERY_MODEL) or any(f"/{p}" in relative for p in NOT_THIS_RUN):
+            continue
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        if record.get("stand_in") is not True or not record.get("stand_ins"):
+            problems.append(f"{relative}: derived from stand-in weights but has no stand_in label")
+        named.update(record.get("stand_ins") or {})
+    for card in sorted((workspace / "results/evaluate/cards").glob("*.md")):
+        if NOT_A_RESULT not in card.read_text():
+            problems.append(f"{card.relative_to(workspace)}: metric card without '{NOT_A_RESULT}'")
+    page = workspace / "results/report/index.html"
+    if page.is_file() and 'id="stand-in-banner"' not in page.read_text():
+        problems.append("results/report/index.html: no stand-in banner")
+    for part in STAND_IN_PARTS:
+        if not any(name.startswith(part) for name in named):
+            problems.append(f"no output names the stand-in '{part}...' in its stand_ins")
     return problems
 
 

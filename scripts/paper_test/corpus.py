@@ -20,7 +20,7 @@ import hashlib
 import io
 import subprocess
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -264,9 +264,21 @@ def write_musiccaps(root: Path, references: tuple[Reference, ...] = REFERENCES) 
                 (folder / f"{ref.ytid}.wav").write_bytes(wav_bytes(audio))
 
 
-def write_served(root: Path) -> Path:
-    """Write every served file under `root` (an empty or absent folder); return it."""
+def scaled_tracks(scale: int) -> tuple[Track, ...]:
+    """TRACKS `scale` times (bench/bench_scaling.py): copy c of a track is number + 10000 c, in the same archive
+    (number % 100, so the profile's shard count still covers it), with its own audio (seeded by the number)."""
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    return tuple(
+        replace(t, number=t.number + 10000 * c, title=t.title if c == 0 else f"{t.title} ({c + 1})")
+        for c in range(scale)
+        for t in TRACKS
+    )
+
+
+def write_served(root: Path, scale: int = 1) -> Path:
+    """Write every served file under `root` (an empty or absent folder), with `scale` x the tracks; return it."""
     root = Path(root)
-    write_mtg(root)
+    write_mtg(root, scaled_tracks(scale))
     write_musiccaps(root)
     return root

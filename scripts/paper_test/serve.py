@@ -90,12 +90,12 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             sys.stderr.write(f"serve: {self.address_string()} {format % args}\n")
 
 
-def generate(root: Path) -> Path:
+def generate(root: Path, scale: int = 1) -> Path:
     """Write the served files into `root`, replacing it whole (a half-written folder is never served)."""
     root = Path(root)
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    corpus.write_served(tmp)
+    corpus.write_served(tmp, scale)
     if root.exists():
         shutil.rmtree(root)
     tmp.rename(root)
@@ -125,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True, help="folder to write the served files into and serve")
     parser.add_argument("--generate-only", action="store_true", help="write the files, do not serve")
     parser.add_argument("--no-generate", action="store_true", help="serve --root as it is")
+    parser.add_argument("--scale", type=int, default=1, help="the MTG-Jamendo corpus times this many tracks (bench)")
     args = parser.parse_args(argv)
     # the port first: a taken one is refused before minutes of synthesis
     server = None if args.generate_only else bind(args.port, args.root.resolve())
     if not args.no_generate:
-        generate(args.root)
+        generate(args.root, args.scale)
     if server is None:
         print(f"served files written to {args.root}")
         return 0

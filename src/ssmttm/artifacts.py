@@ -7,6 +7,7 @@ same folder and renamed into place only when complete, so a killed job never lea
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob
 import hashlib
@@ -171,6 +172,76 @@ def remove_stale_temporaries_in(*folders: str | Path) -> list[Path]:
     return removed
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Free bytes below which a failed write is put down to a full device: a write that fails for want of space leaves
+# less than one file system block or so (measured while the failed temporary still holds what it took).
+DISK_FULL_BELOW_BYTES = 1 << 20
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Bytes this process may still write on the device holding `folder` (root may use the reserved blocks)."""
+    stats = os.statvfs(folder)
+    return (stats.f_bfree if os.geteuid() == 0 else stats.f_bavail) * stats.f_frsize
+
+
+def raise_if_disk_full(exc: BaseException, temporary: Path, final: Path) -> None:
+    """Raise OSError(ENOSPC or EDQUOT, ..., `final`) from `exc` if `exc` is a write that failed for want of space.
+
+    Libraries that write through their own C code report a full device in their own words (libsndfile: "System
+    error.", torch's zip writer: "file write failed", safetensors: "I/O error: No space left on device (os error
+    28)"), so besides an OSError with that errno, an error that says "No space left on device", or any error raised
+    while the device holding `temporary` has (next to) no space left counts (safetensors may fail before writing, by
+    reserving the file's size). The error then names the output, not the temporary (which is removed next).
+    """
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        if exc.filename is not None and not any(TMP_MARK in part for part in Path(exc.filename).parts):
+            return  # it already names a path the user knows
+        code = exc.errno
+    elif os.strerror(errno.ENOSPC) in str(exc):  # the library's own words (safetensors: "... (os error 28)")
+        code = errno.ENOSPC
+    else:
+        try:
+            if free_bytes(temporary.parent) >= DISK_FULL_BELOW_BYTES:
+                return
+        except OSError:
+            return
+        code = errno.ENOSPC
+    raise OSError(code, os.strerror(code), str(final)) from exc
+
+
+def output_folder(path: str | Path) -> Path:
+    """The output a path belongs to, as the user named it: the part before any temporary name (`<name>.tmp-...`),
+    and the folder of a file (a name with a suffix, as outputs' files have)."""
+    parts = []
+    for part in Path(path).parts:
+        if TMP_MARK in part:
+            parts.append(part.split(TMP_MARK, 1)[0])
+            break
+        parts.append(part)
+    found = Path(*parts) if parts else Path(".")
+    return found.parent if found.suffix else found
+
+
+def disk_full_message(exc: OSError, outputs: list[str]) -> str:
+    """One line for a write that failed for want of space: the folder it was writing (the stage's output that holds
+    the failed file, else that file's folder, else the stage's first output) and what to do. Every output is written
+    under a temporary name and renamed when complete, so what failed left nothing that looks finished, and the same
+    command, rerun, finishes the job."""
+    where = exc.filename or (outputs[0] if outputs else ".")
+    folder = output_folder(os.fsdecode(where))
+    for output in map(Path, outputs):
+        if folder.absolute() == output.absolute() or folder.absolute().is_relative_to(output.absolute()):
+            folder = output
+            break
+    shown = os.path.relpath(folder) if folder.is_absolute() and folder.is_relative_to(Path.cwd()) else str(folder)
+    if exc.errno == errno.EDQUOT:
+        return (
+            f"disk quota exceeded on the device holding {shown}; free space within your quota and rerun the same "
+            "command"
+        )
+    return f"no space left on the device holding {shown}; free space and rerun the same command"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block finishes."""
@@ -181,6 +252,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+    except Exception as exc:
+        raise_if_disk_full(exc, tmp, final)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -203,6 +277,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(tmp, final)
+    except Exception as exc:
+        raise_if_disk_full(exc, tmp, final)
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -19,8 +19,10 @@ import time
 import traceback
 from pathlib import Path
 
+from ssmttm.artifacts import DISK_FULL_ERRNOS, disk_full_message
 from ssmttm.config import ParamsError, available_profiles, load_params, profile_path
 from ssmttm.errors import UserFacingError
+from ssmttm.locks import add_lock_argument, stage_output_locks, stage_outputs
 
 # verb -> (module, one-line help). The order is the DAG order.
 STAGES: dict[str, tuple[str, str]] = {
@@ -41,6 +43,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "train-refiner": ("ssmttm.refine.stage", "train (or resume, or reuse) the DiscoDiff-style latent refiner"),
     "generate": ("ssmttm.generate.stage", "captions -> WAVs for each checkpoint of an LM run, and the references"),
     "decode": ("ssmttm.decode", "decode codes (.npz, .parquet) or latents (.npz) to WAVs with a codec"),
+    "sample": ("ssmttm.sample", "your own prompts -> checked WAVs (LM, refiner, codec) from a workspace or an export"),
+    "export": ("ssmttm.export", "one run's checkpoint, refiner, codec and model card as a self-contained folder"),
+    "app": ("ssmttm.app", "a local web page (gradio, 127.0.0.1): prompt, run, step -> audio and its mel spectrogram"),
     "evaluate": ("ssmttm.evaluate.stage", "metrics with intervals and cards for generated sets against references"),
     "report": ("ssmttm.report.stage", "one HTML page: the paper-style table, figures, audio and a listening test"),
     "preflight": ("ssmttm.preflight.cli", "check weights, inputs, disk, GPUs, network of a profile; print the plan"),
@@ -96,6 +101,7 @@ def build_parser(verbs: list[str] | None = None) -> argparse.ArgumentParser:
         stage_parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         module = importlib.import_module(module_name)
         module.configure_parser(stage_parser)
+        add_lock_argument(stage_parser)
         stage_parser.set_defaults(handler=module.run_from_args)
     return parser
 
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return int(args.handler(args) or 0)
+        with stage_output_locks(args):  # one writer per output (ssmttm.locks: wait, then refuse)
+            return int(args.handler(args) or 0)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -154,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; nothing half-written was published (outputs appear only when complete)", file=sys.stderr)
         return 130
     except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            print(f"error: {disk_full_message(exc, stage_outputs(args))}", file=sys.stderr)
+            return 1
         if exc.errno not in ENVIRONMENT_ERRNOS:
             return _report_crash(args.verb, exc, args.verbose)
         hint = ENVIRONMENT_ERRNOS[exc.errno]

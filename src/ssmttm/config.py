@@ -11,6 +11,7 @@ sits in `schemas/<section>.schema.yaml`, so each stage owns its part of the cont
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -88,8 +89,25 @@ _Validator = jsonschema.validators.extend(
 )
 
 
+def non_finite_numbers(value: Any, path: tuple = ()) -> list[str]:
+    """Dotted keys of every NaN or infinite number in a params tree. JSON Schema's `minimum`/`maximum` let NaN pass
+    (every comparison with it is false) and YAML reads `.nan` and `.inf`, so finiteness is checked here, for all
+    numbers at once."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{_dotted(path)} = {value!r}"]
+    if isinstance(value, Mapping):
+        return [bad for key, item in value.items() for bad in non_finite_numbers(item, (*path, key))]
+    if isinstance(value, list | tuple):
+        return [bad for i, item in enumerate(value) for bad in non_finite_numbers(item, (*path, i))]
+    return []
+
+
 def validate_params(params: Mapping[str, Any], source: str = "params") -> None:
     """Raise ParamsError naming the first bad key (deepest, most specific error first), then the cross-field rules."""
+    non_finite = non_finite_numbers(params)
+    if non_finite:
+        more = f" (and {len(non_finite) - 1} more)" if len(non_finite) > 1 else ""
+        raise ParamsError(f"{source}: {non_finite[0]} is not a finite number; give a finite value{more}")
     validator = _Validator(load_schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:

@@ -27,6 +27,7 @@ from ssmttm.codec import CodecHandle, check_codec_matches, load_codec, resolve_d
 from ssmttm.errors import UserFacingError
 from ssmttm.generate.audio_out import ClipFolder, write_clip
 from ssmttm.generate.captions import SAFE_ID
+from ssmttm.inputs import check_codes_array, check_fits_in_memory, decoding_bytes, load_codes_npz, load_latents_npz
 from ssmttm.progress import progress
 
 
@@ -37,32 +38,35 @@ class Item:
     caption: str | None = None
 
 
-def _ids(names: list[Any] | None, n: int) -> list[str]:
+def _ids(names: list[Any] | None, n: int, source: Path) -> list[str]:
     ids = [str(x) for x in names] if names is not None else [f"{i:05d}" for i in range(n)]
     bad = [i for i in ids if not SAFE_ID.match(i)]
     if bad or len(set(ids)) != len(ids):
-        raise UserFacingError(f"item ids must be unique file names (letters, digits, '.', '_', '-'); got {bad[:3]}")
+        raise UserFacingError(
+            f"{source}: item ids must be unique file names (letters, digits, '.', '_', '-'); got {bad[:3] or 'repeats'}"
+        )
     return ids
 
 
 def read_codes_file(path: Path, codec: CodecHandle, split: str | None) -> list[Item]:
     """Codes of a .npz or .parquet file as items (K, T)."""
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if "codes" not in data:
-                raise UserFacingError(f"{path}: no 'codes' array (B, K, T); use --latents for latents")
-            codes = torch.from_numpy(data["codes"].astype(np.int64))
-            captions = [str(c) for c in data["captions"]] if "captions" in data else [None] * len(codes)
-            ids = _ids(list(data["ids"]) if "ids" in data else None, len(codes))
-        if codes.dim() != 3:
-            raise UserFacingError(f"{path}: codes must be shaped (B, K, T), got {tuple(codes.shape)}")
-        return [Item(i, c, cap) for i, c, cap in zip(ids, codes, captions, strict=True)]
+        size = int(codec.identity["codebook_size"])
+        codes, captions, names = load_codes_npz(path, codec.n_codebooks, size)
+        ids = _ids(names, len(codes), path)
+        captions = captions or [None] * len(codes)
+        return [Item(i, torch.from_numpy(c), cap) for i, c, cap in zip(ids, codes, captions, strict=True)]
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from ssmttm.data.shards import CODEC_KEY, array_to_matrices
 
-        table = pq.read_table(str(path))
+        try:
+            table = pq.read_table(str(path))
+        except (pa.ArrowException, OSError) as exc:
+            reason = " ".join(str(exc).split())[:120]
+            raise UserFacingError(f"--codes {path}: unreadable Parquet file ({reason})") from None
         if "codes" not in table.column_names:
             raise UserFacingError(f"{path}: no 'codes' column")
         metadata = table.schema.metadata or {}
@@ -72,10 +76,20 @@ def read_codes_file(path: Path, codec: CodecHandle, split: str | None) -> list[I
             if "split" not in table.column_names:
                 raise UserFacingError(f"{path}: --split given but the file has no 'split' column")
             table = table.filter(np.array([s == split for s in table.column("split").to_pylist()]))
-        matrices = array_to_matrices(table.column("codes"), np.int64)
+        column = table.column("codes")
+        if not pa.types.is_list(column.type) or not pa.types.is_list(column.type.value_type):
+            raise UserFacingError(f"--codes {path}: the 'codes' column is {column.type}; it must hold K x T lists")
+        if not pa.types.is_integer(column.type.value_type.value_type):
+            raise UserFacingError(f"--codes {path}: codes of type {column.type.value_type.value_type}; use integers")
+        try:
+            matrices = array_to_matrices(column, np.int64)
+        except ValueError:
+            raise UserFacingError(
+                f"--codes {path}: a row's codebooks have different lengths; each must be K x T"
+            ) from None
         names = table.column("clip_id").to_pylist() if "clip_id" in table.column_names else None
         captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * len(matrices)
-        ids = _ids(names, len(matrices))
+        ids = _ids(names, len(matrices), path)
         return [Item(i, torch.from_numpy(m), c) for i, m, c in zip(ids, matrices, captions, strict=True)]
     raise UserFacingError(f"--codes {path}: use a .npz or .parquet file")
 
@@ -84,31 +98,25 @@ def read_latents_file(path: Path, codec: CodecHandle) -> list[Item]:
     """Raw latents (B, K*D, T) of a .npz -> items of codes (K, T), nearest code per codebook."""
     if path.suffix != ".npz":
         raise UserFacingError(f"--latents {path}: use a .npz file with a 'latents' array (B, K*D, T)")
-    with np.load(path, allow_pickle=False) as data:
-        if "latents" not in data:
-            raise UserFacingError(f"{path}: no 'latents' array (B, K*D, T)")
-        latents = torch.from_numpy(data["latents"].astype(np.float32))
-        captions = [str(c) for c in data["captions"]] if "captions" in data else [None] * len(latents)
-        ids = _ids(list(data["ids"]) if "ids" in data else None, len(latents))
-    if latents.dim() != 3 or latents.shape[1] != codec.latent_channels:
-        raise UserFacingError(
-            f"{path}: latents shaped {tuple(latents.shape)}; the codec expects (B, {codec.latent_channels}, T)"
-        )
+    latents_array, captions, names = load_latents_npz(path, codec.latent_channels)
+    latents = torch.from_numpy(latents_array)
+    captions = captions or [None] * len(latents)
+    ids = _ids(names, len(latents), path)
     codes = [codec.latents_to_codes(latents[i : i + 1])[0].cpu() for i in range(len(latents))]
     return [Item(i, c, cap) for i, c, cap in zip(ids, codes, captions, strict=True)]
 
 
 def check_codes(items: list[Item], codec: CodecHandle, source: Path) -> None:
+    """Every item's codes (K, T): integers in the codebook, 1..K codebooks, T >= 1, and decodable in memory."""
+    if not items:
+        raise UserFacingError(f"--codes {source}: no items to decode (is --split right?)")
     size = int(codec.identity["codebook_size"])
     for item in items:
-        k = item.codes.shape[0]
-        if not 1 <= k <= codec.n_codebooks:
-            raise UserFacingError(f"{source} {item.item_id}: {k} codebooks; the codec decodes 1..{codec.n_codebooks}")
-        if item.codes.numel() and (int(item.codes.min()) < 0 or int(item.codes.max()) >= size):
-            raise UserFacingError(
-                f"{source} {item.item_id}: codes outside 0..{size - 1} (the codec's codebook size); were they made "
-                "with another codec?"
-            )
+        check_codes_array(item.codes.numpy(), f"{source} {item.item_id}", codec.n_codebooks, size)
+    longest = max(item.codes.shape[1] for item in items)
+    check_fits_in_memory(
+        decoding_bytes(codec.identity, longest), f"{source}: decoding {longest} frames", "split the input"
+    )
 
 
 def decode_items(
@@ -128,7 +136,9 @@ def decode_items(
     codec = load_codec(codec_dir, resolve_device(device))
     source = Path(codes_path or latents_path)
     if not source.is_file():
-        raise UserFacingError(f"{source}: file not found")
+        raise UserFacingError(f"{'--codes' if codes_path else '--latents'} {source}: file not found")
+    if codebooks is not None and codebooks < 1:
+        raise UserFacingError(f"--codebooks {codebooks}: must be >= 1")
     items = read_codes_file(source, codec, split) if codes_path else read_latents_file(source, codec)
     check_codes(items, codec, source)
     folder = ClipFolder(out)

@@ -111,6 +111,25 @@ def test_page_is_self_contained_and_every_link_resolves(built):
     assert 'src="figures/metrics_vs_steps.png"' in html and 'src="figures/loss_curves.png"' in html
 
 
+def test_page_reads_top_down_without_a_browser(built):
+    """The summary precedes every section; sentences without values sit in one collapsed block; every player has its
+    spectrogram beside it; the prompt grid has a column per system (the browser test checks the layout)."""
+    html = built["html"]
+    assert html.index('<section id="summary">') < html.index('id="comparisons"') < html.index('id="audio"')
+    assert html.index('<section id="summary">') == html.index("<h2") - len('<section id="summary">')
+    collapsed = html[html.index('<details class="not-computed">') :]
+    assert html.count("neither value was computed") == collapsed[: collapsed.index("</details>")].count(
+        "neither value was computed"
+    )
+    players = re.findall(
+        r'<figure class="player">(?:<figcaption>[^<]*</figcaption>)?(<audio[^>]*></audio>)?(<img[^>]*>)?', html
+    )
+    assert players and all(audio and 'class="spectrogram" src="spectrograms/' in img for audio, img in players if audio)
+    grid = html[html.index('<table class="prompt-grid" data-systems="4">') :]
+    grid = grid[: grid.index("</table>")]
+    assert grid.count("<tr>") == 1 + 3 and grid.count("<audio") == 4 * 3  # header + 3 prompts; 4 systems each
+
+
 def test_table_shows_paper_values_beside_ours_and_flags(built):
     html = built["html"]
     assert 'id="table"' in html

@@ -1,6 +1,17 @@
-"""The tiny project on a real one-node Slurm (scripts/slurm/up.sh), through a copy of workflow/profiles/slurm that
-differs only in account and partitions: directly with Snakemake, with a train_lm job `scancel`led mid-run, and
-through `SSMTTM_SNAKEMAKE_PROFILE=... dvc repro`. Each result must equal a local, uninterrupted run's bytes."""
+"""The paper test profile (configs/paper-test.yaml in a scratch workspace, as `make paper-test` makes it:
+scripts/paper_test/workspace.py) on a real one-node Slurm (scripts/slurm/up.sh), through a copy of
+workflow/profiles/slurm that differs only in account and partitions (tests/slurm/conftest.py):
+
+- `SSMTTM_SNAKEMAKE_PROFILE=<copy> dvc repro` runs the whole paper DAG through Slurm, uninterrupted;
+- `snakemake --profile <copy>` runs it again while one train_lm job is `scancel`led after its first checkpoint: the
+  run finishes (Snakemake notices the cancelled job and retries it), the retry resumes from the checkpoint, nothing
+  is left behind (no job, no process, no temporary or lock file, no duplicate history row), and every versioned file
+  equals the uninterrupted DVC run's bytes (README "Interrupted runs": a resumed run is byte-identical).
+
+Both workspaces pass scripts/paper_test/check.py (the whole matrix, and the stand-in labels). One run is longer than
+the profile's (`runs.prefix_simba_small.train_lm.max_steps`), in both workspaces, so that there is time to cancel it.
+Wall time on the 2-core machine: see README "Tests" (the slurm tests).
+"""
 
 from __future__ import annotations
 
@@ -12,50 +23,65 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from scripts.paper_test import check, summary, workspace
 from tests.slurm.conftest import make_test_profile, slurm_env
-from tests.workflow.project import commit, dvc, make_project, run, set_param, snakemake, tree_hashes
+from tests.workflow.project import dvc
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(7200)]
 
-# Long enough that a train_lm job can be cancelled after its first checkpoint and before its end.
-LONG_TRAIN = {"train_lm.max_steps": 400, "train_lm.checkpoint_every": 100, "train_lm.val_every": 100}
-RUN_TIMEOUT_S = 1800
-PROFILE = "slurm-test"  # the copy, inside the project
-
-
-def _project(repo_root: Path, folder: Path) -> Path:
-    project = make_project(repo_root, folder)
-    for dotted, value in LONG_TRAIN.items():
-        set_param(project, dotted, value)
-    make_test_profile(repo_root, project / PROFILE)
-    commit(project, "longer train_lm; slurm test profile")
-    return project
-
-
-def _artifacts(project: Path) -> dict[str, str]:
-    """tree_hashes, but a `.recipe` file only where the project's copied src/ is the reference's: a recipe hashes
-    the stage's source files, which can change between two copies of a working tree being edited."""
-    hashes = tree_hashes(project)
-    hashes["src"] = "".join(sorted(tree_hashes(project, ("src",)).values()))
-    return hashes
-
-
-def _same_artifacts(got: dict[str, str], expected: dict[str, str]) -> None:
-    same_code = got["src"] == expected["src"]
-
-    def keep(name: str) -> bool:
-        return name != "src" and (same_code or not name.endswith(".recipe"))
-
-    assert {k: v for k, v in got.items() if keep(k)} == {k: v for k, v in expected.items() if keep(k)}
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = "slurm-test"  # the profile's copy, inside the workspace
+RUN_TIMEOUT_S = 3600
+CANCELLED_RUN = "prefix_simba_small"  # one block: the quickest steps, so the longer run costs least
+LONGER = {f"runs.{CANCELLED_RUN}.train_lm.max_steps": 40}  # checkpoints every 2 steps (the profile's)
 
 
 @pytest.fixture(scope="module")
-def reference(repo_root, tmp_path_factory) -> dict[str, str]:
-    """The bytes of a local, uninterrupted run of the same project (bare snakemake)."""
-    project = _project(repo_root, tmp_path_factory.mktemp("slurm") / "reference")
-    run(snakemake(), project, timeout=RUN_TIMEOUT_S)
-    return _artifacts(project)
+def scratch(slurm_cluster, tmp_path_factory):
+    """(scratch folder, served files, stand-ins), the local server up for the whole module."""
+    root = tmp_path_factory.mktemp("paper-slurm")
+    standins = workspace.build_standins(root)
+    with workspace.served(root) as served_root:
+        yield root, served_root, standins
+
+
+def _workspace(scratch, name: str) -> tuple[Path, dict[str, str]]:
+    """A paper test workspace with the longer run and the profile's copy; the environment its jobs get."""
+    root, served_root, standins = scratch
+    folder = workspace.make_workspace(root / name, served_root, standins)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    for dotted, value in LONGER.items():
+        *parents, leaf = dotted.split(".")
+        section = params
+        for key in parents:
+            section = section.setdefault(key, {})  # a run's own train_lm section may not be there yet
+        section[leaf] = value
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    make_test_profile(REPO, folder / PROFILE)
+    return folder, workspace.standin_env(standins, slurm_env(SSMTTM_SNAKEMAKE_PROFILE=PROFILE))
+
+
+@pytest.fixture(scope="module")
+def dvc_on_slurm(scratch):
+    """(workspace, output) of `dvc repro` through Slurm, uninterrupted."""
+    folder, env = _workspace(scratch, "dvc")
+    workspace.init_dvc_repo(folder)
+    started = time.monotonic()
+    proc = subprocess.run(dvc("repro"), cwd=folder, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    print(f"dvc repro on slurm: {time.monotonic() - started:.0f} s")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-8000:]
+    return folder, output
+
+
+def test_dvc_repro_runs_the_paper_test_profile_through_slurm(dvc_on_slurm):
+    folder, output = dvc_on_slurm
+    assert "SLURM jobid" in output or "SLURM run ID" in output, output[-4000:]  # the jobs went through Slurm
+    status = subprocess.run(dvc("status"), cwd=folder, capture_output=True, text=True, check=True).stdout
+    assert "up to date" in status, status
+    assert check.check(folder) == []
 
 
 def _jobs() -> list[dict[str, str]]:
@@ -63,44 +89,43 @@ def _jobs() -> list[dict[str, str]]:
     return [dict(zip(("id", "comment", "state"), line.split("|"), strict=True)) for line in out.splitlines() if line]
 
 
-def _running_train_lm_with_checkpoint(project: Path) -> tuple[str, str] | None:
-    """(slurm job id, run) of a running train_lm job whose run folder holds a checkpoint, or None."""
+def _running_with_checkpoint(folder: Path, run: str) -> str | None:
+    """The slurm job id of `run`'s train_lm job while it runs and its run folder holds a checkpoint, or None."""
     for job in _jobs():
-        match = re.match(r"rule_train_lm_wildcards_(\w+)", job["comment"])
-        if job["state"] == "RUNNING" and match:
-            run_name = match.group(1)
-            if any((project / "results/train_lm" / run_name).glob("step-*/trainer_state.pt")):
-                return job["id"], run_name
+        if job["state"] == "RUNNING" and job["comment"] == f"rule_train_lm_wildcards_{run}":
+            if any((folder / "results/train_lm" / run).glob("step-*/trainer_state.pt")):
+                return job["id"]
     return None
 
 
-def _no_process_uses(project: Path) -> list[str]:
-    """Command lines of live processes that name the project folder (an orphaned trainer would be one)."""
+def _processes_naming(folder: Path) -> list[str]:
+    """Command lines of live processes that name the workspace (an orphaned trainer would be one)."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if str(project) in text:
+        if str(folder) in text:
             found.append(text)
     return found
 
 
-def test_snakemake_on_slurm_finishes_the_run_after_a_scancelled_train_lm(slurm_cluster, repo_root, tmp_path, reference):
-    project = _project(repo_root, tmp_path / "project")
+def test_snakemake_on_slurm_finishes_the_run_after_a_scancelled_train_lm(scratch, dvc_on_slurm, tmp_path):
+    folder, env = _workspace(scratch, "snakemake")
     log_path = tmp_path / "snakemake.log"
     command = [str(Path(sys.executable).parent / "snakemake"), "--profile", PROFILE]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, cwd=project, env=slurm_env(), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + RUN_TIMEOUT_S
-            target = None
-            while target is None and proc.poll() is None and time.monotonic() < deadline:
-                target = _running_train_lm_with_checkpoint(project)
+            job_id = None
+            while job_id is None and proc.poll() is None and time.monotonic() < deadline:
+                job_id = _running_with_checkpoint(folder, CANCELLED_RUN)
                 time.sleep(0.5)
-            assert target is not None, f"no train_lm job ran with a checkpoint:\n{log_path.read_text()[-6000:]}"
-            job_id, run_name = target
+            assert job_id is not None, (
+                f"{CANCELLED_RUN}: no running train_lm job with a checkpoint:\n" + (log_path.read_text()[-6000:])
+            )
             subprocess.run(["scancel", job_id], check=True)
             rc = proc.wait(timeout=max(60.0, deadline - time.monotonic()))
         finally:
@@ -111,25 +136,16 @@ def test_snakemake_on_slurm_finishes_the_run_after_a_scancelled_train_lm(slurm_c
     assert rc == 0, output[-8000:]
     assert re.search(rf"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'", output), output[-8000:]
     assert "Trying to restart job" in output
-    train_log = (project / "logs/train_lm" / f"{run_name}.log").read_text()
+    train_log = (folder / "logs/train_lm" / f"{CANCELLED_RUN}.log").read_text()
     assert "Restored all states from the checkpoint" in train_log  # the retry resumed, it did not start over
-    history = [json.loads(line) for line in (project / "results/train_lm" / run_name / "history.jsonl").open()]
+    history = [json.loads(line) for line in (folder / "results/train_lm" / CANCELLED_RUN / "history.jsonl").open()]
     steps = [row["step"] for row in history if "loss" in row]
     assert len(steps) == len(set(steps))  # one writer: no duplicate rows
-    # Nothing left behind: no job, no process, no temporary or lock file; the bytes of an uninterrupted run.
+    # Nothing left behind: no job, no process, no temporary or lock file.
     assert not [job for job in _jobs() if job["comment"].startswith("rule_")]
-    assert _no_process_uses(project) == []
-    leftovers = [p for p in (project / "results").rglob("*") if ".tmp-" in p.name or p.name == ".run.lock"]
+    assert _processes_naming(folder) == []
+    leftovers = [p for p in (folder / "results").rglob("*") if ".tmp-" in p.name or p.name == ".run.lock"]
     assert leftovers == []
-    _same_artifacts(_artifacts(project), reference)
-
-
-def test_dvc_repro_on_slurm_matches_the_local_run(slurm_cluster, repo_root, tmp_path, reference):
-    project = _project(repo_root, tmp_path / "project")
-    env = slurm_env(SSMTTM_SNAKEMAKE_PROFILE=PROFILE)
-    proc = subprocess.run(dvc("repro"), cwd=project, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]
-    assert "SLURM jobid" in proc.stdout + proc.stderr  # the jobs went through Slurm
-    status = run(dvc("status"), project)
-    assert "up to date" in status, status
-    _same_artifacts(_artifacts(project), reference)
+    assert check.check(folder) == []
+    # The bytes of the uninterrupted run (the DVC workspace ran the same params, code and stand-ins).
+    assert summary.compare(dvc_on_slurm[0], folder) == 0

@@ -1,13 +1,12 @@
-"""The whole DAG on a tiny config, through Snakemake and through DVC, and a snapshot that travels between clones.
+"""The whole DAG on a tiny config through Snakemake, and a snapshot that travels between clones.
 
 Clone A builds the tiny project with a bare `snakemake`, records it with `dvc commit` (as `make demo` does) and
-`dvc push`es it to the default remote (a folder beside the clones, as configured in .dvc/config). A second project
-builds the same config with `dvc repro` alone. The tests check that:
+`dvc push`es it to the default remote (a folder beside the clones, as configured in .dvc/config). The tests check:
 - every stage's output exists with its provenance and recipe, and the disallowed track never passes select;
-- both engines produce byte-identical artifacts (also a same-machine rerun-determinism check);
 - clone B (`git clone` of A) gets byte-identical artifacts with `dvc pull`, and then neither `dvc status` nor
   `snakemake -n` has anything to do; a targeted pull brings what training a new run needs, and only that run trains;
-- adding a named run rebuilds only its branch and the joint stages after it, and an experiment's metrics are its own.
+- adding a named run rebuilds only its branch and the joint stages after it.
+The same project built by `dvc repro` alone, and experiments: tests/workflow/test_dvc_engine.py.
 """
 
 from __future__ import annotations
@@ -27,9 +26,7 @@ from tests.workflow.project import (
     N_SHARDS,
     ND_TRACK,
     TINY_OVERRIDES,
-    commit,
     dvc,
-    make_project,
     run,
     scheduled_jobs,
     set_param,
@@ -38,14 +35,6 @@ from tests.workflow.project import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def dvc_project(repo_root, tmp_path_factory):
-    project = make_project(repo_root, tmp_path_factory.mktemp("wf") / "dvc")
-    run(dvc("repro"), project)
-    commit(project, "tiny run through dvc repro")
-    return project
 
 
 def test_snakemake_builds_every_stage(snakemake_project):
@@ -77,21 +66,6 @@ def test_snakemake_builds_every_stage(snakemake_project):
 def test_logs_are_plain_lines(snakemake_project):
     logs = list((snakemake_project / "logs").rglob("*.log"))
     assert logs and not [p for p in logs if "\r" in p.read_text()]
-
-
-def test_dvc_and_snakemake_build_byte_identical_artifacts(snakemake_project, dvc_project):
-    via_snakemake = tree_hashes(snakemake_project)
-    via_dvc = tree_hashes(dvc_project)
-    assert via_snakemake.keys() == via_dvc.keys()
-    different = [path for path in via_snakemake if via_snakemake[path] != via_dvc[path]]
-    assert not different, f"artifacts differ between the two runs: {different[:10]}"
-    assert any(p.endswith(".parquet") for p in via_snakemake) and any(p.endswith(".wav") for p in via_snakemake)
-    assert any(p.startswith("results/train_lm/") for p in via_snakemake)
-
-
-def test_the_dvc_run_is_up_to_date_in_both_engines(dvc_project):
-    assert json.loads(run(dvc("status", "--json"), dvc_project).strip() or "{}") == {}
-    assert scheduled_jobs(run(snakemake("--dry-run"), dvc_project)) == {}
 
 
 def test_a_pushed_run_pulls_byte_identical_into_another_clone(snakemake_project, clones):
@@ -129,31 +103,6 @@ def test_adding_a_run_reruns_only_its_branch_and_the_joint_stages(snakemake_proj
     # the stages that declare the `runs` section; lm_plot and evaluate follow once train_lm's output changes
     assert set(status) == {"train_lm", "generate", "report"}, status
     run(["git", "checkout", "--", "params.yaml"], project)
-
-
-def test_experiments_report_their_own_runs(dvc_project):
-    before = tree_hashes(dvc_project, folders=("data",))
-    run(dvc("exp", "run", "--quiet", "-S", "runs.cross_transformer.backbone=prefix_mamba"), dvc_project)
-    assert tree_hashes(dvc_project, folders=("data",)) == before  # no data stage reran
-    shown = json.loads(run(dvc("exp", "show", "--json"), dvc_project))
-    experiments = [
-        exp
-        for commit_entry in shown
-        for exp in [commit_entry, *[e for branch in commit_entry.get("experiments") or [] for e in branch["revs"]]]
-    ]
-    by_backbone = {}  # the backbone of the run named cross_transformer -> {run: its backbone in lm_plot's metrics}
-    for exp in experiments:
-        data = exp.get("data") or {}
-        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-        metrics = data.get("metrics", {}).get("results/lm_plot/metrics.json", {}).get("data", {})
-        if params:
-            by_backbone[params["runs"]["cross_transformer"]["backbone"]] = set(metrics)
-    assert by_backbone["prefix_mamba"] == {"prefix_simba", "cross_transformer"}, by_backbone
-    assert by_backbone["cross_transformer"] == {"prefix_simba", "cross_transformer"}, by_backbone
-    # the experiment's run of another backbone replaced the folder's run, which was kept under previous/<key>/
-    run_dir = dvc_project / "results/train_lm/cross_transformer"
-    assert json.loads((run_dir / "metrics.json").read_text())["backbone"] == "prefix_mamba"
-    assert [p for p in (run_dir / "previous").iterdir() if (p / "run.json").is_file()]
 
 
 # ------------------------------------------------------------------------------------------- named runs (fast)

@@ -12,14 +12,16 @@ index.json (sha256 and scores per clip). They are for listening and are the code
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import atomic_dir, write_json, write_provenance
 from ssmttm.codec import METRICS_FILE, model_identity, resolve_device, save_codec
-from ssmttm.codec.pretrained import PretrainedConfig, prepare_pretrained
+from ssmttm.codec.pretrained import PretrainedConfig, locate_weights, prepare_pretrained
 from ssmttm.codec.train import HELDOUT_MEASURES, CodecTrainConfig, train_codec
 from ssmttm.config import load_params, section_to_dataclass
 
@@ -42,8 +44,13 @@ def run_codec(
     """Write the codec folder `out`; return its codec.json."""
     with atomic_dir(out) as tmp:
         if cfg.mode == "pretrained":
-            identity = prepare_pretrained(cfg.pretrained, tmp)
-            extra: dict[str, Any] = {}
+            # Located once (a download, when allowed, happens here): the same file is converted and its STANDIN.txt,
+            # if it is a stand-in, is read.
+            weights = locate_weights(cfg.pretrained)
+            identity = prepare_pretrained(dataclasses.replace(cfg.pretrained, path=str(weights)), tmp)
+            extra: dict[str, Any] = stand_ins.provenance_fields(
+                {f"codec.pretrained (DAC {identity['variant']})": stand_ins.label_beside(weights)}
+            )
         elif cfg.mode == "train":
             model, metrics = train_codec(cfg.train, clip_dirs, seed, resolve_device(cfg.device), tmp / HELDOUT_DIR)
             identity = save_codec(tmp, model, model_identity(model, variant="trained"))

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import (
     atomic_dir,
     read_jsonl,
@@ -252,6 +253,10 @@ def caption_shard(
             inputs=inputs,
             model=model_info,
             counts=dict(sorted(Counter(r["caption_source"] for r in rows).items())),
+            **stand_ins.provenance_fields(
+                stand_ins.inherited([clips_dir]),
+                {f"caption.model ({cfg.model.name_or_path})": getattr(model_runner, "stand_in", None)},
+            ),
         )
     log.info("%s: %d captions", out_dir, len(rows))
     return out_dir

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssmttm import stand_ins
 from ssmttm.errors import MissingWeightsError, UserFacingError
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class AudioCaptioner:
         self.model = model.eval()
         self.processor = processor
         self.cfg = cfg
+        self.stand_in: str | None = None  # set by load_captioner (ssmttm.stand_ins)
         self.device = device
         self.sample_rate = int(processor.feature_extractor.sampling_rate)
         if cfg.sample_rate is not None and cfg.sample_rate != self.sample_rate:
@@ -156,4 +158,6 @@ def load_captioner(cfg: CaptionModelConfig) -> AudioCaptioner:
     except (OSError, ValueError) as exc:
         raise _missing(name, exc) from exc
     log.info("caption model %s on %s (%s)", name, device, cfg.dtype)
-    return AudioCaptioner(model.to(device), processor, cfg, device)
+    captioner = AudioCaptioner(model.to(device), processor, cfg, device)
+    captioner.stand_in = stand_ins.hf_label(name)  # the STANDIN.txt beside the loaded weights, or None
+    return captioner

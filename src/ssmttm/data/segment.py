@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import (
     atomic_dir,
     atomic_path,
@@ -274,6 +275,9 @@ def segment_shard(
             inputs={"kept.jsonl": sha256_file(selected_dir / "kept.jsonl")},
             counts={"tracks": len(rows), "clips": len(all_clips), "dropped": len(all_dropped)},
             vocal_removal=separator.describe() if removal and hasattr(separator, "describe") else None,
+            **stand_ins.provenance_fields(
+                {f"segment.vocal_removal (demucs {cfg.vocal_removal.model})": getattr(separator, "stand_in", None)}
+            ),
         )
     log.info("%s: %d tracks -> %d clips (%d dropped)", out_dir, len(rows), len(all_clips), len(all_dropped))
     return out_dir

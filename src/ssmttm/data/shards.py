@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import atomic_path, canonical_json, is_temporary, sha256_file, write_json, write_text
 from ssmttm.errors import UserFacingError
 
@@ -201,8 +202,10 @@ def finalize_manifest(folder: str | Path, params_sha256: str | None = None) -> d
     entries, totals, codec, params = [], Counter(), None, None
     track_splits: dict[str, set[str]] = {s: set() for s in SPLITS}
     failures_total = 0
+    standin_labels: dict[str, str] = {}  # ssmttm.stand_ins: what of the shards' inputs was a stand-in
     for shard in shards:
         meta = read_shard_metadata(shard)
+        standin_labels.update(meta["provenance"].get(stand_ins.KEY) or {})
         if codec is None:
             codec, params = meta["codec"], meta["params_sha256"]
         elif meta["codec"] != codec:
@@ -245,6 +248,7 @@ def finalize_manifest(folder: str | Path, params_sha256: str | None = None) -> d
         "tracks": {s: len(track_splits[s]) for s in SPLITS},
         "failures": failures_total,
         "shards": entries,
+        **stand_ins.provenance_fields(standin_labels),
     }
     write_json(folder / MANIFEST_FILE, manifest)
     return manifest

@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import hash_params, provenance, read_jsonl, stable_unit_float
 from ssmttm.codec import CodecHandle, load_codec, resolve_device
 from ssmttm.codec.train import resolve_audio_path
@@ -179,6 +180,7 @@ def tokenize_shard(
         raise UserFacingError(
             "tokenize.valid_fraction + tokenize.test_fraction must be below 1 (no training data otherwise)"
         )
+    codec_dir = None if isinstance(codec, CodecHandle) else Path(codec)
     if not isinstance(codec, CodecHandle):
         codec = load_codec(codec, device=resolve_device(cfg.device))
     rows, captions = read_inputs(clips_dir, captions_dir)
@@ -233,6 +235,7 @@ def tokenize_shard(
             seed,
             device=codec.device.type,
             inputs={"clips": str(clips_dir), "captions": str(captions_dir)},
+            **stand_ins.provenance_fields(stand_ins.inherited([clips_dir, captions_dir, codec_dir])),
         ),
     }
     write_shard(out, token_rows, metadata, cfg.row_group_size, cfg.store_latents)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssmttm import stand_ins
 from ssmttm.audio import resample
 from ssmttm.errors import MissingWeightsError, UserFacingError
 
@@ -62,6 +63,7 @@ class VocalRemover:
         device: str | torch.device = "cpu",
         name: str = "custom",
         seed: int = 0,
+        stand_in: str | None = None,
     ):
         sources = list(model.sources)
         if VOCALS not in sources:
@@ -81,6 +83,7 @@ class VocalRemover:
         self.segment_seconds = float(segment_seconds)
         self.device = torch.device(device)
         self.seed = seed
+        self.stand_in = stand_in  # the STANDIN.txt text beside the loaded weights (ssmttm.stand_ins), or None
 
     def describe(self) -> dict[str, Any]:
         """Identity recorded in provenance (no device: outputs must not depend on where they ran)."""
@@ -198,7 +201,15 @@ def load_vocal_remover(cfg: VocalRemovalConfig, seed: int = 0) -> VocalRemover:
                 f"{fetch_command(cfg.model)} and copy the caches, or set segment.vocal_removal.weights_path"
             ) from exc
     log.info("vocal removal with demucs '%s' on %s", cfg.model, device)
-    return VocalRemover(model, cfg.segment_seconds, device=device, name=cfg.model, seed=seed)
+    label = stand_ins.label_beside(cfg.weights_path) if cfg.weights_path else _cached_label(cfg.model)
+    return VocalRemover(model, cfg.segment_seconds, device=device, name=cfg.model, seed=seed, stand_in=label)
+
+
+def _cached_label(model: str) -> str | None:
+    """The stand-in label of the Hugging Face snapshot `get_model(model)` reads (demucs' namespace), if any."""
+    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
+
+    return stand_ins.hf_label(f"{DEFAULT_NAMESPACE}/{hf_repo_name(model)}")
 
 
 def _cache_places(model: str) -> str:

@@ -104,6 +104,9 @@ def _format_field(value: Any) -> str:
 def render_markdown(card: dict[str, Any]) -> str:
     """The card as a page to read: the sets, then each metric's value and how it was computed."""
     lines = [f"# Metric card: {card['set']['name']}", ""]
+    if card.get("stand_in"):  # ssmttm.stand_ins: random stand-in weights somewhere upstream of these numbers
+        lines += [f"**{card.get('note', 'computed with stand-in weights')}**", ""]
+        lines += [f"- stand-in: {name}" for name in card.get("stand_ins", {})] + [""]
     for part in ("set", "reference"):
         lines.append(f"## {part.capitalize()}")
         lines += [f"- {key}: {_format_field(value)}" for key, value in card[part].items() if key != "caption_ids"]

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import soxr
 
-from ssmttm.artifacts import read_jsonl, sha256_file
+from ssmttm.artifacts import sha256_file
 from ssmttm.audio import load_audio, resample, to_mono
 from ssmttm.errors import UserFacingError
+from ssmttm.inputs import read_json_file, read_jsonl_rows
 
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.json")
 RESAMPLER = f"soxr {soxr.__version__} HQ (ssmttm.audio.resample), mono = mean of channels"
@@ -134,11 +135,11 @@ def find_manifest(folder: str | Path) -> Path:
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if path.suffix == ".jsonl":
-        return read_jsonl(path)
-    data = json.loads(path.read_text())
+        return read_jsonl_rows(path, "clip manifest")
+    data = read_json_file(path, "clip manifest")
     rows = data.get("clips", data.get("rows")) if isinstance(data, Mapping) else data
-    if not isinstance(rows, list):
-        raise UserFacingError(f"{path}: expected a list of clip rows (or {{'clips': [...]}})")
+    if not isinstance(rows, list) or not all(isinstance(row, Mapping) for row in rows):
+        raise UserFacingError(f"{path}: expected a list of clip rows (objects), or {{'clips': [...]}}")
     return rows
 
 
@@ -154,9 +155,15 @@ def _failure(row: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _group_key(row: Mapping[str, Any]) -> tuple[int | None, str | None]:
-    step = _first(row, STEP_KEYS)
-    return (int(step) if step is not None else None, row.get("variant"))
+def _group_key(row: Mapping[str, Any], manifest: Path) -> tuple[int | None, str | None]:
+    step, variant = _first(row, STEP_KEYS), row.get("variant")
+    if (step is not None and not _is_int(step)) or (variant is not None and not isinstance(variant, str)):
+        raise UserFacingError(f"{manifest}: a row has a bad step (an integer) or variant (a string): {row!r:.200}")
+    return (int(step) if step is not None else None, variant)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def group_name(base: str, key: tuple[int | None, str | None], keys: list[tuple[int | None, str | None]]) -> str:
@@ -199,7 +206,7 @@ def read_clip_sets(folder: str | Path, name: str | None = None) -> list[ClipSet]
         base = "/".join([name or folder.name, *manifest.parent.relative_to(folder).parts])
         groups: dict[tuple[int | None, str | None], list[dict[str, Any]]] = {}
         for row in rows:
-            groups.setdefault(_group_key(row), []).append(row)
+            groups.setdefault(_group_key(row, manifest), []).append(row)
         keys = sorted(groups, key=lambda k: (k[0] if k[0] is not None else -1, k[1] or ""))
         digest = sha256_file(manifest)
         sets += [
@@ -240,8 +247,10 @@ def _read_group(
         if reason is not None:
             failed.append({"path": relative, "caption_id": _first(row, CAPTION_ID_KEYS), "reason": reason})
             continue
-        if relative is None or row.get("caption") is None:
-            raise UserFacingError(f"{manifest}: a row has no path or no caption: {json.dumps(row)[:200]}")
+        if not isinstance(relative, str) or row.get("caption") is None:
+            raise UserFacingError(f"{manifest}: a row has no path (a string) or no caption: {json.dumps(row)[:200]}")
+        if row.get("seed") is not None and not _is_int(row["seed"]):
+            raise UserFacingError(f"{manifest}: a row's seed is not an integer: {json.dumps(row)[:200]}")
         path = Path(relative) if Path(relative).is_absolute() else folder / relative
         if not path.is_file():
             raise UserFacingError(f"{manifest}: lists {relative}, which is not in {folder}; regenerate the folder")

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import atomic_dir, library_versions, write_json, write_jsonl, write_provenance
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.errors import UserFacingError
@@ -268,6 +269,7 @@ def _evaluate(
         "weight_free_features": feature_card(cfg.features),
         "models": {name: _model_status(model) for name, model in loaded.items()},
         "families": list(cfg.families),
+        **_network_stand_ins(loaded),
     }
     with atomic_dir(out) as tmp:
         reference_entry = _evaluate_reference(reference_eval, loaded, cfg, boot, common, tmp)
@@ -284,6 +286,8 @@ def _evaluate(
             "reference": reference_entry,
             "sets": set_entries,
         }
+        inherited = stand_ins.inherited([reference, *sets.values()])
+        result.update(stand_ins.card_fields(common.get(stand_ins.KEY, {}), inherited))
         write_json(tmp / METRICS_FILE, result)
         write_provenance(
             tmp,
@@ -293,12 +297,30 @@ def _evaluate(
             reference=str(reference),
             generated={name: str(folder) for name, folder in sets.items()},
             manifests={e.clips.name: e.clips.manifest_sha256 for e in [reference_eval, *evaluated]},
+            **stand_ins.provenance_fields(common.get(stand_ins.KEY, {}), inherited),
         )
     return result
 
 
 def _section_of(cfg: EvaluateConfig) -> dict[str, Any]:
     return asdict(cfg)
+
+
+def _network_stand_ins(loaded: dict[str, Any]) -> dict[str, Any]:
+    """{"stand_ins": {network: STANDIN.txt text}} for the loaded evaluation networks whose weights are stand-ins."""
+    labels = {
+        f"evaluate network {name}": stand_ins.label_beside(model.card().get("weights"))
+        for name, model in loaded.items()
+        if not isinstance(model, Unavailable) and hasattr(model, "card")
+    }
+    labels = {name: label for name, label in labels.items() if label}
+    return {stand_ins.KEY: labels} if labels else {}
+
+
+def _stand_in_card(card: dict[str, Any], *folders: Path) -> dict[str, Any]:
+    """`card` headed by stand_in/stand_ins/note when its networks or the clips of `folders` came from stand-ins."""
+    parts = [card["common"].get(stand_ins.KEY, {}), *(stand_ins.of_artifact(f) for f in folders)]
+    return {**stand_ins.card_fields(*parts), **card}
 
 
 def _model_status(model: Any) -> str:
@@ -344,6 +366,7 @@ def _evaluate_reference(
     entries, card_metrics = _entries(results)
     reference_note = {"name": REFERENCE, "role": "this set is the reference"}
     card = {"set": clip_set.describe(), "reference": reference_note, "common": common, "metrics": card_metrics}
+    card = _stand_in_card(card, clip_set.folder)
     card_path = cards.write_card(out, REFERENCE, card)
     write_jsonl(out / f"per_clip/{cards.slug(REFERENCE)}.jsonl", _per_clip_rows(item, adherence_rows, *clap_rows))
     return {**_set_summary(item), "card": card_path, "metrics": entries}
@@ -380,6 +403,7 @@ def _evaluate_set(
         reason = clip_set.not_computed or f"the set has no usable clip ({len(clip_set.failed)} failed in generation)"
         entry = {**_set_summary(item), "metrics": {"all": cards.not_computed(reason)}}
         card = {"set": clip_set.describe(), "reference": reference.clips.describe(), "common": common, "metrics": {}}
+        card = _stand_in_card(card, clip_set.folder, reference.clips.folder)
         entry["card"] = cards.write_card(out, name, card)
         return entry
     captions = [c.caption for c in clip_set.clips]
@@ -425,6 +449,7 @@ def _evaluate_set(
     entries, card_metrics = _entries(results)
     set_description = {**clip_set.describe(), "role": item.role, "clips_cropped_to_reference": cropped[name]}
     card = {"set": set_description, "reference": reference.clips.describe(), "common": common, "metrics": card_metrics}
+    card = _stand_in_card(card, clip_set.folder, reference.clips.folder)
     card_path = cards.write_card(out, name, card)
     write_jsonl(out / f"per_clip/{cards.slug(name)}.jsonl", _per_clip_rows(item, *extra_rows))
     return {**_set_summary(item), "card": card_path, "metrics": entries}

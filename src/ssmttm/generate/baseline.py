@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import hash_params, sha256_file, write_json, write_provenance
 from ssmttm.codec import resolve_device
 from ssmttm.config import ParamsError, dataclass_to_dict, section_to_dataclass
@@ -119,6 +120,11 @@ class Located:
     folder: Path | None
     reason: str | None = None
     fetch: str | None = None
+
+    @property
+    def stand_in(self) -> str | None:
+        """The STANDIN.txt text in the weights folder (random stand-in weights), or None."""
+        return stand_ins.label_beside(self.folder)
 
 
 def locate_weights(name_or_path: str, kind: str = "musicgen") -> Located:
@@ -363,11 +369,20 @@ def generate_baseline(
     folder.flush()
     counts["reused"] = len(captions) - len(pending)
     summary |= {"status": "ok", "variants": [VARIANT], "skipped": {}, "audio": audio.describe()}
-    summary |= {"model": {"folder": str(located.folder), "weights_sha256": weights_id, "device": device.type}}
+    standin = stand_ins.provenance_fields({f"baselines.{name} ({baseline_cfg.name_or_path})": located.stand_in})
+    model = {"folder": str(located.folder), "weights_sha256": weights_id, "device": device.type}
+    summary |= {"model": {**model, **standin}}
     summary["folders"] = {VARIANT: folder.counts()}
     write_json(out / SUMMARY_FILE, summary)
     write_provenance(
-        out, "generate", provenance_section, seed, cpu_numerics=True, weights=str(located.folder), files=fingerprint
+        out,
+        "generate",
+        provenance_section,
+        seed,
+        cpu_numerics=True,
+        weights=str(located.folder),
+        files=fingerprint,
+        **standin,
     )
     log.info("%s: %d clips generated, %d reused", out, counts["generated"], counts["reused"])
     return {**summary, "generated": counts["generated"], "reused": counts["reused"]}

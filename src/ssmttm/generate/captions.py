@@ -18,6 +18,7 @@ fetch-references` fetches them; `generate --reference --fetched` pairs them with
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from ssmttm.data.shards import array_to_matrices, list_shards, read_shard_metadata
 from ssmttm.errors import UserFacingError
 from ssmttm.generate.config import GenerateConfig
+from ssmttm.inputs import read_text_utf8
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # ids become file names (YouTube ids may start with "-")
 TEST_SPLIT = "test"
@@ -70,7 +72,9 @@ def read_caption_file(path: str | Path) -> list[Caption]:
     path = Path(path)
     if not path.is_file():
         raise UserFacingError(f"caption file {path} not found")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in read_text_utf8(path, "caption file").splitlines() if line.strip()]
+    if not lines:
+        raise UserFacingError(f"caption file {path} has no captions; write one caption a line (.txt) or .jsonl rows")
     if path.suffix != ".jsonl":
         return [Caption(f"caption-{i:05d}", line.strip()) for i, line in enumerate(lines)]
     captions = []
@@ -80,7 +84,13 @@ def read_caption_file(path: str | Path) -> list[Caption]:
             text = row["caption"]
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise UserFacingError(f"{path}: every line must be a JSON object with a 'caption' field ({exc})") from None
-        captions.append(Caption(str(row.get("id") or row.get("clip_id") or f"caption-{i:05d}"), text))
+        caption_id = row.get("id") or row.get("clip_id") or f"caption-{i:05d}"
+        if not isinstance(text, str) or not isinstance(caption_id, str | int) or isinstance(caption_id, bool):
+            raise UserFacingError(
+                f"{path}: row {i + 1}: 'caption' must be a string and 'id' a string or an integer "
+                f"(got {type(text).__name__}, {type(caption_id).__name__})"
+            )
+        captions.append(Caption(str(caption_id), text))
     return captions
 
 
@@ -89,7 +99,7 @@ def read_musiccaps(path: str | Path) -> list[Caption]:
     path = Path(path)
     if not path.is_file():
         raise UserFacingError(f"MusicCaps CSV {path} not found; set generate.captions_path to musiccaps-public.csv")
-    with open(path, newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text_utf8(path, "MusicCaps CSV"), newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"ytid", "caption"} - set(reader.fieldnames or [])
         if missing:
@@ -132,7 +142,7 @@ def reference_sources(cfg: GenerateConfig, url_template: str) -> dict[str, Audio
     if cfg.captions != "file" or path.suffix != ".jsonl":
         return {}
     ids = [c.caption_id for c in read_caption_file(path)]
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in read_text_utf8(path, "caption file").splitlines() if line.strip()]
     sources = {}
     for number, (caption_id, line) in enumerate(zip(ids, lines, strict=True), start=1):
         row = json.loads(line)
@@ -198,6 +208,8 @@ def load_captions(cfg: GenerateConfig, shards_dir: str | Path | None) -> list[Ca
         captions, source = read_musiccaps(cfg.captions_path), str(cfg.captions_path)
     else:
         captions, source = read_caption_file(cfg.captions_path), str(cfg.captions_path)
+    if not captions:
+        raise UserFacingError(f"{source}: the caption set is empty; add captions or choose another generate.captions")
     check_ids(captions, source)
     return captions[: cfg.max_captions] if cfg.max_captions else captions
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import hash_params, sha256_file
 from ssmttm.codec import CodecHandle, load_codec, resolve_device
 from ssmttm.errors import UserFacingError
@@ -41,8 +42,9 @@ from ssmttm.generate.common import (
     prune_subfolders,
 )
 from ssmttm.generate.config import GenerateConfig
-from ssmttm.generate.synth import decode_clip, refine_codebook1
-from ssmttm.generate.tokens import caption_seed, encode_one_by_one, generate_tokens
+from ssmttm.generate.synth import decode_clip, variant_codes_of
+from ssmttm.generate.tokens import caption_seed, generate_tokens
+from ssmttm.inputs import check_sampling_fits, checkpoint_lm_config
 from ssmttm.models.lm import WEIGHTS_FILE, load_lm
 from ssmttm.progress import progress as report_progress
 
@@ -85,16 +87,14 @@ def variant_codes(
     run: RunInputs, variant: str, codes: torch.Tensor, rows: list[int], batch: list[Caption]
 ) -> torch.Tensor:
     """The codes (len(rows), K', T) a variant decodes, from the LM's tokens (B, K_lm, T) of a batch."""
+    encoder = None
     if variant == "two_stage":
         encoder = run.encoders.get(
             run.refiner.text, f"the refiner {run.refiner_dir}", run.refiner.secondary.cfg.context_dim
         )
-        text = encode_one_by_one(encoder, [batch[i].text for i in rows])
-        seeds = [run.seeds[batch[i].caption_id] for i in rows]
-        return refine_codebook1(run.refiner, run.codec, codes[rows, :1], text, seeds, run.cfg)
-    if variant == "codebook1_only":
-        return codes[rows, :1]
-    return codes[rows]  # single_stage
+    texts = [batch[i].text for i in rows]
+    seeds = [run.seeds[batch[i].caption_id] for i in rows]
+    return variant_codes_of(variant, codes[rows], texts, seeds, run.codec, run.cfg, run.refiner, encoder)
 
 
 def generate_checkpoint(run: RunInputs, ckpt: Checkpoint) -> tuple[dict[str, ClipFolder], dict[str, str], Counter]:
@@ -208,6 +208,9 @@ def generate_run(
         refiner_dir=refiner_dir,
         progress=progress,
     )
+    for ckpt in checkpoints:  # before anything is written: a length that cannot fit is refused up front
+        lm_cfg = checkpoint_lm_config(ckpt.folder)
+        check_sampling_fits(lm_cfg, cfg.batch_size, cfg.guidance_scale, run.audio.n_frames, "generate.seconds", device)
     run.out.mkdir(parents=True, exist_ok=True)
     prune_subfolders(run.out, {c.name for c in checkpoints}, lambda name: bool(STEP_RE.match(name)))
     folders, skipped, counts = {}, {}, Counter()
@@ -233,6 +236,9 @@ def generate_run(
         "refiner": str(refiner_dir) if refiner is not None else None,
         "refiner_sha256": refiner_id,
         "codec_weights_sha256": codec.identity["weights_sha256"],
+        **stand_ins.provenance_fields(
+            stand_ins.inherited([lm_run, codec_dir, refiner_dir if refiner is not None else None])
+        ),
     }
     finish(run.out, summary, folders, cfg, seed, section, inputs)
     log.info("%s: %d clips generated, %d reused", run.out, counts["generated"], counts["reused"])

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import hash_params, read_jsonl, sha256_file
 from ssmttm.audio import load_mono
 from ssmttm.codec import CodecHandle, check_codec_matches, load_codec, resolve_device
@@ -256,13 +257,16 @@ def generate_references(
     }
     if fetched:
         summary["captions"]["fetched"] = str(fetched_dir)
+    clip_inputs = [str(c) for c in clip_dirs or []] if not fetched else []
+    read = [shards_dir, codec_dir, refiner_dir, fetched_dir if fetched else None, *clip_inputs]
     inputs = {
         "shards": str(shards_dir),
-        "clips": [str(c) for c in clip_dirs or []] if not fetched else [],
+        "clips": clip_inputs,
         "fetched": str(fetched_dir) if fetched else None,
         "refiner": str(refiner_dir),
         "refiner_sha256": refiner_id,
         "codec_weights_sha256": codec.identity["weights_sha256"],
+        **stand_ins.provenance_fields(stand_ins.inherited(read)),
     }
     finish(out, summary, {v: folders[v] for v in variants}, cfg, seed, section, inputs)
     reused = sum(len(ids) - len(todo[v]) for v in variants)

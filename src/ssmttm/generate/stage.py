@@ -42,6 +42,7 @@ from ssmttm.generate.config import GenerateConfig
 from ssmttm.generate.lm_run import generate_run
 from ssmttm.generate.references import generate_references
 from ssmttm.generate.tokens import generate_tokens, write_codes
+from ssmttm.inputs import check_finite_number, check_sampling_fits, check_seed, check_utf8_texts
 from ssmttm.models.lm import load_lm
 
 __all__ = ["configure_parser", "generate_references", "generate_run", "run_from_args"]
@@ -56,13 +57,12 @@ def generate_codes(args: argparse.Namespace, params: dict[str, Any], cfg: Genera
         raise UserFacingError(f"--out {args.out}: use a .npz or .parquet file name")
     if not (args.captions or args.captions_file):
         raise UserFacingError("--checkpoint needs --captions TEXT... or --captions-file FILE")
-    seed = args.seed if args.seed is not None else int(params.get("seed", 0))
+    check_finite_number(args.seconds, "--seconds", 0, None, low_open=True)
+    check_finite_number(args.frames, "--frames", 1, None)
+    seed = check_seed(args.seed, "--seed") if args.seed is not None else int(params.get("seed", 0))
+    captions = check_utf8_texts(args.captions, "--captions") if args.captions else read_captions(args.captions_file)
     device = resolve_device(cfg.device)
     model, lm_cfg, trained_text = load_lm(args.checkpoint, device=device)
-    encoder = Encoders(params.get("text"), device, None).get(
-        trained_text, f"the checkpoint {args.checkpoint}", lm_cfg.d_text
-    )
-    captions = args.captions if args.captions else read_captions(args.captions_file)
     if args.frames is not None:
         n_frames = args.frames
     elif args.codec:
@@ -72,6 +72,11 @@ def generate_codes(args: argparse.Namespace, params: dict[str, Any], cfg: Genera
         raise UserFacingError(
             "pass --frames N, or --codec data/codec to turn --seconds (or generate.seconds) into frames"
         )
+    length = "--frames" if args.frames is not None else "--seconds" if args.seconds is not None else "generate.seconds"
+    check_sampling_fits(lm_cfg, cfg.batch_size, cfg.guidance_scale, n_frames, length, device)
+    encoder = Encoders(params.get("text"), device, None).get(
+        trained_text, f"the checkpoint {args.checkpoint}", lm_cfg.d_text
+    )
     codes = generate_tokens(model, encoder, captions, n_frames, cfg, seed, progress=not args.no_progress)
     meta = {
         "checkpoint": str(args.checkpoint),

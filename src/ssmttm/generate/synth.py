@@ -19,7 +19,7 @@ from ssmttm.artifacts import stable_int
 from ssmttm.codec import CodecHandle, check_codec_matches
 from ssmttm.errors import UserFacingError
 from ssmttm.generate.config import GenerateConfig
-from ssmttm.generate.tokens import pad_rows
+from ssmttm.generate.tokens import encode_one_by_one, pad_rows
 from ssmttm.refine.model import Refiner
 from ssmttm.text.encoder import TextEncoding
 
@@ -72,3 +72,24 @@ def refine_codebook1(
         guidance_scale=cfg.refine_guidance_scale,
     )  # (batch_size, K*D, T)
     return torch.cat([codec.latents_to_codes(latents[i : i + 1]) for i in range(b)]).cpu()  # (B, K, T)
+
+
+def variant_codes_of(
+    variant: str,
+    tokens: torch.Tensor,
+    texts: Sequence[str],
+    clip_seeds: Sequence[int],
+    codec: CodecHandle,
+    cfg: GenerateConfig,
+    refiner: Refiner | None = None,
+    refiner_encoder=None,
+) -> torch.Tensor:
+    """The codes (B, K', T) a variant decodes, from the LM's tokens (B, K_lm, T) of B captions (generate.config):
+    two_stage refines codebook 1 (its captions encoded by `refiner_encoder`), codebook1_only keeps codebook 1,
+    single_stage keeps every codebook."""
+    if variant == "two_stage":
+        text = encode_one_by_one(refiner_encoder, texts)
+        return refine_codebook1(refiner, codec, tokens[:, :1], text, clip_seeds, cfg)
+    if variant == "codebook1_only":
+        return tokens[:, :1]
+    return tokens  # single_stage

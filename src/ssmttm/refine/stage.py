@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import (
     PROVENANCE_FILE,
     atomic_dir,
@@ -53,6 +54,7 @@ from ssmttm.artifacts import (
 )
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.errors import UserFacingError
+from ssmttm.inputs import require_token_shards
 from ssmttm.progress import progress
 from ssmttm.refine.data import LatentCrops, latent_shards, validation_batches
 from ssmttm.refine.model import CONFIG_FILE, WEIGHTS_FILE, RefinerConfig, init_refiner, load_refiner
@@ -252,7 +254,12 @@ def train_refiner_unlocked(
     fingerprint = data_fingerprint(shards_dir, text.folder)
     key = run_key(config, fingerprint)
     prepare_run_dir(out_dir, key, fingerprint, resume)
-    provenance_extra = {"shards": str(shards_dir), "run_key": key, "data": fingerprint}
+    provenance_extra = {
+        "shards": str(shards_dir),
+        "run_key": key,
+        "data": fingerprint,
+        **stand_ins.provenance_fields(stand_ins.inherited([shards_dir, text.folder])),
+    }
 
     checkpoint = latest_checkpoint(out_dir) if resume else None
     step = json.loads((checkpoint / CONFIG_FILE).read_text())["step"] if checkpoint else 0
@@ -361,6 +368,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     params = load_params(args.params)
+    require_token_shards(args.shards, "run `ssmttm tokenize` first or pass --shards with its output folder")
     refiner_cfg = section_to_dataclass(RefinerConfig, params.get("refiner"))
     train_cfg = section_to_dataclass(TrainRefinerConfig, params.get("train_refiner"))
     _, text_cfg = params_text_configs(params)

@@ -23,18 +23,26 @@ td.paper { background: #f6f3e8; } tr.paper-only td { color: #666; }
 .scroll { overflow-x: auto; max-width: 100%; }
 .v { font-weight: 600; } .ci { color: #555; white-space: nowrap; } .n { color: #888; font-size: 11px; }
 .flag { background: #ffe3a3; color: #6b4500; border-radius: 3px; padding: 0 3px; font-size: 11px; white-space: nowrap; }
-.nc { color: #a33; font-style: italic; } .failed { color: #a33; }
+.nc { color: #a33; font-style: italic; white-space: nowrap; } .failed { color: #a33; }
+.v, .n { white-space: nowrap; }  /* a metric cell keeps to one line: the table scrolls in its box instead */
 .verdict-holds { color: #17632a; } .verdict-reversed { color: #8a1c1c; } .verdict-cannot { color: #555; }
 .verdict-better { color: #17632a; }
 .warn { background: #fff4d6; border-left: 4px solid #e0a100; padding: .3em .6em; }
 ul.sentences li { margin: .25em 0; }
 img.figure { max-width: 100%; border: 1px solid #ddd; }
-audio { height: 32px; width: 260px; }
-.caption-block { margin: 1em 0 1.5em; } .caption-text { font-style: italic; margin: .2em 0 .4em; }
-.players { display: flex; flex-wrap: wrap; gap: .5em 1em; }
-.players figure { margin: 0; width: 270px; } .players figcaption { font-size: 12px; color: #333; }
+audio { height: 32px; width: 240px; display: block; }
+img.spectrogram { display: block; width: 240px; height: 64px; margin-top: 2px; border: 1px solid #ddd; }
+figure.player { margin: 0; width: 242px; } figure.player figcaption { font-size: 12px; color: #333; }
+table.prompt-grid th.prompt { width: 14em; min-width: 12em; font-weight: normal; font-style: italic; }
+table.prompt-grid th { position: static; }
+.caption-block { margin: .4em 0; } .caption-block > summary { cursor: pointer; }
+.players { display: flex; flex-wrap: wrap; gap: .5em 1em; margin: .5em 0 1em; }
+section#summary { background: #f7f9fc; border: 1px solid #d8e0ec; padding: .2em 1em .4em; }
+section#summary h2 { margin-top: .4em; } ul.summary li { margin: .35em 0; }
+details.not-computed { color: #555; margin: .4em 0; } details > summary { cursor: pointer; }
 .notes li { font-size: 12px; color: #444; } .small { font-size: 12px; color: #555; }
 code { background: #f4f4f4; padding: 0 3px; }
+p, li { overflow-wrap: anywhere; }
 """
 
 
@@ -110,7 +118,3 @@ def page(title: str, body: str, css: str = CSS, script: str = "") -> str:
         f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
         f"<title>{esc(title)}</title><style>{css}</style></head>\n<body>\n{body}\n{script_tag}\n</body></html>\n"
     )
-
-
-def audio_tag(src: str, title: str = "") -> str:
-    return f'<audio controls preload="metadata" src="{esc(src)}" title="{esc(title)}"></audio>'

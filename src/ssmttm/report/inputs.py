@@ -15,7 +15,6 @@ for a set (split-half FDs exist for the reference only, paired measures for reco
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from ssmttm.errors import UserFacingError
 from ssmttm.evaluate.clipsets import find_manifests, read_manifest
+from ssmttm.inputs import read_json_object
 
 SUMMARY_FILE = "summary.json"
 REFERENCE_RUN = "reference"
@@ -135,7 +135,7 @@ def read_generated(folders: list[str | Path]) -> Generated:
     notes: dict[str, str] = {}
     for folder in folders:
         for run_folder in _run_folders(Path(folder)):
-            summary = json.loads((run_folder / SUMMARY_FILE).read_text())
+            summary = read_json_object(run_folder / SUMMARY_FILE, "generate summary")
             run = REFERENCE_RUN if summary.get("mode") == REFERENCE_RUN else run_folder.name
             if run in summaries:
                 raise UserFacingError(f"two generate folders are both named {run!r}: {summaries[run]}, {run_folder}")
@@ -220,12 +220,14 @@ def read_evaluation(folder: str | Path) -> Evaluation:
     path = folder / "metrics.json" if folder.is_dir() or not folder.suffix else folder
     if not path.is_file():
         raise UserFacingError(f"{path}: not found; run `ssmttm evaluate` first and pass its --out folder")
-    data = json.loads(path.read_text())
+    data = read_json_object(path, "evaluate metrics")
     fmt = str(data.get("format", ""))
     if not fmt.startswith(EVALUATE_FORMAT_PREFIX) or not isinstance(data.get("sets"), dict):
         raise UserFacingError(f"{path}: not the metrics of `ssmttm evaluate` (format {fmt!r}); pass its --out folder")
     by_system: dict[tuple[str, int | None, str], dict[str, Any]] = {}
     for name, entry in data["sets"].items():
+        if not isinstance(entry, dict) or not (entry.get("step") is None or isinstance(entry["step"], int)):
+            raise UserFacingError(f"{path}: set {name!r} is not an evaluate set entry; rerun `ssmttm evaluate`")
         parts = name.split("/")
         run = str(entry.get("run") or parts[0])
         variant = str(entry.get("variant") or parts[-1])
@@ -246,7 +248,7 @@ def read_codec(path: str | Path | None) -> tuple[dict[str, Any] | None, str | No
     for name in ("metrics.json", "codec.json"):
         file = path / name if path.is_dir() else path
         if file.is_file() and (not path.is_dir() or file.name == name):
-            return json.loads(file.read_text()), str(file)
+            return read_json_object(file, "codec numbers"), str(file)
     raise UserFacingError(f"{path}: neither metrics.json nor codec.json found; pass the codec stage's folder")
 
 
@@ -258,4 +260,4 @@ def read_json_or_none(path: str | Path | None, name: str = "metrics.json") -> di
     file = path / name if path.is_dir() else path
     if not file.is_file():
         raise UserFacingError(f"{file}: not found; fix the path or leave the option out")
-    return json.loads(file.read_text())
+    return read_json_object(file, what=name)

@@ -256,6 +256,11 @@ class Comparison:
     def entries(self) -> tuple[dict[str, Any], ...]:
         return tuple(m.entry for m in self.members)
 
+    @property
+    def nothing_computed(self) -> bool:
+        """No system has a value: the sentence only says why (weights absent, ...), never which is better."""
+        return not any(_computed(m.entry) for m in self.members)
+
     def _paper_label(self, paper_system: str) -> str:
         ours = next((m for m in self.members if m.paper_system == paper_system), None)
         if ours is None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ssmttm.report.comparisons import ComparisonResult
-from ssmttm.report.html import Notes, audio_tag, esc, metric_cell, number, table
+from ssmttm.report.html import Notes, esc, metric_cell, number, table
 from ssmttm.report.inputs import REFERENCE_RUN, Evaluation, Generated, System
 from ssmttm.report.paper import (
     FAMILY_ORDER,
@@ -49,7 +49,9 @@ def _link(anchor: str, text: str) -> str:
 
 def contents() -> str:
     links = [
+        ("summary", "Summary"),
         ("comparisons", "Comparisons"),
+        ("audio", "Audio"),
         ("runs", "Runs"),
         ("table", "Paper-style table"),
         ("figures", "Figures"),
@@ -57,7 +59,6 @@ def contents() -> str:
         ("training", "Training"),
         ("codec", "Codec"),
         ("generation", "Generation"),
-        ("audio", "Audio"),
         ("listening", "Listening test"),
         ("provenance", "Inputs"),
     ]
@@ -168,29 +169,50 @@ def _comparison_html(result: ComparisonResult, anchor: str, notes: Notes) -> str
     if result.problem:
         parts.append(f"<p>{esc(result.problem)}</p>")
         return "".join(parts)
-    counts = {v: sum(c.verdict == v for c in result.comparisons) for v in VERDICTS}
-    parts.append("<p class=small>Verdicts: " + esc(", ".join(f"{n} {v}" for v, n in counts.items() if n)) + ".</p>")
-    paper_metrics = [c for c in result.comparisons if c.metric in PAPER_VALUES]
-    other = [c for c in result.comparisons if c.metric not in PAPER_VALUES]
+    missing = [c for c in result.comparisons if c.nothing_computed]
+    parts.append(f"<p class=small>Verdicts: {esc(verdict_counts(result.comparisons))}.</p>")
+    computed = [c for c in result.comparisons if not c.nothing_computed]
+    paper_metrics = [c for c in computed if c.metric in PAPER_VALUES]
+    other = [c for c in computed if c.metric not in PAPER_VALUES]
     parts.append("<h4>The paper's metrics (stable-audio-metrics family)</h4>")
-    parts.append(_sentences(paper_metrics, notes))
     parts.append(
-        f"<details><summary>Other metrics ({len(other)} sentences: the paper reports no ordering; which system is "
-        f"better here)</summary>{_sentences(other, notes)}</details>"
+        _sentences(paper_metrics, notes)
+        if paper_metrics
+        else "<p>No system has a value of the paper's metrics (see <i>not computed</i> below).</p>"
     )
+    if other:
+        parts.append(
+            f"<details><summary>Other metrics ({len(other)} sentences: the paper reports no ordering; which system "
+            f"is better here)</summary>{_sentences(other, notes)}</details>"
+        )
+    if missing:
+        titles = ", ".join(dict.fromkeys(c.title for c in missing))
+        parts.append(
+            f'<details class="not-computed"><summary>Not computed: {len(missing)} sentences with no value for any '
+            f"system ({esc(titles)}); the summary at the top says how to enable them</summary>"
+            f"{_sentences(missing, notes)}</details>"
+        )
     return "".join(parts)
+
+
+def verdict_counts(comparisons: list[Comparison]) -> str:
+    """The counts of each verdict, e.g. "3 better, 36 cannot tell (21 of them not computed)"."""
+    counts = {v: sum(c.verdict == v for c in comparisons) for v in VERDICTS}
+    text = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no sentence"
+    missing = sum(c.nothing_computed for c in comparisons)
+    return text + (f" ({missing} of them not computed)" if missing else "")
 
 
 def _sentences(comparisons: list[Comparison], notes: Notes) -> str:
     items = []
     for comparison in comparisons:
         css = {"holds": "holds", "reversed": "reversed", "better": "better"}.get(comparison.verdict, "cannot")
-        sentence = _sentence_html(comparison, notes)
+        sentence = sentence_html(comparison, notes)
         items.append(f'<li class="verdict-{css}"><b>{esc(comparison.verdict)}</b>: {sentence}</li>')
     return f"<ul class=sentences>{''.join(items) or '<li>none</li>'}</ul>"
 
 
-def _sentence_html(comparison: Comparison, notes: Notes) -> str:
+def sentence_html(comparison: Comparison, notes: Notes) -> str:
     """The comparison's sentence, escaped, with note marks (HTML) where it names a reason."""
     marks: list[str] = []
 
@@ -294,6 +316,16 @@ def full_metrics_table(evaluation: Evaluation, notes: Notes, cards_dir: str | No
     return table(header, rows)
 
 
+def full_metrics_details(evaluation: Evaluation, notes: Notes, cards_dir: str | None) -> str:
+    """The full table, collapsed: reference material below the headline tables."""
+    n_sets = 1 + len(evaluation.data.get("sets", {}))
+    return (
+        f'<details class="all-metrics"><summary>Every metric ({len(evaluation.metric_names())}) of every set '
+        f"({n_sets}), with each set's metric card</summary>{full_metrics_table(evaluation, notes, cards_dir)}"
+        "</details>"
+    )
+
+
 def training_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
     keys = ("params", "steps", "flops", "last_loss", "last_val_loss", "best_val_loss")
     rows = [[esc(name)] + [number(values.get(k)) for k in keys] for name, values in sorted(summary.items())]
@@ -361,35 +393,6 @@ def generation_section(generated: Generated) -> str:
         if failures
         else "<p>No clip failed in generation.</p>"
     )
-    return "".join(parts)
-
-
-def audio_section(
-    generated: Generated, audio_paths: Mapping[tuple[str, str], str], captions: list[str], reference_variant: str
-) -> str:
-    """Per caption: the reference, the codec reconstruction, the other reference variants, then every system."""
-    parts = ['<h2 id="audio">Audio</h2>']
-    every = generated.captions()
-    if len(captions) < len(every):
-        parts.append(f"<p>{len(captions)} of {len(every)} captions (report.page_max_captions).</p>")
-    reference_order = [reference_variant, "codec"] + sorted(set(generated.references) - {reference_variant, "codec"})
-    systems = [generated.references[v] for v in reference_order if v in generated.references] + generated.systems
-    for caption_id in captions:
-        players = []
-        for system in systems:
-            clip = system.clips.get(caption_id)
-            label = reference_label(system.variant) if system.run == REFERENCE_RUN else system.label
-            if clip is None:
-                player = '<span class="n">no clip for this caption</span>'
-            elif clip.path is None:
-                player = f'<span class="failed">failed: {esc(clip.reason)}</span>'
-            else:
-                player = audio_tag(audio_paths[(system.name, caption_id)], f"{label}: {caption_id}")
-            players.append(f"<figure><figcaption>{esc(label)}</figcaption>{player}</figure>")
-        parts.append(
-            f'<div class="caption-block"><h3>{esc(caption_id)}</h3><p class="caption-text">“{esc(every[caption_id])}”'
-            f'</p><div class="players">{"".join(players)}</div></div>'
-        )
     return "".join(parts)
 
 

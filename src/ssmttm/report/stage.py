@@ -8,13 +8,17 @@ Reads the `report` section, the global seed, and the named runs and baselines of
 backbone, size, learning-rate schedule, which of the paper's systems a run is); `--runs`, `--lm-plot` and `--codec`
 are optional (their sections then say what to pass). Output (one atomic folder, portable: every link is relative):
 
-    index.html                the page: the comparisons of `report.comparisons` (ssmttm.report.comparisons) step by
-                              step with a verdict sentence per metric, whether the paper's ordering holds, the runs
-                              and their LR schedules, the paper-style table (ours beside PAPER.md 8), the figures,
-                              every metric of every set by family, training and codec numbers, failures, audio
-                              players per caption, the listening test
+    index.html                the page, top down: a summary (what ran, the headline sentence and its verdict, one
+                              line of what was not computed and how to enable it); the comparisons of
+                              `report.comparisons` (ssmttm.report.comparisons) step by step with a verdict sentence
+                              per metric, whether the paper's ordering holds (sentences with no value collapsed);
+                              the prompt grid (a prompt per row, a system per column, each a player and its mel
+                              spectrogram); the runs and their LR schedules, the paper-style table (ours beside
+                              PAPER.md 8), the figures, every metric of every set by family, training and codec
+                              numbers, failures, the listening test. Wide tables scroll inside their own box.
     figures/*.png             metrics against training steps; LM loss against steps and FLOPs
     audio/<set>/<caption>.wav the page's clips (copies of results/generate)
+    spectrograms/<set>/<caption>.png  each clip's mel spectrogram, shown under its player (ssmttm.report.players)
     cards/                    the evaluate stage's metric cards, linked from the full table
     listening/                the listening-test package (ssmttm.report.listening)
     metrics.json              flat summary for `dvc metrics show`: headline metrics per set, verdict counts (all
@@ -37,12 +41,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import atomic_dir, sha256_file, write_json, write_provenance, write_text
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.errors import UserFacingError
-from ssmttm.evaluate.cards import slug
-from ssmttm.progress import progress
-from ssmttm.report import figures, listening, sections
+from ssmttm.report import figures, listening, players, sections
+from ssmttm.report.banner import stand_in_banner
 from ssmttm.report.comparisons import ComparisonResult, default_spec, parse_specs, run_comparison
 from ssmttm.report.html import Notes, esc, page
 from ssmttm.report.inputs import (
@@ -58,6 +62,7 @@ from ssmttm.report.inputs import (
 from ssmttm.report.paper import HEADLINES, Comparison
 from ssmttm.report.runs import RunInfo
 from ssmttm.report.runs import read_runs as read_run_infos
+from ssmttm.report.summary import summary_section
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +94,6 @@ def comparison_results(
     """Every comparison of `report.comparisons` (or the default one), resolved and compared step by step."""
     specs = parse_specs(cfg.comparisons, cfg.table_variant) or [default_spec(runs, evaluation, cfg.table_variant)]
     return [run_comparison(spec, evaluation, runs, generated) for spec in specs]
-
-
-def copy_page_audio(generated: Generated, captions: list[str], out: Path) -> dict[tuple[str, str], str]:
-    """Copy the page's clips to out/audio/<set>/<caption>.wav; {(set name, caption id): relative path}."""
-    paths: dict[tuple[str, str], str] = {}
-    systems = [*generated.references.values(), *generated.systems]
-    for system in progress(systems, "report: audio", unit="set"):
-        for caption_id in captions:
-            clip = system.clips.get(caption_id)
-            if clip is None or clip.path is None:
-                continue
-            relative = f"audio/{slug(system.name)}/{slug(caption_id)}{clip.path.suffix or '.wav'}"
-            (out / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(clip.path, out / relative)
-            paths[(system.name, caption_id)] = relative
-    return paths
 
 
 def _scalar(entry: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +201,7 @@ class PageContent:
     cfg: ReportConfig
     comparisons: list[ComparisonResult]
     runs: dict[str, RunInfo]  # the named runs and baselines of params
-    audio_paths: dict[tuple[str, str], str]  # (set name, caption id) -> path relative to the page
+    media: dict[tuple[str, str], players.Media]  # (set name, caption id) -> its clip and spectrogram on the page
     captions: list[str]  # caption ids with players on the page
     listening: dict[str, Any]
     inputs: dict[str, Any]
@@ -275,16 +264,23 @@ def build_report(
         )
         inputs = _inputs(generated, evaluation, runs, lm_plot, codec_file)
         content = PageContent(
-            generated, evaluation, cfg, results, run_infos, copy_page_audio(generated, captions, tmp), captions,
+            generated, evaluation, cfg, results, run_infos, players.copy_media(generated, captions, tmp), captions,
             listening_summary, inputs, cards_dir, lm_summary, codec_metrics, bool(runs),
         )  # fmt: skip
-        write_text(tmp / INDEX, page("ssmttm report", _body(content, Notes())))
-        result = flat_metrics(generated, evaluation, results, listening_summary)
+        # what upstream of the page ran on random stand-in weights (ssmttm.stand_ins): a banner, and in the metrics
+        standin = stand_ins.inherited([evaluation.folder, *generated_folders, *(runs or []), codec, lm_plot])
+        write_text(tmp / INDEX, page("ssmttm report", stand_in_banner(standin) + _body(content, Notes())))
+        result = {**flat_metrics(generated, evaluation, results, listening_summary), **stand_ins.card_fields(standin)}
         write_json(tmp / "metrics.json", result)
         write_json(tmp / "comparisons.json", [_comparison_record(r) for r in results])
         write_text(tmp / "plots/metrics_vs_steps.csv", metrics_csv(generated.systems, evaluation))
         write_provenance(
-            tmp, "report", section if section is not None else asdict(cfg), seed, inputs=_input_hashes(inputs)
+            tmp,
+            "report",
+            section if section is not None else asdict(cfg),
+            seed,
+            inputs=_input_hashes(inputs),
+            **stand_ins.provenance_fields(standin),
         )
     return result
 
@@ -295,9 +291,11 @@ def _body(content: PageContent, notes: Notes) -> str:
     reference_sets = [generated.references[v] for v in sorted(generated.references)]
     parts = [
         "<h1>ssmttm report: text-to-music with state-space language models</h1>",
+        summary_section(generated, evaluation, content.comparisons, content.runs, notes),
         sections.contents(),
         sections.intro(generated, evaluation, variant),
         sections.comparisons_section(content.comparisons, notes),
+        players.audio_section(generated, content.media, content.captions, variant, evaluation.reference_variant),
         sections.runs_section(content.runs, generated),
         '<h2 id="table">Paper-style table</h2>',
         f"<p>Variant <code>{esc(variant)}</code> and the baselines; ours beside the paper's values (PAPER.md 8, FD / "
@@ -318,14 +316,13 @@ def _body(content: PageContent, notes: Notes) -> str:
         else "<p>No training runs given: pass <code>--runs results/train_lm/&lt;run&gt;...</code> for the loss "
         "curves.</p>",
         '<h2 id="all-metrics">All metrics of every set</h2>',
-        sections.full_metrics_table(evaluation, notes, content.cards_dir),
+        sections.full_metrics_details(evaluation, notes, content.cards_dir),
         '<h2 id="training">Training</h2>',
         sections.training_table(content.lm_summary)
         if content.lm_summary
         else "<p>No training summary given (pass <code>--lm-plot results/lm_plot</code>).</p>",
         sections.codec_section(content.codec_metrics, evaluation, notes),
         sections.generation_section(generated),
-        sections.audio_section(generated, content.audio_paths, content.captions, evaluation.reference_variant),
         sections.listening_section(content.listening),
         sections.provenance_section(content.inputs, evaluation),
         '<h2 id="notes">Notes</h2>',

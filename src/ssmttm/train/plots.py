@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import atomic_dir, sha256_file, write_json, write_provenance
 from ssmttm.errors import UserFacingError
 
@@ -155,7 +156,8 @@ def lm_plot(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
             }
             for run in runs
         }
-        write_provenance(tmp, "lm_plot", {}, None, runs=inputs)
+        standin = stand_ins.provenance_fields(stand_ins.inherited(run_dirs))
+        write_provenance(tmp, "lm_plot", {}, None, runs=inputs, **standin)
     return out_dir
 
 

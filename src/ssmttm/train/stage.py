@@ -49,10 +49,12 @@ from typing import Any
 
 import torch
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import PROVENANCE_FILE, hash_params, is_temporary, sha256_file, write_json, write_provenance
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.data.shards import MANIFEST_FILE
 from ssmttm.errors import UserFacingError
+from ssmttm.locks import is_primary_process
 from ssmttm.models.lm import CONFIG_FILE, LMConfig, resolve_d_text
 from ssmttm.pipeline import run_names, run_sections
 from ssmttm.text.encoder import TextConfig
@@ -169,15 +171,6 @@ def check_resumable(checkpoint: Path, config: dict[str, Any]) -> None:
 def _diff(a: dict[str, Any], b: dict[str, Any], section: str) -> list[str]:
     first, second = a.get(section) or {}, b.get(section) or {}
     return sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
-
-
-def is_primary_process() -> bool:
-    """False in the extra processes of a multi-process launch (Lightning's ddp children, torchrun, srun tasks).
-
-    Before the Trainer exists, only the environment tells which process this is; the side effects on the run folder
-    (archiving runs, building the text cache) belong to the first one.
-    """
-    return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def wait_for(path: Path, timeout_s: float, ready: Any = None, hint: str = "") -> None:
@@ -359,7 +352,12 @@ def train_lm_unlocked(
     if checkpoint is not None:
         check_resumable(checkpoint, config)
     resume_step = json.loads((checkpoint / CONFIG_FILE).read_text())["step"] if checkpoint else 0
-    provenance_extra = {"shards": str(shards_dir), "run_key": key, "data": fingerprint}
+    provenance_extra = {
+        "shards": str(shards_dir),
+        "run_key": key,
+        "data": fingerprint,
+        **stand_ins.provenance_fields(stand_ins.inherited([shards_dir, cache_dir])),
+    }
     info = read_run_info(out_dir) or {}
     if resume_step >= train_cfg.max_steps and "summary" in info:  # finished: only the summary may be missing
         log.info("%s (run %s) is already trained to step %d; not retraining", out_dir, key, resume_step)

@@ -39,10 +39,12 @@ from typing import Any
 
 import torch
 
+from ssmttm import stand_ins
 from ssmttm.artifacts import atomic_dir, hash_params, link_or_copy, sha256_file, write_json, write_provenance
 from ssmttm.config import load_params, section_to_dataclass
 from ssmttm.data.shards import MANIFEST_FILE, list_shards
 from ssmttm.errors import UserFacingError
+from ssmttm.inputs import require_token_shards
 from ssmttm.text.encoder import UNCOND_PROMPT, TextConfig, TextEncoding
 
 log = logging.getLogger(__name__)
@@ -131,11 +133,13 @@ def build_text_cache(
     root: str | Path,
     encoder: Any | None = None,
     reuse_root: str | Path | None = None,
+    stand_ins_of_captions: dict[str, str] | None = None,
 ) -> Path:
     """Encode every distinct caption (plus "") into `root/<key>/` unless a complete cache there covers them.
 
     `encoder` defaults to `TextEncoder(text_cfg)`; anything with `encode(list[str]) -> TextEncoding` works. A
     complete cache of the same key in `reuse_root` that covers them is hard-linked (or copied) instead of encoding.
+    `stand_ins_of_captions`: the stand-in weights the captions came from (ssmttm.stand_ins), for its provenance.
     """
     dtype = text_cfg.cache_dtype
     wanted = sorted({*captions, UNCOND_PROMPT}, key=caption_key)
@@ -149,10 +153,12 @@ def build_text_cache(
         with atomic_dir(folder) as tmp:
             shutil.copytree(previous, tmp, copy_function=link_or_copy, dirs_exist_ok=True)
         return folder
+    encoder_stand_in = None
     if encoder is None:
-        from ssmttm.text.encoder import TextEncoder
+        from ssmttm.text.encoder import TextEncoder, resolve_encoder
 
         encoder = TextEncoder(text_cfg)
+        encoder_stand_in = stand_ins.hf_label(resolve_encoder(text_cfg.encoder))
     from safetensors.torch import save_file
 
     log.info("encoding %d captions into the text cache %s", len(wanted), folder)
@@ -182,7 +188,16 @@ def build_text_cache(
         }
         write_json(tmp / CACHE_FILE, info)
         write_provenance(
-            tmp, "text_cache", asdict(text_cfg), None, cpu_numerics=True, dtype=dtype, n_captions=len(wanted)
+            tmp,
+            "text_cache",
+            asdict(text_cfg),
+            None,
+            cpu_numerics=True,
+            dtype=dtype,
+            n_captions=len(wanted),
+            **stand_ins.provenance_fields(
+                stand_ins_of_captions or {}, {f"text encoder {text_cfg.encoder}": encoder_stand_in}
+            ),
         )
     return folder
 
@@ -266,7 +281,11 @@ def text_cache(
     # with some caches and no provenance. The caches of the previous `out_dir` that still cover the captions are
     # hard-linked into the new one rather than encoded again.
     with atomic_dir(out_dir) as tmp:
-        built = [build_text_cache(captions, cfg, tmp, encoder=encoder, reuse_root=out_dir) for cfg in distinct.values()]
+        upstream = stand_ins.inherited([shards_dir])
+        built = [
+            build_text_cache(captions, cfg, tmp, encoder=encoder, reuse_root=out_dir, stand_ins_of_captions=upstream)
+            for cfg in distinct.values()
+        ]
         write_provenance(
             tmp,
             "text_cache",
@@ -278,6 +297,7 @@ def text_cache(
             cache=built[0].name,
             caches={key: asdict(cfg) for key, cfg in distinct.items()},
             n_captions=len(captions),
+            **stand_ins.provenance_fields(stand_ins.inherited([shards_dir, *built])),
         )
     return [out_dir / folder.name for folder in built]
 
@@ -297,6 +317,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     params = load_params(args.params)
+    require_token_shards(args.shards, "run `ssmttm tokenize` first or pass --shards with its output folder")
     for folder in text_cache(args.shards, params_text_configs(params), args.out):
         print(folder)
     return 0
