@@ -10,12 +10,12 @@ evaluation captions, the training steps (train_lm.max_steps, train_refiner.steps
 profile's, so train_lm, train_refiner, generate and evaluate are expected to stay flat, and the data stages (fetch,
 select, segment, caption, codec, tokenize, text_cache) to grow.
 
-Per stage (an `ssmttm` verb: every job of the DAG is one), measured around each job's process by a wrapper put first
-on PATH: wall seconds and CPU seconds summed over the stage's jobs, and the peak resident memory of any of its jobs
-(getrusage RUSAGE_CHILDREN's ru_maxrss of the `ssmttm` process). Growth: the exponent b of value ~ scale^b, a
-least-squares fit over the scales in log-log space, and the ratio to the 1x value; "linear" for 0.8 <= b <= 1.2,
-"flat" below 0.3, "sublinear" and "superlinear" otherwise. The JSON (and the printed table) say the machine's load
-average when each scale ran: on a shared machine the wall times are not clean.
+Per stage (an `ssmttm` verb: every job of the DAG is one), measured inside each job's process by a
+sitecustomize hook on PYTHONPATH: wall and CPU seconds summed over the stage's jobs, and the peak resident memory of
+any of its jobs (getrusage ru_maxrss of the `ssmttm` process, or of its largest child). Growth: the exponent b of
+value ~ scale^b, a least-squares fit over the scales in log-log space, and the ratio to the 1x value; "linear" for
+0.8 <= b <= 1.2, "flat" below 0.3, "sublinear" and "superlinear" otherwise. The JSON (and the printed table) say
+the machine's load average when each scale ran: on a shared machine the wall times are not clean.
 """
 
 from __future__ import annotations
@@ -39,18 +39,25 @@ if str(REPO) not in sys.path:
 from scripts.paper_test import workspace  # noqa: E402
 
 LOG_ENV = "SSMTTM_BENCH_JOBS_LOG"
-# Around the real `ssmttm`: one JSON line per job (verb, wall, CPU, peak RSS of the job's process tree's largest).
-WRAPPER = """#!{python}
-import json, os, resource, subprocess, sys, time
-started = time.monotonic()
-rc = subprocess.call([{real!r}, *sys.argv[1:]])
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-record = {{"verb": sys.argv[1] if len(sys.argv) > 1 else "", "args": sys.argv[2:], "rc": rc,
-          "wall_s": time.monotonic() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
-          "max_rss_mb": usage.ru_maxrss / 1024}}
-with open(os.environ["{log_env}"], "a") as log:
-    log.write(json.dumps(record) + "\\n")
-sys.exit(rc)
+# Snakemake puts its own interpreter's folder first on the jobs' PATH, so a wrapper `ssmttm` earlier on PATH is never
+# called; a sitecustomize on PYTHONPATH runs inside every `ssmttm` process instead and, at exit, appends one JSON line:
+# the verb, wall seconds since the interpreter started, CPU seconds and peak RSS of the process (and its children).
+SITECUSTOMIZE = """import atexit, json, os, resource, sys, time
+_started = time.monotonic()
+
+
+def _record():
+    if not os.path.basename(sys.argv[0] or "").startswith("ssmttm") or len(sys.argv) < 2:
+        return
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    record = {"verb": sys.argv[1], "args": sys.argv[2:], "wall_s": time.monotonic() - _started,
+              "cpu_s": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
+              "max_rss_mb": max(own.ru_maxrss, children.ru_maxrss) / 1024}
+    with open(os.environ["SSMTTM_BENCH_JOBS_LOG"], "a") as log:
+        log.write(json.dumps(record) + "\\n")
+
+
+atexit.register(_record)
 """
 
 
@@ -84,18 +91,15 @@ def run_scale(scale: int, root: Path, standins: Path, cores: int, port: int) -> 
     scratch = root / f"x{scale}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    bin_dir = scratch / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "ssmttm"
-    real = Path(sys.executable).parent / "ssmttm"
-    wrapper.write_text(WRAPPER.format(python=sys.executable, real=str(real), log_env=LOG_ENV))
-    wrapper.chmod(0o755)
+    hook_dir = scratch / "hook"
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(SITECUSTOMIZE)
     jobs_log = scratch / "jobs.jsonl"
     load_before = os.getloadavg()
     with workspace.served(scratch, scale=scale, port=port) as served_root:
         folder = workspace.make_workspace(scratch / "workspace", served_root, standins, port=port)
         env = workspace.standin_env(standins)
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook_dir), env.get("PYTHONPATH")]))
         env[LOG_ENV] = str(jobs_log)
         started = time.monotonic()
         proc = subprocess.run(
@@ -122,6 +126,29 @@ def run_scale(scale: int, root: Path, standins: Path, cores: int, port: int) -> 
     }
 
 
+def write_result(runs: list[dict], cores: int, out: Path) -> dict[str, dict]:
+    """Growth per stage over the scales run so far; the JSON to `out`. Returns the growth fits."""
+    stages = sorted({name for run in runs for name in run["stages"]})
+    fits = {}
+    for name in stages:
+        present = [run for run in runs if name in run["stages"]]
+        fits[name] = {
+            measure: growth([run["scale"] for run in present], [run["stages"][name][measure] for run in present])
+            for measure in ("wall_s", "cpu_s", "max_rss_mb")
+        }
+    result = {
+        "what": "paper test profile (configs/paper-test.yaml) at N x its MTG-Jamendo corpus, snakemake --cores "
+        f"{cores}, stand-in weights; per stage: jobs, summed wall and CPU seconds, peak RSS of one job",
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "scales": [run["scale"] for run in runs],
+        "runs": runs,
+        "growth": fits,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return fits
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
@@ -132,31 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scales = sorted(set(args.scales))
     args.scratch.mkdir(parents=True, exist_ok=True)
-    standins = workspace.build_standins(args.scratch)
-    runs = []
+    built = args.scratch / "standins"
+    standins = built if (built / "standins.json").is_file() else workspace.build_standins(args.scratch)
+    runs: list[dict] = []
     for scale in scales:
         print(f"scale {scale}x: running the paper test profile ...", flush=True)
         runs.append(run_scale(scale, args.scratch, standins, args.cores, args.port))
         print(f"scale {scale}x: {runs[-1]['snakemake_wall_s']} s wall", flush=True)
-    stages = sorted({name for run in runs for name in run["stages"]})
-    fits = {}
-    for name in stages:
-        present = [run for run in runs if name in run["stages"]]
-        present_scales = [run["scale"] for run in present]
-        fits[name] = {
-            measure: growth(present_scales, [run["stages"][name][measure] for run in present])
-            for measure in ("wall_s", "cpu_s", "max_rss_mb")
-        }
-    result = {
-        "what": "paper test profile (configs/paper-test.yaml) at N x its MTG-Jamendo corpus, snakemake --cores "
-        f"{args.cores}, stand-in weights; per stage: jobs, summed wall and CPU seconds, peak RSS of one job",
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-        "scales": scales,
-        "runs": runs,
-        "growth": fits,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+        fits = write_result(runs, args.cores, args.out)  # after every scale: a later one may not finish
+    stages = sorted(fits)
     header = f"{'stage':<18}" + "".join(f"{f'{s}x wall/cpu s, MB':>26}" for s in scales) + "  wall growth (b)"
     print(header)
     for name in stages:

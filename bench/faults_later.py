@@ -8,8 +8,11 @@ part is not run, and says so.
 
 - bad inputs: broken files, arrays and numbers; each must be refused with a clear error (exit 1 or 2, nothing written).
   An internal error (exit 70) is a crash; an exit 0 is a silent acceptance, counted as a leak (garbage published).
-- kills: a SIGKILL at seeded times of an uninterrupted run's duration; the output path must then hold nothing or
-  the complete output (else a leak), and the rerun must equal the uninterrupted run byte for byte (else a loss).
+- kills: a SIGKILL at a seeded time of an uninterrupted run's duration; the output path must then hold nothing, an
+  unfinished folder (no provenance.json, which every stage writes last; a trainer: no final/) or the complete output
+  (else a leak), and the rerun must equal the uninterrupted run byte for byte (else a loss). The uninterrupted run
+  is repeated right before each case, so edits to the source tree meanwhile (code versions are in provenance) never
+  count.
 - full disk: the output's folder on a tmpfs of half the output's size (needs root and mount; otherwise "not run"
   with the reason): one line "no space left on the device holding ...", exit 1, no output and no temporary left
   (else a leak); after the tmpfs is enlarged the same command must equal the uninterrupted run (else a loss).
@@ -259,7 +262,26 @@ def _run_bad_inputs(run_name: str) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------- kills, full disk
 
 
-def _kill_case(verb: str, argv: list[str], out: str, files: tuple[str, ...], reference: Any, duration: float) -> dict:
+def _reference(argv: list[str], out: str) -> tuple[dict[str, bytes] | None, float]:
+    """An uninterrupted run's output and seconds, taken right before a case: other work on the source tree (code
+    versions are part of provenance) must not count as a difference."""
+    _remove(Path(out))
+    start = time.perf_counter()
+    _ssmttm(*argv)
+    return _snapshot(Path(out)), time.perf_counter() - start
+
+
+def _looks_complete(path: Path, files: tuple[str, ...]) -> bool:
+    """What a reader would take for a finished output: a file, a folder with its provenance.json (every stage
+    writes it last; a folder without one is unfinished, as a resumable stage leaves it), or a trainer's final
+    artifact."""
+    if files:
+        return (path / files[0]).exists()
+    return path.is_file() or (path / "provenance.json").is_file()
+
+
+def _kill_case(verb: str, argv: list[str], out: str, files: tuple[str, ...]) -> dict:
+    reference, duration = _reference(argv, out)
     rng = random.Random(f"faults-later-{verb}")
     leaks = crashes = 0
     for fraction in (rng.uniform(0.3, 0.9),):
@@ -271,12 +293,7 @@ def _kill_case(verb: str, argv: list[str], out: str, files: tuple[str, ...], ref
         time.sleep(fraction * duration)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        now = _snapshot(Path(out))
-        complete = _compare(Path(out), reference, files) if files else now == reference
-        if files:  # a resuming trainer: partial is expected, a final artifact must be the real one
-            leaks += Path(out, files[0]).exists() and not complete
-        else:
-            leaks += now is not None and not complete
+        leaks += _looks_complete(Path(out), files) and not _compare(Path(out), reference, files)
     code, stderr = _ssmttm(*argv)
     crashes += code not in (0, 1, 2)
     equal = code == 0 and _compare(Path(out), reference, files)
@@ -306,7 +323,8 @@ def _can_mount() -> str | None:
     return None
 
 
-def _full_disk_case(verb: str, argv: list[str], out: str, files: tuple[str, ...], reference: Any) -> dict:
+def _full_disk_case(verb: str, argv: list[str], out: str, files: tuple[str, ...]) -> dict:
+    reference, _ = _reference(argv, out)
     size = sum(len(b) for b in (reference or {}).values())
     _remove(Path(out))
     disk = Path(out).parent / "disk"
@@ -318,7 +336,7 @@ def _full_disk_case(verb: str, argv: list[str], out: str, files: tuple[str, ...]
         code, stderr = _ssmttm(*argv)
         message = _last_line(stderr)
         clear = code == 1 and message.startswith("error: no space left on the device holding ")
-        looks_complete = Path(moved, files[0]).exists() if files else Path(moved).exists()
+        looks_complete = _looks_complete(Path(moved), files)
         left = _temporaries(disk)
         subprocess.run(["mount", "-o", "remount,size=512m", str(disk)], check=True)
         rerun_code, rerun_err = _ssmttm(*argv)
@@ -366,25 +384,21 @@ def run_later_stages(repo: Path, workdir: Path) -> dict[str, Any]:
             return {"not_run": why_not}
         Path("params.yaml").write_text(yaml.safe_dump(_merge(params, SMALL)))
         jobs = _jobs(run_name)
-        references, durations, first_exits = {}, {}, {}
+        durations, first_exits, first_messages = {}, {}, {}
         for verb, (argv, out, _files) in jobs.items():
             start = time.perf_counter()
             first_exits[verb], stderr = _ssmttm(*argv)
             durations[verb] = round(time.perf_counter() - start, 2)
-            references[verb] = _snapshot(Path(out))
+            first_messages[verb] = _last_line(stderr) if first_exits[verb] else ""
             if verb == "generate" and first_exits[verb] == 0:
                 shutil.copyfile(out, "codes.npz")  # decode's input
-            if first_exits[verb] != 0:
-                references[verb] = {"(failed)": _last_line(stderr).encode()}
         bad = _run_bad_inputs(run_name)
         kills = [
-            _kill_case(verb, argv, out, files, references[verb], durations[verb])
-            for verb, (argv, out, files) in jobs.items()
-            if first_exits[verb] == 0
+            _kill_case(verb, argv, out, files) for verb, (argv, out, files) in jobs.items() if first_exits[verb] == 0
         ]
         mount_problem = _can_mount()
         full_disk: list[dict[str, Any]] | str = mount_problem or [
-            _full_disk_case(verb, argv, out, files, references[verb])
+            _full_disk_case(verb, argv, out, files)
             for verb, (argv, out, files) in jobs.items()
             if verb in ("generate", "decode", "train-refiner", "text-cache") and first_exits[verb] == 0
         ]
@@ -410,6 +424,7 @@ def run_later_stages(repo: Path, workdir: Path) -> dict[str, Any]:
         "counts": counts,
         "uninterrupted_exit_codes": first_exits,
         "uninterrupted_seconds": durations,
+        "uninterrupted_messages": first_messages,
         "bad_inputs": bad,
         "kills": kills,
         "full_disk": full_disk,

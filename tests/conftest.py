@@ -49,6 +49,9 @@ LONGEST_UNITS_FIRST = (
     "tests/test_kills.py",
     "tests/models/test_decoding.py",
     "tests/remote/test_s3_remote.py",
+    "tests/test_full_disk.py",
+    "tests/app/test_app.py",
+    "tests/test_two_runs.py",
 )
 
 

@@ -167,8 +167,8 @@ def test_generate_on_a_full_disk_stops_clearly_and_the_rerun_equals_an_uninterru
             "--no-progress",
         ]
 
-    with contextlib.chdir(tmp_path):  # the uninterrupted run: in this process, faster (same bytes as the CLI's)
-        assert cli.main(command("reference")) == 0
+    done = ssmttm(tmp_path, *command("reference"))
+    assert done.returncode == 0, done.stderr
     expected = snapshot(tmp_path / "reference")
     size = tree_size(tmp_path / "reference")
 

@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ssmttm.config import canonical_json
+
 log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
@@ -48,11 +50,6 @@ TRACKED_LIBRARIES = (
 
 
 # ----------------------------------------------------------------------------------------------- hashing
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace variation: the form that is hashed."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def hash_params(section: Mapping[str, Any]) -> str:

@@ -11,6 +11,7 @@ sits in `schemas/<section>.schema.yaml`, so each stage owns its part of the cont
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -21,6 +22,12 @@ from typing import Any, TypeVar
 
 import jsonschema
 import yaml
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace variation: the form in which params, recipes and records are hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 PROFILE_DIR_NAME = "configs"

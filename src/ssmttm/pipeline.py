@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssmttm.artifacts import canonical_json
-from ssmttm.config import params_value
+from ssmttm.config import canonical_json, params_value
 
 RECIPE_FILE = "_recipe"  # inside a folder output; a file output gets `<file>.recipe` beside it
 CODE_SUFFIXES = (".py", ".yaml", ".txt")

@@ -15,14 +15,7 @@ from ssmttm.artifacts import sha256_file
 from ssmttm.cli import main
 from ssmttm.codec import CODEC_JSON, METRICS_FILE, WEIGHTS_FILE, load_codec
 from ssmttm.codec.stage import HELDOUT_DIR, CodecConfig, run_codec
-from ssmttm.codec.train import (
-    HELDOUT_INDEX,
-    HELDOUT_MEASURES,
-    build_scheduler,
-    read_clips,
-    split_holdout,
-    train_codec,
-)
+from ssmttm.codec.train import HELDOUT_INDEX, HELDOUT_MEASURES, read_clips, split_holdout, train_codec
 from ssmttm.config import dataclass_to_dict
 from ssmttm.errors import UserFacingError
 from tests.codec import RATE, TINY_GAN, TINY_TRAIN, write_corpus
@@ -177,31 +170,3 @@ def test_config_errors(corpus, tmp_path):
         train_codec(TINY_TRAIN, [one], 0, torch.device("cpu"))
     with pytest.raises(UserFacingError, match="clips.jsonl not found"):
         train_codec(TINY_TRAIN, [tmp_path / "missing"], 0, torch.device("cpu"))
-
-
-def test_cosine_schedule_ends_at_lr_min_after_exactly_the_steps():
-    cfg = dataclasses.replace(TINY_TRAIN, steps=5, lr=1e-3, lr_schedule="cosine", lr_min=1e-5)
-    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    scheduler = build_scheduler(optimizer, cfg)
-    rates = []
-    for _ in range(cfg.steps):  # the rate each training step uses, then the step's scheduler update
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)
-    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
-
-
-def test_cosine_training_is_deterministic_and_differs_from_exponential(corpus):
-    cfg = dataclasses.replace(TINY_TRAIN, lr_schedule="cosine", lr_min=1e-5)
-    _, metrics_a = train_codec(cfg, [corpus], seed=5, device=torch.device("cpu"))
-    _, metrics_b = train_codec(cfg, [corpus], seed=5, device=torch.device("cpu"))
-    assert metrics_a == metrics_b
-    _, exponential = train_codec(TINY_TRAIN, [corpus], seed=5, device=torch.device("cpu"))
-    assert metrics_a["loss_curve"][0] == exponential["loss_curve"][0]  # same first step (same rate)
-    assert metrics_a["loss_curve"][1:] != exponential["loss_curve"][1:]
-
-
-def test_unknown_lr_schedule_is_refused_before_training(corpus):
-    with pytest.raises(UserFacingError, match="lr_schedule must be one of"):
-        train_codec(dataclasses.replace(TINY_TRAIN, lr_schedule="linear"), [corpus], 0, torch.device("cpu"))

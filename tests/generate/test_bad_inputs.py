@@ -5,6 +5,7 @@ or 2, one `error:` line naming the input, no "internal error", and write nothing
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,24 @@ def test_seed_beyond_the_generator_range(built, work, repo_root, capsys):
     out = work / "codes.npz"
     argv = generate_codes(built, params_file(repo_root, work), out, "--captions", "x", "--frames", "4")
     refused([*argv, "--seed", HUGE_SEED], capsys, "--seed", out)
+
+
+@pytest.mark.parametrize(
+    ("damaged", "content", "says"),
+    [
+        ("config.json", b"garbage{", "not a readable LM config"),
+        ("config.json", b'{"lm": {"d_model": "wide"}}', "not a readable LM config"),
+        ("model.safetensors", b"xx", "unreadable weights"),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused(built, work, repo_root, capsys, damaged, content, says):
+    checkpoint = work / "checkpoint"
+    shutil.copytree(built["lm_run"] / "final", checkpoint)
+    (checkpoint / damaged).write_bytes(content)
+    out = work / "codes.npz"
+    argv = generate_codes(built, params_file(repo_root, work), out, "--captions", "x", "--frames", "4")
+    argv[argv.index("--checkpoint") + 1] = str(checkpoint)
+    assert says in refused(argv, capsys, damaged, out)
 
 
 def test_lm_run_with_an_empty_caption_set_writes_nothing(built, work, repo_root, capsys):

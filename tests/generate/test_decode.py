@@ -75,8 +75,9 @@ def test_token_shards_are_decoded_only_with_their_codec(codec_dir, tmp_path, cap
         "trackA-0001.wav",
         "trackB-0000.wav",
     ]
-    assert decode("--codec", str(codec_dir), "--codes", shard, "--split", "train", "--out", str(tmp_path / "t")) == 0
-    assert not list((tmp_path / "t").glob("*.wav"))
+    # a split without rows is refused, not answered with an empty folder (issue 23: no empty result with exit code 0)
+    assert decode("--codec", str(codec_dir), "--codes", shard, "--split", "train", "--out", str(tmp_path / "t")) == 1
+    assert "no items to decode" in capsys.readouterr().err and not (tmp_path / "t").exists()
     other = tiny_codec(tmp_path / "other", seed=1)
     assert decode("--codec", str(other), "--codes", shard, "--out", str(tmp_path / "o")) == 1
     assert "another codec" in capsys.readouterr().err

@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 STFT_WINDOWS = (2048, 512)
 HELDOUT_INDEX = "index.json"
-LR_SCHEDULES = ("exponential", "cosine")
 # Held-out scores (ssmttm.evaluate.signal) -> what metrics.json says they are.
 HELDOUT_MEASURES = {
     "mel_distance": "DAC MelSpectrogramLoss (L1 of log10 mel magnitudes, 7 scales 32..2048)",
@@ -102,11 +101,7 @@ class CodecTrainConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.8, 0.99)
     weight_decay: float = 0.0  # AdamW's decoupled weight decay; 0 = Adam (DAC trains with torch's default 0.01)
-    lr_schedule: str = (
-        "exponential"  # exponential: x lr_gamma per step (DAC) | cosine: half cosine to lr_min at `steps`
-    )
-    lr_gamma: float = 0.999996  # ExponentialLR per step (lr_schedule exponential)
-    lr_min: float = 0.0  # the last step's rate (lr_schedule cosine)
+    lr_gamma: float = 0.999996  # ExponentialLR per step
     grad_clip_generator: float = 1000.0
     grad_clip_discriminator: float = 10.0
     loss_weights: LossWeights = field(default_factory=lambda: LossWeights(feature=0.0, adversarial=0.0))
@@ -243,16 +238,6 @@ def reproducible(seed: int, threads: int, device: torch.device) -> Iterator[None
             torch.set_num_threads(previous_threads)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: CodecTrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule. Cosine anneals from `lr` to `lr_min` over exactly `steps` updates: at a few hundred steps
-    the late small rates settle the noisy loss (a constant rate leaves the model wherever its last batch sent it)."""
-    if cfg.lr_schedule == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, cfg.lr_gamma)
-    if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.steps - 1), eta_min=cfg.lr_min)
-    raise UserFacingError(f"codec.train.lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
-
-
 # ----------------------------------------------------------------------------------------------- held-out evaluation
 
 
@@ -340,8 +325,6 @@ def train_codec(
     held_eval = sorted(held, key=lambda c: (stable_unit_float(seed, "codec_eval", c.clip_id), c.clip_id))
     held_eval = held_eval[: cfg.eval_clips]
     kwargs = model_kwargs(cfg, sample_rate)
-    if cfg.lr_schedule not in LR_SCHEDULES:  # refused before any work (build_scheduler says so too)
-        raise UserFacingError(f"codec.train.lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
     hop = math.prod(cfg.encoder_rates)
     segment = max(1, round(cfg.segment_s * sample_rate / hop)) * hop
     if segment <= max(MEL_WINDOWS) // 2:
@@ -360,7 +343,7 @@ def train_codec(
         opt_g = torch.optim.AdamW(
             generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
         )
-        sched_g = build_scheduler(opt_g, cfg)
+        sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, cfg.lr_gamma)
         gan = build_gan(cfg, sample_rate, device) if use_gan else None
         mel_loss, stft_loss, l1_loss = mel_loss_fn(), MultiScaleSTFTLoss(window_lengths=list(STFT_WINDOWS)), L1Loss()
 
@@ -453,4 +436,5 @@ def build_gan(cfg: CodecTrainConfig, sample_rate: int, device: torch.device) -> 
         sample_rate=sample_rate,
     ).to(device)
     optimizer = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    return GanTerms(GANLoss(disc), optimizer, build_scheduler(optimizer, cfg), cfg.grad_clip_discriminator)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, cfg.lr_gamma)
+    return GanTerms(GANLoss(disc), optimizer, scheduler, cfg.grad_clip_discriminator)

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssmttm import stand_ins
-from ssmttm.artifacts import atomic_path, canonical_json, is_temporary, sha256_file, write_json, write_text
+from ssmttm.artifacts import atomic_path, is_temporary, sha256_file, write_json, write_text
+from ssmttm.config import canonical_json
 from ssmttm.errors import UserFacingError
 
 CODEC_KEY = "ssmttm.codec"

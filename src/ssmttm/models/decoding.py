@@ -38,7 +38,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -46,10 +46,11 @@ from ssmttm.determinism import portable_active
 from ssmttm.models.blocks import BackboneCache
 from ssmttm.models.few_rows import linear_few_rows
 
-if TYPE_CHECKING:
-    from ssmttm.models.lm import MusicLM
-
 log = logging.getLogger(__name__)
+
+# A models.lm.MusicLM: lm.py builds its decoder from this module, so this module names the type without importing
+# lm (no import cycle, lazy or typing-only).
+LanguageModel = torch.nn.Module
 
 DECODE_MODES = ("auto", "eager", "compile", "cuda_graph")
 Finish = Callable[..., torch.Tensor]  # (logits (B, K, V), *inputs) -> tensor; hashable (part of the compile key)
@@ -73,7 +74,7 @@ RECOMPILE_LIMIT = 32
 
 
 def decode_step(
-    model: MusicLM,
+    model: LanguageModel,
     tokens: torch.Tensor,
     position: torch.Tensor,
     states: list[Any],
@@ -92,11 +93,11 @@ def decode_step(
     return logits if finish is None else finish(logits, *finish_inputs)
 
 
-def has_static_states(model: MusicLM) -> bool:
+def has_static_states(model: LanguageModel) -> bool:
     return all(sub.kind in STATIC_STATE_KINDS for sub in model.backbone.sublayers())
 
 
-def resolve_mode(model: MusicLM, mode: str, device: torch.device, row_steps: float = 0) -> str:
+def resolve_mode(model: LanguageModel, mode: str, device: torch.device, row_steps: float = 0) -> str:
     """The mode `mode` means for this model and device ("auto" resolved; a mode that cannot run is an error).
 
     `row_steps`: the rows x positions a compiled step would serve (for "auto" on CPU; see `make_decoder`)."""
@@ -187,7 +188,7 @@ class CompiledStep:
     constants), so a new model never runs another's code unchecked.
     """
 
-    model: MusicLM
+    model: LanguageModel
     warm: set = field(default_factory=set)  # (key, finish inputs' layout) compiled and run once with full guards
     failed: str | None = None  # why compiling failed, once it has
 
@@ -217,7 +218,7 @@ def tensor_layouts(values: tuple) -> tuple:
     return tuple((v.shape, v.stride(), v.dtype, v.device) if isinstance(v, torch.Tensor) else v for v in values)
 
 
-def compiled_step(model: MusicLM) -> CompiledStep:
+def compiled_step(model: LanguageModel) -> CompiledStep:
     """The model's use of the compiled step, created on first use and kept on the model."""
     runner = model.__dict__.get("_compiled_step")
     if runner is None:
@@ -226,7 +227,7 @@ def compiled_step(model: MusicLM) -> CompiledStep:
     return runner
 
 
-def compile_key(model: MusicLM, cache: BackboneCache, n_codebooks: int, finish: Finish | None = None) -> tuple:
+def compile_key(model: LanguageModel, cache: BackboneCache, n_codebooks: int, finish: Finish | None = None) -> tuple:
     """What the compiled step of `model` depends on for the generation that `cache` belongs to (not the model itself:
     models of one config share the compiled code), `finish` included (its constants are compiled in)."""
     states = [t for s in flat_states(cache) if s is not None for t in (s.conv_state, s.ssm_state)]
@@ -257,7 +258,7 @@ class _Graph:
 class CudaGraphSteps:
     """One captured decode_step per batch size, sharing one memory pool (mamba_ssm's decoding does the same)."""
 
-    model: MusicLM
+    model: LanguageModel
     graphs: dict[tuple[int, int, torch.dtype], _Graph] = field(default_factory=dict)  # (B, K, dtype)
     pool: Any = None
 
@@ -312,7 +313,7 @@ class CudaGraphSteps:
         return _Graph(graph, tokens, pos, cache, logits)
 
 
-def cuda_graph_steps(model: MusicLM) -> CudaGraphSteps:
+def cuda_graph_steps(model: LanguageModel) -> CudaGraphSteps:
     runner = model.__dict__.get("_cuda_graph_steps")
     if runner is None:
         runner = CudaGraphSteps(model)
@@ -335,7 +336,7 @@ class Decoder:
     key: tuple = ()  # compile: what the compiled code depends on (compile_key)
     finish: Finish | None = None  # applied to every step's logits (MusicLM.start)
 
-    def __call__(self, model: MusicLM, tokens: torch.Tensor, cache: BackboneCache, finish_inputs: tuple = ()):
+    def __call__(self, model: LanguageModel, tokens: torch.Tensor, cache: BackboneCache, finish_inputs: tuple = ()):
         """One step: logits (B, K, V), or finish(logits, *finish_inputs)."""
         position = self.position(model, cache.position)
         if self.mode == "eager":
@@ -356,7 +357,7 @@ class Decoder:
         cache.position += 1
         return out
 
-    def position(self, model: MusicLM, t: int) -> torch.Tensor:
+    def position(self, model: LanguageModel, t: int) -> torch.Tensor:
         if t < self.positions.shape[0]:
             return self.positions[t]
         # past max_len (Mamba states allow it): compute the row
@@ -364,7 +365,7 @@ class Decoder:
 
 
 def make_decoder(
-    model: MusicLM, cache: BackboneCache, mode: str, batch: int, n_codebooks: int, finish: Finish | None = None
+    model: LanguageModel, cache: BackboneCache, mode: str, batch: int, n_codebooks: int, finish: Finish | None = None
 ) -> Decoder:
     """Resolve `mode` for `model` and prepare the decoder of the generation whose prefilled states are in `cache`
     (`batch` rows of `n_codebooks` tokens per step, each step's logits through `finish`), binding CUDA graph buffers

@@ -326,8 +326,22 @@ def load_lm(directory: str | Path, device: str | torch.device = "cpu") -> tuple[
                 f"LM checkpoint {directory}: {path.name} not found; pass a folder written by "
                 "`ssmttm train-lm` (results/train_lm/<backbone>/step-NNNNNNN)"
             )
-    config = json.loads(config_path.read_text())
-    cfg = section_to_dataclass(LMConfig, {"position_order": LEGACY_POSITION_ORDER, **config["lm"]})
-    model = MusicLM(cfg)
-    model.load_state_dict(load_file(str(weights_path), device=str(device)), strict=True)
+    fix = "pass a folder written by `ssmttm train-lm`, or retrain it"
+    try:
+        config = json.loads(config_path.read_bytes().decode("utf-8"))
+        cfg = section_to_dataclass(LMConfig, {"position_order": LEGACY_POSITION_ORDER, **config["lm"]})
+        model = MusicLM(cfg)  # a config of missing or mistyped fields fails here, before any weights are read
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise UserFacingError(f"LM checkpoint {config_path}: not a readable LM config ({reason}); {fix}") from None
+    try:
+        weights = load_file(str(weights_path), device=str(device))
+    except Exception as exc:  # safetensors raises its own error type for a damaged file; nothing else runs here
+        reason = " ".join(str(exc).split())[:160]
+        raise UserFacingError(f"LM checkpoint {weights_path}: unreadable weights ({reason}); {fix}") from None
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:  # missing/unexpected keys or shapes: weights of another config
+        reason = " ".join(str(exc).split())[:160]
+        raise UserFacingError(f"LM checkpoint {directory}: weights do not match its config ({reason}); {fix}") from None
     return model.to(device).eval(), cfg, config.get("text")

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
-from ssmttm.artifacts import atomic_dir, canonical_json, is_temporary
+from ssmttm.artifacts import atomic_dir, is_temporary
+from ssmttm.config import canonical_json
 from ssmttm.errors import UserFacingError
 from ssmttm.models.lm import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE
 

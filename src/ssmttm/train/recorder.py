@@ -31,7 +31,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from ssmttm.artifacts import TMP_MARK, canonical_json, link_or_copy, write_json
+from ssmttm.artifacts import TMP_MARK, link_or_copy, write_json
+from ssmttm.config import canonical_json
 from ssmttm.models.lm import CONFIG_FILE, WEIGHTS_FILE
 from ssmttm.train.checkpoint import checkpoint_name, prune_checkpoints
 from ssmttm.train.config import TrainConfig
