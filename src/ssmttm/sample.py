@@ -67,34 +67,24 @@ def finite_float(text: str) -> float:
     return value
 
 
-def seed_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{text}: must be from 0 to 2**63 - 1")
-    return value
+def int_within(low: int, high: int | None = None, meaning: str = ""):
+    """An argparse type: an integer from `low` to `high` (inclusive; None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text}: must be {meaning or f'>= {low}'}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 1")
-    return value
-
-
-def step_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
-    return value
+seed_int = int_within(0, MAX_SEED - 1, "from 0 to 2**63 - 1")
+positive_int = int_within(1)
+step_int = int_within(0)
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -50,7 +50,7 @@ def test_a_full_disk_is_an_error_the_user_can_fix_not_a_bug(params, monkeypatch,
     monkeypatch.setattr(select, "run_from_args", disk_full)
     assert cli.main(["select", "--fetched", "f", "--out", "o"]) == 1
     assert _one_line(capsys.readouterr().err) == (
-        "error: No space left on device: data/segment/x.wav; free disk space, then rerun"
+        "error: no space left on the device holding data/segment; free space and rerun the same command"
     )
 
 
