@@ -10,7 +10,7 @@ workflow/profiles/slurm that differs only in account and partitions (tests/slurm
   or lock file, no duplicate history row), every versioned file equals the uninterrupted run's bytes (README
   "Interrupted runs": a resumed run is byte-identical) and DVC finds the workspace up to date.
 
-Rebuilding one run in the DVC-built workspace, not a second whole workspace, keeps the module near 20 minutes on
+Rebuilding one run in the DVC-built workspace, not a second whole workspace, keeps the module near 13 minutes on
 2 idle cores (the second build was another 14). The workspace passes scripts/paper_test/check.py (the whole matrix,
 and the stand-in labels) after each part. One run is longer than the profile's
 (`runs.prefix_simba_small.train_lm.max_steps`), so that there is time to cancel it.
