@@ -24,8 +24,11 @@ UNTRAINED_RUN = "cross_transformer"
 SECONDS = 0.02  # 320 samples, 40 frames of the tiny codec
 
 
-def make_workspace(root: Path, repo_root: Path, codec: Callable[[Path], Path] = tiny_codec) -> Path:
-    """The workspace; `codec` writes its data/codec folder (default: the tiny DAC, as trained by the pipeline)."""
+def make_workspace(
+    root: Path, repo_root: Path, codec: Callable[[Path], Path] = tiny_codec, generate: dict | None = None
+) -> Path:
+    """The workspace; `codec` writes its data/codec folder (default: the tiny DAC, as trained by the pipeline);
+    `generate` overrides keys of the tiny generate settings."""
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["portable_cpu"] = False
     params["runs"] = {TRAINED_RUN: {"backbone": "prefix_simba"}, UNTRAINED_RUN: {"backbone": "cross_transformer"}}
@@ -33,6 +36,7 @@ def make_workspace(root: Path, repo_root: Path, codec: Callable[[Path], Path] = 
     params["generate"].update(
         batch_size=1, seconds=SECONDS, device="cpu", top_k=8, refine_sampler="ddim", refine_steps=4
     )
+    params["generate"].update(generate or {})
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     codec_dir = codec(root / "data" / "codec")

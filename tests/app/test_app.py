@@ -23,16 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
 
 from ssmttm.app import ModelCache
 from ssmttm.report.browser import chromium_available, close, launch
-from tests.codec import tiny_codec
-from tests.generate._fixtures import make_lm_run, make_refiner
+from tests.api._workspace import TRAINED_RUN, UNTRAINED_RUN, make_workspace
 
 pytest.importorskip("gradio", reason="gradio (the `app` extra) is not installed: make setup installs it")
 
-TRAINED_RUN, UNTRAINED_RUN = "prefix_simba", "cross_transformer"
 SECONDS = 0.1  # 1600 samples, 200 frames of the tiny codec: within 4 x the tiny LM's 63-frame context
 SILENCE_RMS = 1e-4  # a random tiny model's clip is far louder; digital silence or a zeroed decode is not
 STARTUP_TIMEOUT_S = 90
@@ -40,19 +37,8 @@ GENERATE_TIMEOUT_S = 90
 
 
 def write_workspace(repo_root: Path, root: Path) -> Path:
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["portable_cpu"] = False
-    params["runs"] = {TRAINED_RUN: {"backbone": "prefix_simba"}, UNTRAINED_RUN: {"backbone": "cross_transformer"}}
-    params["text"].update(encoder="minilm", max_length=8, device="cpu")
-    params["generate"].update(
-        batch_size=1, seconds=SECONDS, device="cpu", top_k=8, refine_sampler="ddim", refine_steps=2, guidance_scale=2.0
-    )
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    codec = tiny_codec(root / "data" / "codec")
-    make_lm_run(root / "results" / "train_lm" / TRAINED_RUN, real_text=True)
-    make_refiner(root / "results" / "train_refiner" / "final", codec, real_text=True)
-    return root
+    """tests/api's tiny workspace, with clips long enough for the browser's audio element."""
+    return make_workspace(root, repo_root, generate={"seconds": SECONDS, "refine_steps": 2, "guidance_scale": 2.0})
 
 
 def free_port() -> int:
