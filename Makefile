@@ -56,9 +56,10 @@ paper-test: setup  ## the paper profile in miniature (stand-in weights, local se
 slurm-test: setup  ## the paper test profile on the real one-node Slurm of scripts/slurm/up.sh (root; run up.sh first)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n 0 -m slurm tests/slurm $(PYTEST_ARGS)
 
-lint: setup  ## ruff
+lint: setup  ## ruff, and the package's layers (import-linter contracts in pyproject.toml)
 	$(VENV)/bin/ruff check src tests bench workflow scripts
 	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: setup  ## run the CPU benchmarks, JSON under results/bench/
 	PATH=$(abspath $(VENV))/bin:$$PATH bash bench/run_all.sh

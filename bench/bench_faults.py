@@ -45,7 +45,7 @@ from faults_later import print_later, run_later_stages  # bench/, first on sys.p
 
 from ssmttm import cli
 from ssmttm.artifacts import TMP_MARK, read_jsonl, write_json
-from ssmttm.data import fetch
+from ssmttm.corpus import fetch
 
 RATE = 16000
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader
 
 from ssmttm.artifacts import write_json
 from ssmttm.config import load_params, section_to_dataclass
-from ssmttm.data.loader import TokenShardDataset, collate
-from ssmttm.data.shards import TokenRow, list_shards, write_shard
 from ssmttm.pipeline import run_names, run_sections
+from ssmttm.tokens.loader import TokenShardDataset, collate
+from ssmttm.tokens.shards import TokenRow, list_shards, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZE_BENCH_SHARD = Path(tempfile.gettempdir()) / "ssmttm-bench-tokenize" / "tokens"

@@ -7,7 +7,7 @@ For each test-split clip of the token shards (its codes, cropped to --seconds), 
                          n steps: DDPM 100, DDIM 50 / 25, DPM-Solver++ 20 / 10 (--quick: DDPM 10, DDIM 5, DPM++ 3)
 
 and each result is compared with the target, the reference's codes with all K codebooks decoded (the best any second
-stage can do with this codec), with ssmttm.evaluate.signal: DAC's mel distance, dyncorr and log-mel L1 (lower, higher,
+stage can do with this codec), with ssmttm.signal: DAC's mel distance, dyncorr and log-mel L1 (lower, higher,
 lower is better). With --clips, also against the original clip audio (and the codec floor itself). Wall time per
 system covers refining (batched as the generate stage does) and decoding; RTF = wall time / audio seconds.
 
@@ -43,9 +43,9 @@ METRICS = ("mel_distance", "dyncorr", "log_mel_l1_db")
 
 
 def metric_functions() -> dict[str, Any]:
-    """The signal measures that exist in ssmttm.evaluate.signal (imported late: it is optional here)."""
+    """The signal measures that exist in ssmttm.signal (imported late: it is optional here)."""
     try:
-        from ssmttm.evaluate import signal
+        from ssmttm import signal
     except ImportError:
         return {}
     return {name: getattr(signal, name) for name in METRICS if hasattr(signal, name)}

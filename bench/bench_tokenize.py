@@ -24,7 +24,7 @@ from ssmttm.codec import build_dac, load_codec, model_identity, save_codec
 from ssmttm.codec.stage import CodecConfig
 from ssmttm.codec.train import model_kwargs, resolve_audio_path
 from ssmttm.config import load_params, section_to_dataclass
-from ssmttm.data.tokenize import TokenizeConfig, tokenize_shard
+from ssmttm.tokens.tokenize import TokenizeConfig, tokenize_shard
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = Path(tempfile.gettempdir()) / "ssmttm-bench-tokenize"

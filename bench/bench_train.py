@@ -33,10 +33,10 @@ import torch
 
 from ssmttm.artifacts import write_json
 from ssmttm.config import load_params, section_to_dataclass
-from ssmttm.data.shards import TokenRow, finalize_manifest, write_shard
 from ssmttm.models.lm import LMConfig
 from ssmttm.pipeline import run_sections
 from ssmttm.text.encoder import TextConfig, TextEncoding
+from ssmttm.tokens.shards import TokenRow, finalize_manifest, write_shard
 from ssmttm.train.config import TrainConfig
 from ssmttm.train.flops import H100_BF16_DENSE_FLOPS, mfu
 from ssmttm.train.recorder import TIMING_LOG_FILE, read_history

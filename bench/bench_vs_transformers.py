@@ -10,8 +10,9 @@ Before timing, one of our mixers is loaded with the weights of one of theirs and
 outputs must agree to float32 rounding, or the benchmark stops.
 
 Generation, a batch of 2 rows: ours is one caption with classifier-free guidance (cond + uncond rows, guidance 3,
-special id masked, temperature 1.2, top-k 250, one draw, the token fed to both rows: the generate stage's
-Sampler, whose draw is torch.multinomial's algorithm, run inside the compiled step), transformers' `generate` with
+special id masked, temperature 1.2, top-k 250, one draw, the token fed to both rows: the generate stage's own
+token loop, ssmttm.generate.tokens.generate_batch, whose Sampler draws with torch.multinomial's algorithm inside the
+compiled step), transformers' `generate` with
 its cache draws for both rows with the same temperature and top-k; tokens/s = generated positions per second.
 Ours is timed in each decode mode that runs here (models.decoding: eager; compile unless --no-compile, after a
 warm-up call that compiles; on CUDA also CUDA graphs), and must sample the same tokens in every mode. The report
@@ -49,10 +50,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from ssmttm.artifacts import library_versions, write_json  # noqa: E402
-from ssmttm.generate.tokens import Sampler  # noqa: E402
+from ssmttm.generate.config import GenerateConfig  # noqa: E402
+from ssmttm.generate.tokens import generate_batch  # noqa: E402
 from ssmttm.models.decoding import COMPILE_PAYS_AFTER_ROW_STEPS, resolve_mode  # noqa: E402
 from ssmttm.models.lm import LMConfig, MusicLM, lm_loss  # noqa: E402
 from ssmttm.models.mamba2 import Mamba2, Mamba2Config  # noqa: E402
+from ssmttm.text.encoder import TextEncoding  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_generation import measure_peak  # noqa: E402  (one memory/time measurement for both benchmarks)
@@ -62,6 +65,7 @@ SPECIAL = 1024
 PREFIX = 32  # text positions (ours) / prompt tokens (transformers)
 D_TEXT = 64  # width of the (random) text features ours projects
 GUIDANCE, TEMPERATURE, TOP_K = 3.0, 1.2, 250
+SAMPLING = GenerateConfig(guidance_scale=GUIDANCE, temperature=TEMPERATURE, top_k=TOP_K, batch_size=1)
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "L40S": 0.864e12, "A10": 0.6e12}
 
 
@@ -183,27 +187,12 @@ def mixer_parity(shape: Shape, device: torch.device) -> dict:
 # ---------------------------------------------------------------------------------------------------- generation
 
 
-@torch.no_grad()
 def generate_ours(model: MusicLM, text: tuple[torch.Tensor, torch.Tensor], n: int, decode: str) -> torch.Tensor:
-    """n tokens of one caption with guidance, sampled by the generate stage's Sampler (in the compiled step when
-    `decode` compiles): guidance, special masked, temperature, top-k, one draw, the token fed to both rows."""
-    device = text[0].device
-    generators = [torch.Generator(device=device).manual_seed(0)]
-    sampler = Sampler(1, GUIDANCE, TEMPERATURE, TOP_K, SPECIAL)
-    noise = sampler.noise_buffer(1, VOCAB, device)  # (1, K, V)
-    valid = torch.ones(1, dtype=torch.bool, device=device)  # one codebook: no delay pattern
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    logits, cache = model.start(*text, max_new=n, decode=decode, finish=sampler)
-    sampler.draw(noise, generators)
-    tokens = sampler(logits, noise, valid, nonfinite)  # (2, K)
-    out = [tokens[0]]
-    for _ in range(n - 1):
-        sampler.draw(noise, generators)
-        tokens = model.step(tokens, cache, noise, valid, nonfinite)
-        out.append(tokens[0])
-    if nonfinite:
-        raise RuntimeError("ours: non-finite logits while sampling")
-    return torch.stack(out, dim=-1)  # (K, n)
+    """n tokens of one caption with guidance (text: the cond row, then the uncond row), by the generate stage's own
+    loop (ssmttm.generate.tokens.generate_batch) in decode mode `decode`: guidance, special masked, temperature,
+    top-k, one draw, the token fed to both rows."""
+    generators = [torch.Generator(device=text[0].device).manual_seed(0)]
+    return generate_batch(model, TextEncoding(*text), n, SAMPLING, generators, True, False, decode)[0]  # (K, n)
 
 
 @torch.no_grad()

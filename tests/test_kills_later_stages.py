@@ -25,7 +25,7 @@ import pytest
 from ssmttm import cli
 from ssmttm.artifacts import TMP_MARK
 from ssmttm.config import load_params, section_to_dataclass
-from ssmttm.data.tokenize import TokenizeConfig, finalize
+from ssmttm.tokens.tokenize import TokenizeConfig, finalize
 from tests._kills import CORPUS_STAGES, Run, Stage, kill_once, make_corpus, outputs, rerun_matches, run_stage
 from tests.report import _fixtures as fx
 

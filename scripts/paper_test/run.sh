@@ -20,7 +20,6 @@ PY="$VENV/bin/python"
 CORES="${CORES:-2}"
 SCRATCH="$ROOT/build/paper-test"
 SUMMARY=("$PY" "$ROOT/scripts/paper_test/summary.py")
-GIT=(git -c user.name=paper-test -c user.email=paper-test@localhost -c init.defaultBranch=main)
 START=$(date +%s)
 
 # CPU seconds (user + system) of this script's finished children so far: the work done, whatever the machine's load.
@@ -62,16 +61,7 @@ grep -q "^serving" "$SCRATCH/serve.log" || { echo "the server did not start: $SC
 
 # A workspace: the repository's files (tracked, and new ones not ignored: what the next commit holds), the test
 # profile as params.yaml, the local input files params name, and models/eval -> the evaluation stand-ins.
-make_workspace() {
-    local ws="$1"
-    mkdir -p "$ws"
-    "${SUMMARY[@]}" copy-repo "$ROOT" "$ws"
-    cp "$ROOT/configs/paper-test.yaml" "$ws/params.yaml"
-    mkdir -p "$ws/inputs/paper-test" "$ws/models"
-    cp "$SCRATCH/served/musiccaps/musiccaps-public.csv" \
-        "$SCRATCH/served/mtg-jamendo/mtg_jamendo_raw_30s_audio_sha256_tars.txt" "$ws/inputs/paper-test/"
-    ln -sfn ../../standins/models/eval "$ws/models/eval"
-}
+WORKSPACE=("$PY" "$ROOT/scripts/paper_test/workspace.py" make --served "$SCRATCH/served" --standins "$SCRATCH/standins")
 
 # shellcheck source=/dev/null
 source "$SCRATCH/standins/env.sh"  # HF_HUB_CACHE, TORCH_HOME, HOME, offline flags
@@ -79,7 +69,7 @@ export PATH="$VENV/bin:$PATH" DVC_NO_ANALYTICS=1 PYTHONHASHSEED=0
 
 status=0
 say "workspace 1: snakemake --cores $CORES"
-make_workspace "$SCRATCH/snakemake"
+"${WORKSPACE[@]}" "$SCRATCH/snakemake"
 cpu_now
 t0=$(date +%s) c0=$CPU_NOW
 (cd "$SCRATCH/snakemake" && ssmttm validate params.yaml && snakemake --cores "$CORES" 2>&1) |
@@ -93,17 +83,10 @@ fi
 
 dvc_status=0
 say "workspace 2: git + DVC, dvc repro"
-make_workspace "$SCRATCH/dvc"
+"${WORKSPACE[@]}" --dvc "$SCRATCH/dvc"  # and a fresh git repository of it, committed
 cpu_now
 t0=$(date +%s) c0=$CPU_NOW
-(
-    cd "$SCRATCH/dvc"
-    "${GIT[@]}" init -q
-    printf 'models/\n' >> .git/info/exclude  # the stand-in link: not part of the project
-    "${GIT[@]}" add -A
-    "${GIT[@]}" commit -qm "paper test workspace"
-    dvc repro 2>&1
-) | "${SUMMARY[@]}" stamp > "$SCRATCH/dvc.log" || dvc_status=$?
+(cd "$SCRATCH/dvc" && dvc repro 2>&1) | "${SUMMARY[@]}" stamp > "$SCRATCH/dvc.log" || dvc_status=$?
 cpu_now
 DVC_S=$(($(date +%s) - t0)) DVC_CPU=$((CPU_NOW - c0))
 say "dvc repro: exit ${dvc_status}, ${DVC_S} s wall, ${DVC_CPU} s CPU (log: $SCRATCH/dvc.log)"

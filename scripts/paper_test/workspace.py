@@ -1,14 +1,19 @@
-"""The paper test's scratch pieces for Python callers (tests/slurm, bench/bench_scaling.py): the stand-ins, the local
-server, a workspace. The same steps as scripts/paper_test/run.sh (which `make paper-test` runs), in the same layout:
+"""The paper test's scratch pieces: the stand-ins, the local server, a workspace. scripts/paper_test/run.sh (`make
+paper-test`) builds its two workspaces with this module's command line; tests/slurm and bench/bench_scaling.py call it
+from Python. The layout:
 
     SCRATCH/standins/   scripts/standins/make_all.py's output, with env.sh (the loaders' environment)
     SCRATCH/served/     the tiny MTG-Jamendo and MusicCaps files (scripts/paper_test/serve.py), served on 127.0.0.1
     WORKSPACE/          the repository's files, params.yaml = configs/paper-test.yaml, inputs/paper-test/ copied
                         from served/, models/eval -> SCRATCH/standins/models/eval
+
+    python scripts/paper_test/workspace.py make WORKSPACE --served SCRATCH/served --standins SCRATCH/standins [--dvc]
+(--dvc: also a fresh git repository of the workspace, committed, for `dvc repro`)
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shlex
@@ -101,3 +106,22 @@ def init_dvc_repo(workspace: Path) -> None:
         exclude.write("models/\n")  # the stand-in link: not part of the project
     subprocess.run([*GIT, "add", "-A"], cwd=workspace, check=True)
     subprocess.run([*GIT, "commit", "-qm", "paper test workspace"], cwd=workspace, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build a paper test workspace (layout: this module's docstring).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("make", help="a workspace: the repository's files, the test profile, inputs, stand-in links")
+    make.add_argument("workspace", type=Path)
+    make.add_argument("--served", type=Path, required=True, help="the server's root (SCRATCH/served)")
+    make.add_argument("--standins", type=Path, required=True, help="the stand-ins (SCRATCH/standins)")
+    make.add_argument("--dvc", action="store_true", help="also a fresh git repository of it, committed (dvc repro)")
+    args = parser.parse_args(argv)
+    make_workspace(args.workspace, args.served, args.standins)
+    if args.dvc:
+        init_dvc_repo(args.workspace)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

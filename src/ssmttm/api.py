@@ -33,9 +33,9 @@ from ssmttm.errors import UserFacingError
 from ssmttm.generate.common import AudioFormat, Encoders, batches, load_checked_refiner
 from ssmttm.generate.config import REFINE_SAMPLERS, GenerateConfig
 from ssmttm.generate.lm_run import lm_variants
+from ssmttm.generate.memory import check_sampling_fits
 from ssmttm.generate.synth import decode_clip, variant_codes_of
 from ssmttm.generate.tokens import caption_seed, generate_tokens
-from ssmttm.inputs import check_sampling_fits
 from ssmttm.model_parts import ModelParts, find_parts, load_parts_codec
 from ssmttm.model_parts import available_runs as _available_runs
 from ssmttm.models.lm import load_lm

@@ -2,19 +2,19 @@
 
 Each check raises `UserFacingError` with one line naming the input (a file or a `--flag`) and what to do, so the CLI
 answers a bad input with exit code 1 and no traceback; a bug still reaches the internal-error path. Used by
-generate, decode, evaluate, report, train-refiner and text-cache.
+generate, decode, evaluate, report, train-refiner and text-cache. The checks that need a model family's or
+the token shards' own definitions live beside them (generate.memory, tokens.shards.require_token_shards).
 
     read_text_utf8(path, what)                 the text of a file that must exist and be UTF-8
     check_finite_number(value, name, low, high) a CLI number: finite, within [low, high]
     check_seed(value, name)                     0 <= seed < 2**63 (torch.Generator's range)
     check_fits_in_memory(n_bytes, what, fix)    refuse a length whose estimated memory exceeds this machine's
-    sampling_bytes / decoding_bytes             those estimates for LM sampling and codec decoding
+    decoding_bytes(identity, n_frames)          that estimate for codec decoding
     read_npz_arrays(path, what, keys)           a .npz's arrays, with its format and array headers checked first
     load_codes_npz / check_codes_array          codes (B, K, T): integer, K in 1..K_codec, T > 0, in the codebook
     load_latents_npz / check_latents_array      latents (B, C, T): float, finite, T > 0
     require_dir(path, what, fix)                an input folder that must exist
     read_json_file / read_jsonl_rows            JSON and JSON-lines files (UTF-8, valid, rows are objects)
-    require_token_shards(dir, fix)              token shards that exist and open as this pipeline's Parquet shards
 """
 
 from __future__ import annotations
@@ -149,18 +149,6 @@ def check_fits_in_memory(n_bytes: float, what: str, fix: str, device: Any = "cpu
         )
 
 
-def sampling_bytes(lm_cfg: Any, rows: int, n_frames: int) -> float:
-    """Memory of sampling `n_frames` frames for `rows` sequences (captions x 2 with guidance) with an LM config:
-    the token buffer (rows, K, L) int64, the position table (L, d_model) and, per self-attention sublayer, keys and
-    values (rows, L, d_model) float32. L = n_frames + K - 1 (delay pattern) plus a text prefix, ignored here."""
-    from ssmttm.models.registry import get_spec
-
-    positions = n_frames + lm_cfg.n_codebooks
-    attention = get_spec(lm_cfg.backbone).sublayers.count("self_attn") * lm_cfg.n_layers
-    per_position = rows * lm_cfg.n_codebooks * 8 + lm_cfg.d_model * 4 + attention * rows * 2 * lm_cfg.d_model * 4
-    return float(positions) * per_position
-
-
 def decoding_bytes(identity: dict[str, Any], n_frames: int) -> float:
     """Memory of decoding one item of `n_frames` frames: the codec decoder's widest activation (channels x samples,
     float32, a few held at once) and the audio; DAC halves its channels at every upsampling stage."""
@@ -268,31 +256,6 @@ def load_latents_npz(path: str | Path, channels: int) -> tuple[np.ndarray, list 
     return latents, captions, _check_names(arrays.get("ids"), len(latents), path, "ids")
 
 
-def check_sampling_fits(lm_cfg: Any, batch_size: int, guidance_scale: float, n_frames: int, what: str, device: Any):
-    """Refuse a clip length whose LM sampling would not fit in memory (every batch runs at `batch_size` captions,
-    twice that with guidance)."""
-    rows = batch_size * (2 if guidance_scale != 1.0 else 1)
-    check_fits_in_memory(
-        sampling_bytes(lm_cfg, rows, n_frames),
-        f"{what}: sampling {n_frames} frames ({rows} rows)",
-        "ask for a shorter length or a smaller generate.batch_size",
-        device,
-    )
-
-
-def checkpoint_lm_config(folder: str | Path) -> Any:
-    """The LMConfig in an LM checkpoint's config.json (no weights loaded), for the estimates above."""
-    from ssmttm.config import section_to_dataclass
-    from ssmttm.models.lm import CONFIG_FILE, LEGACY_POSITION_ORDER, LMConfig
-
-    path = require_file(Path(folder) / CONFIG_FILE, "LM checkpoint config")
-    try:
-        section = read_json_file(path, "LM checkpoint config")["lm"]
-        return section_to_dataclass(LMConfig, {"position_order": LEGACY_POSITION_ORDER, **section})
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserFacingError(f"LM checkpoint config {path}: unreadable ({exc}); pass a train-lm checkpoint") from None
-
-
 def read_json_file(path: str | Path, what: str) -> Any:
     """A UTF-8 JSON file's value; one line naming the file and the position of a syntax error."""
     path = Path(path)
@@ -317,27 +280,6 @@ def read_jsonl_rows(path: str | Path, what: str) -> list[dict[str, Any]]:
             raise UserFacingError(f"{what} {path}: line {number} is a {type(row).__name__}, not a JSON object")
         rows.append(row)
     return rows
-
-
-def require_token_shards(shards_dir: str | Path, fix: str) -> list[Path]:
-    """The token shards of a tokenize folder, each a readable Parquet file with the pipeline's codec metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ssmttm.data.shards import CODEC_KEY, list_shards
-
-    shards = list_shards(shards_dir)
-    if not shards:
-        raise UserFacingError(f"{shards_dir}: no token shards (shard-NNNNN.parquet); {fix}")
-    for shard in shards:
-        try:
-            metadata = pq.read_schema(str(shard)).metadata or {}
-        except (pa.ArrowException, OSError) as exc:
-            reason = " ".join(str(exc).split())[:120]
-            raise UserFacingError(f"{shard}: not a readable Parquet token shard ({reason}); {fix}") from None
-        if CODEC_KEY.encode() not in metadata:
-            raise UserFacingError(f"{shard}: no '{CODEC_KEY}' metadata, not a token shard of this pipeline; {fix}")
-    return shards
 
 
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:

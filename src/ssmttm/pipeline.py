@@ -61,7 +61,13 @@ SHARDED_RULES = frozenset({"fetch", "select", "segment", "caption", "tokenize"})
 STAGES: dict[str, Stage] = {
     "manifest": Stage(
         params=("seed", "corpus"),
-        code=("data/manifest.py", "data/demo_corpus.py", "data/mtg_jamendo.py", "data/urls.py"),
+        code=(
+            "corpus/manifest.py",
+            "corpus/user_manifest.py",
+            "corpus/demo_corpus.py",
+            "corpus/mtg_jamendo.py",
+            "corpus/urls.py",
+        ),
         upstream=(),
         outs=("data/manifest",),
         rules=("manifest",),
@@ -70,7 +76,13 @@ STAGES: dict[str, Stage] = {
     ),
     "fetch": Stage(
         params=("fetch", "corpus"),
-        code=("data/fetch.py", "data/mtg_jamendo.py", "data/urls.py", "data/manifest.py"),
+        code=(
+            "corpus/fetch.py",
+            "corpus/mtg_jamendo.py",
+            "corpus/urls.py",
+            "corpus/manifest.py",
+            "corpus/user_manifest.py",
+        ),
         upstream=("manifest",),
         outs=("data/fetch",),
         rules=("fetch", "fetch_all"),
@@ -78,7 +90,7 @@ STAGES: dict[str, Stage] = {
     ),
     "select": Stage(
         params=("select",),
-        code=("data/select.py", "data/licences.py", "audio.py"),
+        code=("corpus/select.py", "corpus/licences.py", "audio.py"),
         upstream=("fetch",),
         outs=("data/select",),
         rules=("select", "select_all"),
@@ -86,7 +98,7 @@ STAGES: dict[str, Stage] = {
     ),
     "segment": Stage(
         params=("seed", "segment"),
-        code=("data/segment.py", "data/vocals.py", "data/licences.py", "audio.py"),
+        code=("corpus/segment.py", "corpus/vocals.py", "corpus/licences.py", "audio.py"),
         upstream=("select",),
         outs=("data/segment",),
         rules=("segment", "segment_all"),
@@ -94,7 +106,7 @@ STAGES: dict[str, Stage] = {
     ),
     "caption": Stage(
         params=("seed", "caption"),
-        code=("data/caption.py", "data/caption_templates.py", "data/caption_model.py"),
+        code=("corpus/caption.py", "corpus/caption_templates.py", "corpus/caption_model.py"),
         upstream=("segment",),
         outs=("data/caption",),
         rules=("caption", "caption_all"),
@@ -103,7 +115,7 @@ STAGES: dict[str, Stage] = {
     ),
     "codec": Stage(
         params=("seed", "portable_cpu", "codec"),
-        code=("codec", "evaluate/signal.py"),
+        code=("codec", "signal.py"),
         upstream=("segment",),
         outs=("data/codec",),
         rules=("codec",),
@@ -111,7 +123,7 @@ STAGES: dict[str, Stage] = {
     ),
     "tokenize": Stage(
         params=("seed", "portable_cpu", "tokenize"),
-        code=("data/tokenize.py", "data/shards.py"),
+        code=("tokens/tokenize.py", "tokens/shards.py"),
         upstream=("segment", "caption", "codec"),
         outs=("data/tokenize",),
         rules=("tokenize", "tokenize_manifest", "tokens_all"),
@@ -119,7 +131,7 @@ STAGES: dict[str, Stage] = {
     ),
     "text_cache": Stage(
         params=("portable_cpu", "text", "refiner_text"),
-        code=("text", "train/text_cache.py", "data/shards.py"),
+        code=("text", "train/text_cache.py", "tokens/shards.py"),
         upstream=("tokenize",),
         outs=("data/text_cache",),
         rules=("text_cache",),
@@ -137,8 +149,8 @@ STAGES: dict[str, Stage] = {
             "train/recorder.py",
             "train/schedule.py",
             "train/stage.py",
-            "data/loader.py",
-            "data/shards.py",
+            "tokens/loader.py",
+            "tokens/shards.py",
         ),
         upstream=("tokenize", "text_cache"),
         outs=("results/train_lm",),
@@ -153,7 +165,7 @@ STAGES: dict[str, Stage] = {
             "train/recorder.py",
             "train/stage.py",
             "train/text_cache.py",
-            "data/shards.py",
+            "tokens/shards.py",
         ),
         upstream=("tokenize", "text_cache"),
         outs=("results/train_refiner",),
@@ -164,10 +176,11 @@ STAGES: dict[str, Stage] = {
         # the caption set of `generate` (not its sampling settings) and MusicCaps' URL template
         params=("fetch", "corpus.musiccaps", "generate.captions", "generate.captions_path", "generate.max_captions"),
         code=(
-            "data/fetch_references.py",
-            "data/fetch.py",
-            "data/urls.py",
-            "data/manifest.py",
+            "generate/fetch_references.py",
+            "corpus/fetch.py",
+            "corpus/urls.py",
+            "corpus/manifest.py",
+            "corpus/user_manifest.py",
             "generate/captions.py",
             "audio.py",
         ),
@@ -188,7 +201,7 @@ STAGES: dict[str, Stage] = {
     ),
     "evaluate": Stage(
         params=("seed", "evaluate"),
-        code=("evaluate",),
+        code=("evaluate", "signal.py"),
         upstream=("generate",),
         outs=("results/evaluate",),
         rules=("evaluate",),
@@ -204,7 +217,14 @@ STAGES: dict[str, Stage] = {
     ),
     "report": Stage(
         params=("seed", "report", "lm", "train_lm", "runs", "baselines"),
-        code=("report", "evaluate/clipsets.py", "evaluate/cards.py", "evaluate/features.py", "train/plots.py"),
+        code=(
+            "report",
+            "evaluate/clipsets.py",
+            "evaluate/cards.py",
+            "evaluate/features.py",
+            "signal.py",
+            "train/plots.py",
+        ),
         upstream=("codec", "train_lm", "generate", "evaluate", "lm_plot"),
         outs=("results/report",),
         rules=("report",),

@@ -1,4 +1,4 @@
-"""Codec and token tests. Shared builders (imported by tests/data/test_tokenize.py and test_loader.py too):
+"""Codec and token tests. Shared builders (imported by tests/tokens/test_tokenize.py and test_loader.py too):
 a tiny synthetic corpus written per the segment/caption contracts, and a tiny DAC that runs in milliseconds."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssmttm.data.caption_templates import TEMPLATES, parse_tags, tag_caption
+from ssmttm.corpus.caption_templates import TEMPLATES, parse_tags, tag_caption
 from ssmttm.evaluate import features as F
 from tests.evaluate._fixtures import RATE, chord, clicks
 

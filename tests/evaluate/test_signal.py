@@ -1,4 +1,4 @@
-"""Weight-free signal measures (ssmttm.evaluate.signal) on closed-form cases: a synthetic, music-like clip (a chord
+"""Weight-free signal measures (ssmttm.signal) on closed-form cases: a synthetic, music-like clip (a chord
 pad, a plucked note every 0.25 s, a noise hat every other beat), its copies, its noise surrogate and noisy versions."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssmttm.evaluate.signal import (
+from ssmttm.signal import (
     common_length,
     dyncorr,
     log_mel_db,

@@ -16,12 +16,12 @@ import soundfile as sf
 import torch
 
 from ssmttm.codec import load_codec
-from ssmttm.data.shards import CODEC_KEY, TokenRow, write_shard
 from ssmttm.generate.config import GenerateConfig
 from ssmttm.models.lm import MusicLM, save_lm
 from ssmttm.refine.model import RefinerConfig, init_refiner, save_refiner
 from ssmttm.refine.normalise import LatentStats
 from ssmttm.text.encoder import TextConfig
+from ssmttm.tokens.shards import CODEC_KEY, TokenRow, write_shard
 from tests.codec import tiny_codec, write_corpus
 from tests.models._lm_utils import FakeTextEncoder, tiny_cfg
 

@@ -18,16 +18,16 @@ from ssmttm import cli
 from ssmttm.artifacts import read_jsonl, sha256_file
 from ssmttm.audio import load_mono
 from ssmttm.codec import load_codec
-from ssmttm.data import fetch as fetch_module
-from ssmttm.data.fetch import FetchConfig
-from ssmttm.data.fetch_references import CLIP_SAMPLE_RATE, fetch_references
+from ssmttm.corpus import fetch as fetch_module
+from ssmttm.corpus.fetch import FetchConfig
 from ssmttm.errors import UserFacingError
 from ssmttm.generate.audio_out import MANIFEST_FILE, write_clip
 from ssmttm.generate.captions import shards_codec
 from ssmttm.generate.config import GenerateConfig
+from ssmttm.generate.fetch_references import CLIP_SAMPLE_RATE, fetch_references
 from ssmttm.generate.synth import decode_clip
-from tests.data._audio_fixtures import dominant_freq
-from tests.data.conftest import http_server  # noqa: F401  (a fixture: the same server as the fetch tests)
+from tests.corpus._audio_fixtures import dominant_freq
+from tests.corpus.conftest import http_server  # noqa: F401  (a fixture: the same server as the fetch tests)
 from tests.generate._fixtures import make_inputs
 
 SOURCE_RATE = 8000
@@ -41,7 +41,7 @@ COLUMNS = (
 
 @pytest.fixture
 def server(http_server, monkeypatch):  # noqa: F811 (the imported fixture, requested by name)
-    """tests/data's static file server (byte ranges, request counts) on 127.0.0.1, serving tmp_path/www; no waits
+    """tests/corpus's static file server (byte ranges, request counts) on 127.0.0.1, serving tmp_path/www; no waits
     between fetch retries."""
     monkeypatch.setattr(fetch_module, "RETRY_WAIT_S", 0.0)
     return http_server

@@ -10,10 +10,10 @@ import torch
 import yaml
 
 from ssmttm.config import dataclass_to_dict
-from ssmttm.data.shards import TokenRow, finalize_manifest, write_shard
 from ssmttm.refine.model import RefinerConfig
 from ssmttm.refine.train import TrainRefinerConfig
 from ssmttm.text.encoder import TextConfig, TextEncoding
+from ssmttm.tokens.shards import TokenRow, finalize_manifest, write_shard
 from ssmttm.train.text_cache import build_text_cache, shard_captions
 
 K, D, E = 3, 2, 8  # codebooks, dims per codebook, text width

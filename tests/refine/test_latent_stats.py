@@ -11,11 +11,11 @@ import yaml
 
 from ssmttm.cli import main
 from ssmttm.config import ParamsError, dataclass_to_dict, load_params
-from ssmttm.data.shards import TokenRow, finalize_manifest, write_shard
 from ssmttm.errors import UserFacingError
 from ssmttm.refine import stage
 from ssmttm.refine.model import RefinerConfig, load_refiner
 from ssmttm.refine.normalise import PAPER_DAC44K_STATS, LatentStats, compute_stats, select_stats
+from ssmttm.tokens.shards import TokenRow, finalize_manifest, write_shard
 from tests.refine._train_fixtures import (
     CODEC,
     TEXT_CFG,

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssmttm.data.shards import TokenRow, write_shard
 from ssmttm.errors import UserFacingError
 from ssmttm.refine.normalise import (
     PAPER_DAC44K_STATS,
@@ -18,6 +17,7 @@ from ssmttm.refine.normalise import (
     denormalise,
     normalise,
 )
+from ssmttm.tokens.shards import TokenRow, write_shard
 
 K, D = 3, 4
 CODEC = {"model": "dac", "variant": "synthetic", "n_codebooks": K, "codebook_size": 16, "codebook_dim": D}

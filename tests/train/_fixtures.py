@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssmttm.data.shards import TokenRow, finalize_manifest, write_shard
 from ssmttm.models.lm import LMConfig
 from ssmttm.text.encoder import TextConfig, TextEncoding
+from ssmttm.tokens.shards import TokenRow, finalize_manifest, write_shard
 from ssmttm.train.config import TrainConfig
 from tests.models._lm_utils import tiny_cfg
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from ssmttm.data.urls import package_url, resolve_url
+from ssmttm.corpus.urls import package_url, resolve_url
 
 DEMO_TRACKS = ["calm/calm_acoustic_1.opus", "energetic/energetic_electronic_2.opus", "happy/happy_acoustic_2.opus"]
 ND_TRACK = "tender/tender_acoustic_1.opus"  # a real demo file, declared under a licence select must refuse

@@ -15,7 +15,7 @@ demo's recipe, docs DEMO_CODEC.md: at a few minutes of CPU a GAN slows convergen
 Training reads random crops of `segment_s` seconds from the clips of the training tracks; a fixed set of tracks
 (chosen by a seeded hash of the track id) is held out. Held-out clips (their first `eval_seconds`) go through the
 codec as the pipeline uses it (CodecHandle encode -> codes -> decode) before and after training, i.e. for the trained
-model and for the same architecture untrained with the same seed, and are scored with `ssmttm.evaluate.signal`: DAC's
+model and for the same architecture untrained with the same seed, and are scored with `ssmttm.signal`: DAC's
 mel distance (the training loss), dyncorr (structure in time: noise with the right spectrum scores 0) and the log-mel
 L1 in dB. With `heldout_dir`, the trained model's reconstructions are written there as 16-bit WAVs beside their
 references (`<clip_id>.reference.wav`, `<clip_id>.reconstruction.wav`) with an index.json of hashes and scores.
@@ -43,14 +43,14 @@ from ssmttm.artifacts import read_jsonl, sha256_file, stable_unit_float, write_j
 from ssmttm.audio import write_wav
 from ssmttm.codec import CodecHandle, build_dac, decode_to_length, model_identity
 from ssmttm.errors import UserFacingError
-from ssmttm.evaluate.signal import MEL_WINDOWS, dyncorr, log_mel_l1_db, mel_distance, mel_loss_fn
 from ssmttm.progress import progress
+from ssmttm.signal import MEL_WINDOWS, dyncorr, log_mel_l1_db, mel_distance, mel_loss_fn
 
 log = logging.getLogger(__name__)
 
 STFT_WINDOWS = (2048, 512)
 HELDOUT_INDEX = "index.json"
-# Held-out scores (ssmttm.evaluate.signal) -> what metrics.json says they are.
+# Held-out scores (ssmttm.signal) -> what metrics.json says they are.
 HELDOUT_MEASURES = {
     "mel_distance": "DAC MelSpectrogramLoss (L1 of log10 mel magnitudes, 7 scales 32..2048)",
     "dyncorr": "correlation of band-mean-removed log-mels (64 bands, 80 dB range; 1 = same dynamics, 0 = noise)",

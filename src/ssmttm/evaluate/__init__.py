@@ -1,2 +1,3 @@
-"""Evaluation measures. `signal`: weight-free measures between a reference clip and an estimate (dyncorr, log-mel L1,
-DAC mel distance), used by the codec's held-out score and by the benchmarks that compare reconstructions."""
+"""The `evaluate` stage: metrics with bootstrap intervals and cards for generated sets against their references (the
+audiocraft and stable-audio-metrics families, embeddings, Fréchet distances, weight-free features). The weight-free
+signal measures it shares with the codec and the benchmarks live below every stage, in `ssmttm.signal`."""

@@ -7,7 +7,7 @@ and, when `loudness_target_lufs` is set, gain-normalised to that integrated loud
   integrated loudness (ITU-R BS.1770 via pyloudnorm), effective bandwidth (frequency below which 99% of the energy
   lies);
 - frame features for Fréchet distances (each frame is one sample): log-mel (the 64-band HTK log-mel of
-  `ssmttm.evaluate.signal`, 64 ms / 16 ms frames), MFCC (DCT-II of that log-mel) with first-order deltas, chroma
+  `ssmttm.signal`, 64 ms / 16 ms frames), MFCC (DCT-II of that log-mel) with first-order deltas, chroma
   (librosa `chroma_stft`);
 - attribute estimates: tempo (librosa `feature.tempo` on the log-mel's onset envelope: autocorrelation with
   librosa's log-normal prior around 120 BPM) and key (Krumhansl-Schmuckler: the mean chroma correlated with the
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ssmttm.evaluate import signal
+from ssmttm import signal
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _ACCIDENTALS = {"": 0, "#": 1, "♯": 1, "b": -1, "♭": -1}

@@ -291,7 +291,7 @@ def paired_signal_metrics(
     pairs: list[tuple[np.ndarray, np.ndarray]], sample_rate: int, boot: Bootstrap, set_name: str
 ) -> tuple[Results, list[dict[str, float | None]]]:
     """dyncorr, log-mel L1 and DAC mel distance of each reconstruction against its reference clip."""
-    from ssmttm.evaluate import signal
+    from ssmttm import signal
 
     measures: dict[str, tuple[Callable[..., float], str]] = {
         "dyncorr": (signal.dyncorr, "higher"),
@@ -301,7 +301,7 @@ def paired_signal_metrics(
     results: Results = {}
     per_clip: list[dict[str, float | None]] = [{} for _ in pairs]
     details = {
-        "implementation": "ssmttm.evaluate.signal",
+        "implementation": "ssmttm.signal",
         "sample_rate": sample_rate,
         "resampler": RESAMPLER,
         "pairing": "each clip against the reference clip of its caption id, cut to the shorter length",

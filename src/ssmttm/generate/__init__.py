@@ -6,7 +6,13 @@ captions.py     caption sets with stable ids (test split of the shards, MusicCap
 checkpoints.py  the kept checkpoints of a train-lm run
 synth.py        codes -> audio: the refiner glue and the codec
 audio_out.py    clip checks, WAV writing and the resumable per-folder manifest
+memory.py       will LM sampling fit in memory (checked before sampling)
+references.py   the reference clips of the caption set (generate_reference)
+baseline.py     the MusicGen baseline (generate_baseline)
+lm_run.py       one LM run's checkpoints -> the variants' WAVs
 stage.py        `ssmttm generate` (LM runs, references, ad-hoc codes)
+fetch_references.py  `ssmttm fetch-references`: the caption set's reference audio (MusicCaps: 10 s from start_s)
+decode.py       `ssmttm decode`: codes or latents -> WAVs with a codec folder
 """
 
 from ssmttm.generate.captions import read_captions

@@ -129,7 +129,7 @@ class Located:
 
 def locate_weights(name_or_path: str, kind: str = "musicgen") -> Located:
     """A local folder, or a Hugging Face repo id looked up in the local cache only (never downloads)."""
-    from ssmttm.preflight.weights import hf_cached_model, missing_model_files
+    from ssmttm.hf_cache import hf_cached_model, missing_model_files
 
     local = Path(name_or_path).expanduser()
     looks_like_path = name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") != 1

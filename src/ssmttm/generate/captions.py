@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from ssmttm.data.shards import array_to_matrices, list_shards, read_shard_metadata
 from ssmttm.errors import UserFacingError
 from ssmttm.generate.config import GenerateConfig
 from ssmttm.inputs import read_text_utf8
+from ssmttm.tokens.shards import array_to_matrices, list_shards, read_shard_metadata
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # ids become file names (YouTube ids may start with "-")
 TEST_SPLIT = "test"

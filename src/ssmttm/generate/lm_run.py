@@ -42,9 +42,9 @@ from ssmttm.generate.common import (
     prune_subfolders,
 )
 from ssmttm.generate.config import GenerateConfig
+from ssmttm.generate.memory import check_sampling_fits, checkpoint_lm_config
 from ssmttm.generate.synth import decode_clip, variant_codes_of
 from ssmttm.generate.tokens import caption_seed, generate_tokens
-from ssmttm.inputs import check_sampling_fits, checkpoint_lm_config
 from ssmttm.models.lm import WEIGHTS_FILE, load_lm
 from ssmttm.progress import progress as report_progress
 

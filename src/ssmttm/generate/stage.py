@@ -40,9 +40,10 @@ from ssmttm.generate.captions import read_captions
 from ssmttm.generate.common import AudioFormat, Encoders
 from ssmttm.generate.config import GenerateConfig
 from ssmttm.generate.lm_run import generate_run
+from ssmttm.generate.memory import check_sampling_fits
 from ssmttm.generate.references import generate_references
 from ssmttm.generate.tokens import generate_tokens, write_codes
-from ssmttm.inputs import check_finite_number, check_sampling_fits, check_seed, check_utf8_texts
+from ssmttm.inputs import check_finite_number, check_seed, check_utf8_texts
 from ssmttm.models.lm import load_lm
 
 __all__ = ["configure_parser", "generate_references", "generate_run", "run_from_args"]

@@ -132,7 +132,7 @@ def sample_next(logits: torch.Tensor, cfg: GenerateConfig, special_id: int, gene
 
 
 @torch.no_grad()
-def _generate_batch(
+def generate_batch(
     model: MusicLM,
     text: TextEncoding,
     n_frames: int,
@@ -140,8 +140,11 @@ def _generate_batch(
     generators: Generators,
     recurrent: bool,
     progress: bool,
+    decode: str = "auto",
 ) -> torch.Tensor:
-    """text: cond rows (n) followed by uncond rows (n) when guiding -> codes (n, K, n_frames)."""
+    """text: cond rows (n) followed by uncond rows (n) when guiding -> codes (n, K, n_frames). `decode`: how the
+    recurrent steps run (models.decoding: auto, eager, compile, cuda_graph); bench/bench_vs_transformers.py times this
+    same loop in each mode."""
     K, special = model.cfg.n_codebooks, model.cfg.special_id
     guide = cfg.guidance_scale != 1.0
     n = len(text) // 2 if guide else len(text)
@@ -160,7 +163,7 @@ def _generate_batch(
             seq[:, :, t] = model.step(seq[:, :, t - 1], cache, noise, valid[t], nonfinite)
             continue
         if recurrent:
-            logits, cache = model.start(text.hidden, text.mask, max_new=length, finish=sampler)  # (2n, K, V)
+            logits, cache = model.start(text.hidden, text.mask, max_new=length, decode=decode, finish=sampler)
         else:  # the official code's way: the whole sequence again for every token
             logits = model(seq[:, :, : t + 1], text.hidden, text.mask)[:, :, t]
         seq[:, :, t] = sampler(logits, noise, valid[t], nonfinite)
@@ -215,7 +218,7 @@ def generate_tokens(
         if guide:
             text = TextEncoding(torch.cat([text.hidden, uncond.hidden]), torch.cat([text.mask, uncond.mask]))
         generators = [torch.Generator(device=device).manual_seed(s) for s in chunk_seeds]
-        codes = _generate_batch(model, text, n_frames, cfg, generators, recurrent, progress)
+        codes = generate_batch(model, text, n_frames, cfg, generators, recurrent, progress)
         out.append(codes[: len(chunk)].cpu())
     if not out:
         return torch.zeros(0, model.cfg.n_codebooks, n_frames, dtype=torch.long)

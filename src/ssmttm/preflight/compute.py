@@ -53,7 +53,7 @@ def text_width(ctx: Context, encoder: str | None) -> int:
 def _local_config(ctx: Context, name: str) -> dict[str, Any] | None:
     folder = ctx.path(name)
     if not folder.is_dir():
-        from ssmttm.preflight.weights import hf_cached_model
+        from ssmttm.hf_cache import hf_cached_model
 
         folder = hf_cached_model(name)
     config = folder / "config.json" if folder else None

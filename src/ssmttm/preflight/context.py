@@ -52,16 +52,16 @@ class Context:
         source = self.get("corpus.source", "demo")
         try:
             if source == "demo":
-                from ssmttm.data.demo_corpus import demo_rows
+                from ssmttm.corpus.demo_corpus import demo_rows
 
                 return demo_rows()
             if source == "manifest":
-                from ssmttm.data.manifest import user_manifest_rows
+                from ssmttm.corpus.user_manifest import user_manifest_rows
 
                 path = self.get("corpus.manifest_path")
                 return user_manifest_rows(str(self.path(path)) if path else None)
             if source == "musiccaps":
-                from ssmttm.data.manifest import MusicCapsConfig, musiccaps_rows
+                from ssmttm.corpus.manifest import MusicCapsConfig, musiccaps_rows
 
                 cfg = tolerant_dataclass(MusicCapsConfig, self.section("corpus").get("musiccaps"))
                 return musiccaps_rows(dataclasses.replace(cfg, csv_path=str(self.path(cfg.csv_path))))

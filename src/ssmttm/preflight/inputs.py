@@ -33,8 +33,8 @@ def archive_indices(ctx: Context) -> list[int]:
 
 
 def checksum_list_check(ctx: Context) -> Check:
-    from ssmttm.data.manifest import MtgJamendoConfig
-    from ssmttm.data.mtg_jamendo import load_sha256_list, tar_name
+    from ssmttm.corpus.manifest import MtgJamendoConfig
+    from ssmttm.corpus.mtg_jamendo import load_sha256_list, tar_name
 
     setting = "corpus.mtg_jamendo.tar_sha256_path"
     value = ctx.get(setting, MtgJamendoConfig.tar_sha256_path)

@@ -25,7 +25,7 @@ OFFLINE_HINT = (
 
 def probe_url(url: str, timeout_s: float) -> str | None:
     """None when `url` answers with a success status; otherwise why not. Reads no body."""
-    from ssmttm.data.mtg_jamendo import USER_AGENT
+    from ssmttm.corpus.mtg_jamendo import USER_AGENT
 
     headers = {"User-Agent": USER_AGENT}
     try:
@@ -48,8 +48,8 @@ def probe_url(url: str, timeout_s: float) -> str | None:
 
 def local_url_problem(url: str, ctx: Context) -> str | None:
     """None when a local URL (file:, file://, pkg://) names an existing non-empty file; otherwise why not."""
-    from ssmttm.data.fetch import ItemError, check_local_file
-    from ssmttm.data.urls import resolve_url
+    from ssmttm.corpus.fetch import ItemError, check_local_file
+    from ssmttm.corpus.urls import resolve_url
     from ssmttm.errors import UserFacingError
 
     try:
@@ -77,7 +77,7 @@ def skipped(name: str) -> Check:
 
 
 def mtg_checks(ctx: Context, timeout_s: float) -> list[Check]:
-    from ssmttm.data.manifest import MtgJamendoConfig
+    from ssmttm.corpus.manifest import MtgJamendoConfig
 
     defaults = MtgJamendoConfig()
     template = ctx.get("corpus.mtg_jamendo.tar_url_template", defaults.tar_url_template)
@@ -106,7 +106,7 @@ def sample_rows(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 def scheme_problem(url: str, allow_file_urls: bool) -> str | None:
     """The fetch stage's own refusal of a URL scheme (file: URLs need fetch.allow_file_urls), or None."""
-    from ssmttm.data.fetch import ItemError, check_scheme
+    from ssmttm.corpus.fetch import ItemError, check_scheme
 
     try:
         check_scheme(url, allow_file_urls)
@@ -117,7 +117,7 @@ def scheme_problem(url: str, allow_file_urls: bool) -> str | None:
 
 def row_problem(ctx: Context, url: str, enabled: bool, timeout_s: float) -> tuple[str | None, str]:
     """(why the fetch stage would not get `url`, or None; how it was checked: "local", "remote" or "skipped")."""
-    from ssmttm.data.urls import is_local
+    from ssmttm.corpus.urls import is_local
 
     refused = scheme_problem(url, bool(ctx.get("fetch.allow_file_urls", False)))
     if refused:

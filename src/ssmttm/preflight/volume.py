@@ -98,7 +98,7 @@ def rows_corpus(ctx: Context, rows: list[dict[str, Any]]) -> Corpus:
 
 
 def _is_local(url: str) -> bool:
-    from ssmttm.data.urls import is_local
+    from ssmttm.corpus.urls import is_local
 
     return is_local(url)
 
@@ -110,7 +110,7 @@ def row_duration_and_bytes(ctx: Context, row: dict[str, Any]) -> tuple[float, fl
     if _is_local(row["url"]):
         import soundfile as sf
 
-        from ssmttm.data.urls import local_path
+        from ssmttm.corpus.urls import local_path
 
         path = local_path(row["url"], ctx.root)
         try:

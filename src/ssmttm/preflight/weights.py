@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 from pathlib import Path
 
 from ssmttm.artifacts import sha256_file
 from ssmttm.errors import UserFacingError
+from ssmttm.hf_cache import hf_cached_model, missing_model_files
 from ssmttm.preflight.context import Context, tolerant_dataclass
 from ssmttm.preflight.report import FAIL, PASS, SKIP, WARN, Check
 
 GROUP = "weights"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
-INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 # Evaluation checkpoints published on the Hugging Face hub, by file name: (repo, file).
 EVAL_HF_FILES = {
     "music_audioset_epoch_15_esc_90.14.pt": "lukewys/laion_clap",
@@ -58,29 +56,6 @@ def hf_download_command(repo: str, setting: str) -> str:
         f"on a machine with internet run `hf download {repo}` (fills the Hugging Face cache; copy it to this "
         f"machine's HF_HOME), or `hf download {repo} --local-dir {local}` and set {setting}: {local}"
     )
-
-
-def hf_cached_model(repo: str) -> Path | None:
-    """The local snapshot folder of Hugging Face repo `repo`, or None when it is not cached. Never downloads."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo, local_files_only=True))
-    except Exception:  # noqa: BLE001 - LocalEntryNotFoundError, a malformed id (HFValidationError), ...
-        return None
-
-
-def missing_model_files(folder: Path) -> list[str]:
-    """What a model folder lacks: config.json, the shards its index lists, or any weights file at all."""
-    missing = [] if (folder / "config.json").is_file() else ["config.json"]
-    for index_name in INDEX_FILES:
-        index = folder / index_name
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
-            return missing + [s for s in shards if not (folder / s).is_file()]
-    if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.rglob("*") if p.is_file()):
-        missing.append("a weights file (*.safetensors, *.bin)")
-    return missing
 
 
 def model_folder_check(name: str, setting: str, folder_or_repo: str, ctx: Context, required: bool) -> Check:
@@ -197,7 +172,7 @@ def vocal_removal_check(ctx: Context) -> Check:
         return Check(GROUP, setting, FAIL, "demucs is not installed", "pip install -e '.[vocals]' (make setup does)")
     from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
 
-    from ssmttm.data.vocals import _cache_places
+    from ssmttm.corpus.vocals import _cache_places
 
     files = demucs_cached_files(model)
     if files is None:

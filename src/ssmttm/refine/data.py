@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from ssmttm.data.shards import array_to_matrices, list_shards, read_shard_metadata
 from ssmttm.errors import UserFacingError
 from ssmttm.refine.normalise import LatentStats, normalise
+from ssmttm.tokens.shards import array_to_matrices, list_shards, read_shard_metadata
 
 READ_COLUMNS = ["clip_id", "caption", "latents"]
 

@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 import torch
 
 from ssmttm.artifacts import write_json
-from ssmttm.data.shards import array_to_matrices, list_shards, read_shard_metadata
 from ssmttm.errors import UserFacingError
+from ssmttm.tokens.shards import array_to_matrices, list_shards, read_shard_metadata
 
 STATS_FILE = "latent_stats.json"
 STATS_FORMAT = "ssmttm.latent_stats/1"

@@ -54,7 +54,6 @@ from ssmttm.artifacts import (
 )
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
 from ssmttm.errors import UserFacingError
-from ssmttm.inputs import require_token_shards
 from ssmttm.progress import progress
 from ssmttm.refine.data import LatentCrops, latent_shards, validation_batches
 from ssmttm.refine.model import CONFIG_FILE, WEIGHTS_FILE, RefinerConfig, init_refiner, load_refiner
@@ -68,6 +67,7 @@ from ssmttm.refine.train import (
 )
 from ssmttm.refine.unet import UNetConfig, param_count
 from ssmttm.text.encoder import TextConfig
+from ssmttm.tokens.shards import require_token_shards
 from ssmttm.train.checkpoint import checkpoint_name, latest_checkpoint, prune_checkpoints
 from ssmttm.train.recorder import FINAL_DIR, HISTORY_FILE, METRICS_FILE, TIMING_FILE, read_history
 from ssmttm.train.run_lock import run_lock

@@ -2,7 +2,7 @@
 
 config.py      TrainConfig, the `train_lm` params section
 schedule.py    warm-up + cosine per optimizer step
-data.py        endless, exactly resumable micro-batch stream per rank over ssmttm.data.loader
+data.py        endless, exactly resumable micro-batch stream per rank over ssmttm.tokens.loader
 text_cache.py  `ssmttm text-cache`: frozen text-encoder outputs cached per caption
 module.py      the LightningModule (loss, AdamW, seeded micro-batches)
 recorder.py    the callback writing history.jsonl, timing.jsonl, dvclive, validation, checkpoints, metrics.json

@@ -1,6 +1,6 @@
 """Training data of train_lm: an endless, exactly resumable stream of micro-batches per rank.
 
-`ssmttm.data.loader.TokenShardDataset` gives one epoch of one rank: a seeded order over the split, cropped / padded /
+`ssmttm.tokens.loader.TokenShardDataset` gives one epoch of one rank: a seeded order over the split, cropped / padded /
 delayed items, worker splitting by batch (the order does not depend on `num_workers`) and a resume position
 (`load_state_dict({"epoch", "consumed"})`). Lightning, though, resumes a mid-epoch iterable dataset poorly, so the
 whole run is one Lightning epoch and `EndlessStream` chains the loader's epochs itself:
@@ -21,10 +21,10 @@ from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ssmttm.data.loader import TokenShardDataset, collate
-from ssmttm.data.shards import list_shards
 from ssmttm.errors import UserFacingError
 from ssmttm.models.lm import LMConfig
+from ssmttm.tokens.loader import TokenShardDataset, collate
+from ssmttm.tokens.shards import list_shards
 from ssmttm.train.config import TrainConfig
 
 

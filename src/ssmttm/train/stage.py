@@ -52,12 +52,12 @@ import torch
 from ssmttm import stand_ins
 from ssmttm.artifacts import PROVENANCE_FILE, hash_params, is_temporary, sha256_file, write_json, write_provenance
 from ssmttm.config import dataclass_to_dict, load_params, section_to_dataclass
-from ssmttm.data.shards import MANIFEST_FILE
 from ssmttm.errors import UserFacingError
 from ssmttm.locks import is_primary_process
 from ssmttm.models.lm import CONFIG_FILE, LMConfig, resolve_d_text
 from ssmttm.pipeline import run_names, run_sections
 from ssmttm.text.encoder import TextConfig
+from ssmttm.tokens.shards import MANIFEST_FILE
 from ssmttm.train.checkpoint import StepFolderIO, latest_checkpoint
 from ssmttm.train.config import TrainConfig
 from ssmttm.train.data import TrainData
@@ -142,7 +142,7 @@ def data_fingerprint(shards_dir: str | Path, cache_dir: str | Path) -> dict[str,
     if not manifest.is_file():
         raise UserFacingError(
             f"{manifest} not found; it is written by `ssmttm tokenize` when all shards are done "
-            "(`ssmttm.data.shards.finalize_manifest`)"
+            "(`ssmttm.tokens.shards.finalize_manifest`)"
         )
     return {
         "shards_manifest_sha256": sha256_file(manifest),

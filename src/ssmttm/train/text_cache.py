@@ -42,10 +42,9 @@ import torch
 from ssmttm import stand_ins
 from ssmttm.artifacts import atomic_dir, hash_params, link_or_copy, sha256_file, write_json, write_provenance
 from ssmttm.config import load_params, section_to_dataclass
-from ssmttm.data.shards import MANIFEST_FILE, list_shards
 from ssmttm.errors import UserFacingError
-from ssmttm.inputs import require_token_shards
 from ssmttm.text.encoder import UNCOND_PROMPT, TextConfig, TextEncoding
+from ssmttm.tokens.shards import MANIFEST_FILE, list_shards, require_token_shards
 
 log = logging.getLogger(__name__)
 

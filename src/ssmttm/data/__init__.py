@@ -1,1 +1,0 @@
-"""Corpus stages: manifest (which tracks), fetch (download them), select (keep the usable ones), and what follows."""

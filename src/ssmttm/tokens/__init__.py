@@ -1,0 +1,1 @@
+"""Token stages: tokenize (clips -> DAC codes in Parquet shards), the shard format, and the training loader."""
