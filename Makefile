@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; set TORCH_SPEC / PIP_TORCH_ARGS for a CUDA machine.
 TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
-EXTRAS ?= dev,dac,vocals,demo,slurm,s3,app
+EXTRAS ?= dev,dac,vocals,demo,slurm,s3,app,clap
 STAMP := $(VENV)/.ssmttm-installed
 CORES ?= 2
 export HF_HUB_OFFLINE ?= 1
@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup demo app test paper-test slurm-test lint bench profile preflight experiments dvc-cluster-cache help
+.PHONY: setup demo app test paper-test gcs-test slurm-test lint bench profile preflight experiments dvc-cluster-cache help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,10 +48,13 @@ experiments:  ## `dvc exp show` at 120 columns: the params that differ, each bac
 # session fixtures are built once. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= $(CORES)
 test: setup  ## run the test suite (offline, CPU; TEST_WORKERS=0 for one process, PYTEST_ARGS for more options)
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slurm" $(PYTEST_ARGS)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slurm and not gcs" $(PYTEST_ARGS)
 
 paper-test: setup  ## the paper profile in miniature (stand-in weights, local server), Snakemake then dvc repro, in build/paper-test/
 	PATH=$(abspath $(VENV))/bin:$$PATH VENV=$(abspath $(VENV)) CORES=$(CORES) bash scripts/paper_test/run.sh
+
+gcs-test: setup  ## the GCS remote recipe against a local emulator (builds .venv/gcs-remote/ on first use; minutes)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n 0 -m gcs tests/remote/test_gcs_remote.py $(PYTEST_ARGS)
 
 slurm-test: setup  ## the paper test profile on the real one-node Slurm of scripts/slurm/up.sh (root; run up.sh first)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n 0 -m slurm tests/slurm $(PYTEST_ARGS)

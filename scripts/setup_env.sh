@@ -4,7 +4,7 @@ set -euo pipefail
 PYTHON=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-EXTRAS=${EXTRAS:-dev,dac,vocals,demo,slurm,s3,app}
+EXTRAS=${EXTRAS:-dev,dac,vocals,demo,slurm,s3,app,clap}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
@@ -22,6 +22,24 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 FAD_DIR="$VENV/cross-check/frechet-audio-distance"
 if [ ! -f "$FAD_DIR/frechet_audio_distance/fad.py" ]; then
   "${PIP[@]}" install -q --no-deps --target "$FAD_DIR" "frechet-audio-distance==0.3.4"
+fi
+# hear21passt (PaSST: kl_passt, kl_passt_sam) without its dependency timm: timm imports torchvision, whose only PyPI
+# wheel for torch 2.13.0 is a CUDA build that cannot load beside the CPU torch. PaSST's network needs only torch and
+# torchaudio (`dac` extra); ssmttm.evaluate.passt_import answers hear21passt's one timm import (a download helper).
+if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('hear21passt') is None)"; then
+  "${PIP[@]}" install -q --no-deps "hear21passt==0.0.26"
+fi
+# laion-clap (LAION-CLAP: clap_score, fad_clap, clap_score_sam; extra `clap` has its runtime imports) pins numpy<2,
+# which its inference code does not need: installed without dependencies. It imports torchvision, whose only PyPI
+# wheel for torch 2.13.0 is a CUDA build that breaks `import torchvision` (and so transformers) beside the CPU torch:
+# that torchvision goes to $VENV/clap-deps, seen only while ssmttm.evaluate.clap_import loads laion_clap.
+if [[ ",$EXTRAS," == *",clap,"* ]]; then
+  if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('laion_clap') is None)"; then
+    "${PIP[@]}" install -q --no-deps "laion-clap==1.1.7"
+  fi
+  if [ ! -f "$VENV/clap-deps/torchvision/__init__.py" ]; then
+    "${PIP[@]}" install -q --no-deps --target "$VENV/clap-deps" "torchvision==0.28.0"
+  fi
 fi
 # Debian's Chromium drives the report's browser test (tests/report/test_report_browser.py), skipped without it.
 if [ ! -x /usr/bin/chromium ]; then

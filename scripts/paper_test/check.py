@@ -69,7 +69,36 @@ def check(workspace: Path) -> list[str]:
         missing = [s["system"] for s in comparison["systems"] if s.get("not_run")]
         expect(not missing and not comparison.get("problem"), f"report {comparison['title']!r}: not run {missing}")
     expect((workspace / "results/report/index.html").is_file(), "report: no index.html")
-    return problems + stand_in_problems(workspace)
+    return problems + embedding_problems(workspace, evaluated) + stand_in_problems(workspace)
+
+
+# Evaluation networks with a stand-in (scripts/standins/make_all.py) and their metrics: each must be loaded and its
+# metrics computed for every generated set. OpenL3 has none (make_all.NOT_BUILT says why): "not computed" there.
+EMBEDDING_METRICS = {
+    "vggish": ("fd_vggish",),
+    "passt": ("kl_passt",),
+    "passt_10s": ("kl_passt_sam",),
+    "clap": ("clap_score", "fad_clap"),
+    "clap_fusion": ("clap_score_sam",),
+}
+
+
+def embedding_problems(workspace: Path, evaluated: dict) -> list[str]:
+    models = json.loads((workspace / "results/evaluate/metrics.json").read_text()).get("models") or {}
+    problems = []
+    for model, metrics in EMBEDDING_METRICS.items():
+        loaded = models.get(model)
+        if isinstance(loaded, str) and loaded.startswith("not computed"):
+            problems.append(f"evaluate: {model} stand-in not loaded ({loaded[:160]})")
+            continue
+        for name, entry in evaluated.items():
+            if entry.get("role") != "generated":  # the reconstructions are the codec's, not the matrix's
+                continue
+            for metric in metrics:
+                status = (entry.get("metrics") or {}).get(metric) or {}
+                if status.get("status") == "not computed" or "value" not in status:
+                    problems.append(f"evaluate {name}: {metric} not computed ({str(status.get('reason'))[:120]})")
+    return problems
 
 
 # The stages before segment read no model; from segment on, every output is derived from a stand-in (Demucs first).

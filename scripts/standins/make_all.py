@@ -4,14 +4,21 @@
 
 DIR/hf/                    a Hugging Face hub cache (export HF_HUB_CACHE=DIR/hf HF_HUB_OFFLINE=1):
                            Qwen/Qwen2-Audio-7B-Instruct, google/flan-t5-base, google/flan-t5-large,
-                           adefossez/HTDemucs (demucs' get_model('htdemucs')), facebook/musicgen-small
+                           adefossez/HTDemucs (demucs' get_model('htdemucs')), facebook/musicgen-small,
+                           roberta-base (LAION-CLAP's text encoder: 768 wide, 1 layer), bert-base-uncased and
+                           facebook/bart-base (tokenizers only: laion_clap loads them while importing)
 DIR/torch/                 TORCH_HOME (empty: nothing of the paper profile is read from torch.hub when the Hugging Face
                            cache has it; set so that no real checkpoint of the machine's is picked up)
 DIR/home/                  HOME: .cache/descript/dac/weights_44khz_8kbps_0.0.1.pth (codec.pretrained.path null)
 DIR/models/eval/           evaluate.models weights files, relative to the workspace (link WORKSPACE/models to it):
-                           vggish-10086976.pth. PaSST, CLAP and OpenL3 need packages that cannot be installed
-                           here (hear21passt pulls torchvision and a CUDA torch, laion-clap an older numpy, openl3
-                           tensorflow): no stand-in, their metrics are "not computed".
+                           vggish-10086976.pth; passt-s-f128-20sec-p16-s10-ap474-swa.pt and
+                           passt-s-f128-p16-s10-ap.476-swa.pt (tiny PaSST: 64 wide, hear21passt installed without
+                           timm: ssmttm.evaluate.passt_import); music_audioset_epoch_15_esc_90.14.pt (HTSAT-base)
+                           and 630k-audioset-fusion-best.pt (HTSAT-tiny, fusion): LAION-CLAP with a tiny HTSAT (16
+                           wide, one block per stage; the loaders of both read the sizes from the tensors, so the
+                           release files load as before) (scripts/standins/clap.py; laion-clap without its numpy<2 pin,
+                           torchvision kept apart: ssmttm.evaluate.clap_import). OpenL3 cannot be installed here
+                           (NOT_BUILT says why): no stand-in, its metrics are "not computed".
 DIR/env.sh                 the exports above, for `source`
 DIR/standins.json          what was built: path and sha256 of every file
 
@@ -33,13 +40,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from scripts.standins import clap as clap_standin  # noqa: E402
 from scripts.standins import common, dac44, htdemucs, qwen2_audio, t5, vggish  # noqa: E402
+from scripts.standins import passt as passt_standin  # noqa: E402
 
 SEED = 0
 NOT_BUILT = {
-    "passt": "hear21passt cannot be installed here: it needs timm, which pulls torchvision and a CUDA torch",
-    "clap": "laion-clap cannot be installed here: it pins an older numpy (1.x) and needs torchvision",
-    "openl3": "openl3 cannot be installed here: it needs tensorflow and downloads its weights while building",
+    "openl3": "openl3 cannot be installed here: 0.4.2 (the latest) is an sdist whose setup.py downloads its 12 .h5 "
+    "weight files from github.com/marl/openl3 while building (unreachable offline); it pins h5py<3.0 (no wheel for "
+    "Python 3.11) and needs tensorflow, whose protobuf>=5.28 conflicts with the constraints' protobuf 3.19.6 (`dac`)",
 }
 
 
@@ -68,6 +77,7 @@ def build_hf(hub: Path) -> dict[str, Path]:
             t5.build_tiny_t5_encoder(snapshot, seed=SEED)
             common.write_label(snapshot, f"text encoder {repo_id}", f"{real}, T5EncoderModel")
         built[repo_id] = common.snapshot_path(hub, repo_id)
+    built.update(clap_standin.build_hf_standins(hub, seed=SEED))  # roberta-base; bert and bart tokenizers
     with common.hf_snapshot(hub, htdemucs.REPO_ID) as snapshot:
         htdemucs.build_tiny_htdemucs(snapshot, seed=SEED)
         common.write_label(snapshot, "Demucs htdemucs (vocal removal)", "htdemucs (HTDemucs, bag of one model)")
@@ -109,8 +119,25 @@ def build_all(out: Path) -> dict:
 
     with common.replaced_dir(models / "eval") as tmp_eval:
         vggish.build_random_vggish(tmp_eval / vggish.FILE_NAME, seed=SEED)
-        common.write_label(tmp_eval, "evaluation network VGGish (fd_vggish)", "VGGish, torchvggish state dict")
-    report["standins"]["evaluate.models.vggish"] = _files(out, models / "eval")
+        if passt_standin.missing_package() is None:  # kl_passt (20 s) and kl_passt_sam (10 s)
+            for length_s, file_name in passt_standin.FILE_NAMES.items():
+                passt_standin.build_random_passt(tmp_eval / file_name, length_s, seed=SEED)
+        else:
+            report["not_built"] = {**report["not_built"], "passt": passt_standin.missing_package()}
+            print(f"PaSST: not built ({report['not_built']['passt']}); kl_passt and kl_passt_sam: not computed")
+        if clap_standin.missing_package() is None:  # clap_score, fad_clap (HTSAT-base); clap_score_sam (fusion)
+            clap_standin.build_checkpoints(tmp_eval, hub, seed=SEED)
+        else:
+            report["not_built"] = {**report["not_built"], "clap": clap_standin.missing_package()}
+            print(f"CLAP: not built ({report['not_built']['clap']}); its three metrics: not computed")
+        common.write_label(
+            tmp_eval,
+            "evaluation networks VGGish (fd_vggish), PaSST 20 s (kl_passt), PaSST 10 s (kl_passt_sam), LAION-CLAP "
+            "HTSAT-base (clap_score, fad_clap) and LAION-CLAP HTSAT-tiny fusion (clap_score_sam)",
+            "VGGish (torchvggish state dict), PaSST-S (kkoutini/PaSST release state dicts) and LAION-CLAP "
+            "(music_audioset_epoch_15_esc_90.14.pt, 630k-audioset-fusion-best.pt training checkpoints)",
+        )
+    report["standins"]["evaluate.models"] = _files(out, models / "eval")
 
     env = (
         "# Written by scripts/standins/make_all.py: point every loader at the random stand-ins.\n"

@@ -358,6 +358,7 @@ class VGGish:
 # ----------------------------------------------------------------------------------------------- PaSST
 
 PASST_ARCHS = {10: ("passt_s_swa_p16_128_ap476", 998), 20: ("passt_20sec", 2000), 30: ("passt_30sec", 3000)}
+PASST_CLASSES = 527  # AudioSet
 
 
 @contextlib.contextmanager
@@ -380,18 +381,50 @@ class Passt:
     sample_rate = 32000
 
     def __init__(self, path: Path, digest: str, spec: PasstWeights, device: str) -> None:
-        import torch
-        from hear21passt.models.passt import get_model
-        from hear21passt.models.preprocess import AugmentMelSTFT
-        from hear21passt.wrapper import PasstBasicWrapper
+        import pickle
 
+        import torch
+
+        from ssmttm.evaluate.passt_import import import_hear21passt
+        from ssmttm.evaluate.passt_network import NotAPasst, build_network, expected_patches, infer_architecture
+
+        _, AugmentMelSTFT, PasstBasicWrapper = import_hear21passt()  # noqa: N806 (hear21passt's class names)
         if spec.pretrained_length_s not in PASST_ARCHS:
             raise UserFacingError(f"evaluate.models.passt.pretrained_length_s must be one of {sorted(PASST_ARCHS)}")
         arch, input_tdim = PASST_ARCHS[spec.pretrained_length_s]
-        with contextlib.redirect_stdout(io.StringIO()):  # hear21passt prints the whole network
-            net = get_model(arch=arch, pretrained=False, n_classes=527, input_tdim=input_tdim)
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        try:  # the file first: a wrong one is refused before the network is built
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:  # what torch.load raises for a
+            # file that is not a torch checkpoint (garbage: UnpicklingError; a broken zip: RuntimeError)
+            raise UserFacingError(
+                f"{path}: not a PaSST checkpoint (torch.load cannot read it as a state dict: {type(exc).__name__}); "
+                "point weights_path at the kkoutini/PaSST release file"
+            ) from exc
+        if not isinstance(state, dict):
+            raise UserFacingError(f"{path}: not a PaSST checkpoint (a {type(state).__name__}, not a state dict)")
+        try:  # sizes from the tensors: the releases are 768 wide, 12 blocks, 12 heads
+            architecture = infer_architecture(state)
+        except NotAPasst as exc:
+            raise UserFacingError(
+                f"{path}: not a PaSST checkpoint (its tensors do not form a PaSST: {exc}); point weights_path at the "
+                "kkoutini/PaSST release file"
+            ) from exc
+        patches = (architecture.freq_patches, architecture.time_patches)
+        if patches != expected_patches(input_tdim):  # e.g. the 20 s release given as the 10 s one
+            raise UserFacingError(
+                f"{path}: does not match PaSST {arch} (positional embeddings for {patches[0]} x {patches[1]} "
+                f"patches, {arch} has {expected_patches(input_tdim)}): another pretrained_length_s?"
+            )
+        if architecture.n_classes != PASST_CLASSES:
+            raise UserFacingError(
+                f"{path}: a PaSST with {architecture.n_classes} classes, not the {PASST_CLASSES} AudioSet classes of "
+                "kl_passt; point weights_path at the AudioSet release file"
+            )
+        net = build_network(architecture, arch, input_tdim)
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # same names, other shapes (e.g. another MLP width)
+            raise UserFacingError(f"{path}: does not match PaSST {arch} (tensor shapes differ)") from exc
         if missing or unexpected:
             raise UserFacingError(
                 f"{path}: does not match PaSST {arch} (missing {missing[:4]}, unexpected {unexpected[:4]})"
@@ -407,6 +440,8 @@ class Passt:
         self._card = {
             "implementation": "ssmttm.evaluate.embeddings.Passt (audiocraft's PaSST KL protocol)",
             "model": f"PaSST {arch} ({spec.pretrained_length_s} s), hear21passt {library_version('hear21passt')}",
+            "network": f"{architecture.embed_dim} wide, {architecture.depth} blocks, {architecture.num_heads} heads "
+            "(from the checkpoint's tensors)",
             "weights": str(path),
             "weights_sha256": digest,
             "weights_sha256_check": _expected_sha(spec),
@@ -449,15 +484,40 @@ class Clap:
     sample_rate = 48000
 
     def __init__(self, path: Path, digest: str, spec: ClapWeights, device: str, seed: int = 0) -> None:
-        import laion_clap
+        from ssmttm.evaluate import clap_network
+        from ssmttm.evaluate.clap_import import import_laion_clap
 
-        self.model = laion_clap.CLAP_Module(enable_fusion=spec.enable_fusion, amodel=spec.audio_model, device=device)
-        self.model.load_ckpt(ckpt=str(path), verbose=False)
+        import_laion_clap()  # outside the refusal below: a broken install is no fault of the weights file
+
+        def refusal(exc: Exception) -> UserFacingError:
+            return UserFacingError(
+                f"{path}: not a LAION-CLAP checkpoint of {spec.audio_model} with fusion {spec.enable_fusion} "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); point weights_path at the release "
+                "file, or correct enable_fusion and audio_model"
+            )
+
+        try:  # torch.load's many types for a non-checkpoint; NotAClap, KeyError for other files
+            state, self.architecture = clap_network.read_checkpoint(str(path), spec.audio_model, spec.enable_fusion)
+        except Exception as exc:
+            raise refusal(exc) from exc
+        # laion_clap's CLAP_Module, its HTSAT at the checkpoint's sizes (the release's for a release file)
+        self.model = clap_network.build_clap_module(self.architecture, spec.audio_model, spec.enable_fusion, device)
+        text_vocab = self.model.model.text_branch.config.vocab_size
+        if len(self.model.tokenize) != text_vocab:  # transformers builds an empty tokenizer when the files are missing
+            raise UserFacingError(
+                f"roberta-base in the Hugging Face cache: its tokenizer has {len(self.model.tokenize)} tokens, its "
+                f"model {text_vocab}; put the whole roberta-base snapshot (vocab.json, merges.txt) in HF_HUB_CACHE"
+            )
+        try:
+            self.model.model.load_state_dict(state)  # CLAP_Module.load_ckpt's load (strict)
+        except RuntimeError as exc:  # the text branch or projections differ from laion_clap's
+            raise refusal(exc) from exc
         self.seed = seed
         self._card = {
             "implementation": "ssmttm.evaluate.embeddings.Clap (laion_clap CLAP_Module)",
             "model": f"LAION-CLAP {spec.audio_model}, fusion {spec.enable_fusion}, laion_clap "
             f"{library_version('laion-clap')}",
+            "network": f"{self.architecture.describe()} (read from the checkpoint's tensors)",
             "weights": str(path),
             "weights_sha256": digest,
             "weights_sha256_check": _expected_sha(spec),
