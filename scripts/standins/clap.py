@@ -190,6 +190,7 @@ def _write_checkpoint(path: Path, entry: str, seed: int) -> None:
     layout."""
     import torch
 
+    from scripts.standins import common
     from ssmttm.evaluate import clap_network
 
     file_name, audio_model, fusion = CHECKPOINTS[entry]
@@ -200,11 +201,7 @@ def _write_checkpoint(path: Path, entry: str, seed: int) -> None:
     # Saved by an older transformers, where the position ids were a persistent buffer (load_ckpt deletes them).
     state["module.text_branch.embeddings.position_ids"] = torch.arange(ROBERTA_MAX_POSITIONS)[None]
     checkpoint = {"epoch": 0, "name": f"random stand-in of {file_name}", "state_dict": state}  # never trained
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, str(tmp))
-    tmp.replace(path)
+    common.save_torch_file(checkpoint, path)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared pieces of the stand-in builders: the Hugging Face cache layout, the STANDIN.txt label, atomic folders."""
+"""Shared pieces of the stand-in builders: the Hugging Face cache layout, the STANDIN.txt label, atomic folders and
+files."""
 
 from __future__ import annotations
 
@@ -86,3 +87,15 @@ def canonical_safetensors_header(path: Path) -> None:
             raise ValueError(f"{path}: canonical header longer than the original")
         handle.seek(8)
         handle.write(text + b" " * (length - len(text)))  # the format pads its header with spaces
+
+
+def save_torch_file(obj: object, path: Path) -> Path:
+    """torch.save `obj` (a state dict or a release checkpoint) to `path` atomically, its folder made if needed."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, str(tmp))
+    tmp.replace(path)
+    return path

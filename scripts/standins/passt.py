@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scripts.standins import common
+
 # pretrained_length_s -> the release file name that params give for it
 FILE_NAMES = {20: "passt-s-f128-20sec-p16-s10-ap474-swa.pt", 10: "passt-s-f128-p16-s10-ap.476-swa.pt"}
 EMBED_DIM = 64  # one 64-wide attention head (the releases: 768, 12 heads)
@@ -40,12 +42,7 @@ def build_random_passt(path: Path, pretrained_length_s: int, seed: int = 0) -> P
     network = build_network(architecture, arch, input_tdim)
     # clone: a saved state dict must not share storages with other tensors (torch.save would write them too)
     state = {name: tensor.detach().clone().contiguous() for name, tensor in network.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, str(tmp))
-    tmp.replace(path)
-    return path
+    return common.save_torch_file(state, path)
 
 
 def missing_package() -> str | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scripts.standins import common
+
 FILE_NAME = "vggish-10086976.pth"
 
 
@@ -21,9 +23,4 @@ def build_random_vggish(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     state = vggish_network().state_dict()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, str(tmp))
-    tmp.replace(path)
-    return path
+    return common.save_torch_file(state, path)
