@@ -484,6 +484,8 @@ class Clap:
     sample_rate = 48000
 
     def __init__(self, path: Path, digest: str, spec: ClapWeights, device: str, seed: int = 0) -> None:
+        import pickle
+
         from ssmttm.evaluate import clap_network
         from ssmttm.evaluate.clap_import import import_laion_clap
 
@@ -496,9 +498,9 @@ class Clap:
                 "file, or correct enable_fusion and audio_model"
             )
 
-        try:  # torch.load's many types for a non-checkpoint; NotAClap, KeyError for other files
+        try:  # what torch.load raises for a file that is no torch checkpoint; NotAClap, KeyError for other files
             state, self.architecture = clap_network.read_checkpoint(str(path), spec.audio_model, spec.enable_fusion)
-        except Exception as exc:
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, clap_network.NotAClap) as exc:
             raise refusal(exc) from exc
         # laion_clap's CLAP_Module, its HTSAT at the checkpoint's sizes (the release's for a release file)
         self.model = clap_network.build_clap_module(self.architecture, spec.audio_model, spec.enable_fusion, device)
