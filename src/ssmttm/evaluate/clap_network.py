@@ -29,6 +29,7 @@ from typing import Any
 from unittest import mock
 
 from ssmttm.errors import UserFacingError
+from ssmttm.evaluate.state_shapes import tensor_shape
 
 SPEC_SIZE = 256  # create_htsat_model's spectrogram image (64 mel bins x 4, 1024 frames / 4)
 PATCH_SIZE = 4
@@ -72,26 +73,17 @@ class NotAClap(ValueError):
     """The state dict's tensors do not form a CLAP with an HTSAT audio encoder; the message says which and why."""
 
 
-def _shape(state: dict[str, Any], name: str, rank: int) -> tuple[int, ...]:
-    tensor = state.get(name)
-    if tensor is None or not hasattr(tensor, "shape"):
-        raise NotAClap(f"no tensor {name}")
-    if len(tensor.shape) != rank:
-        raise NotAClap(f"{name} has shape {tuple(tensor.shape)}, not {rank}-D")
-    return tuple(int(n) for n in tensor.shape)
-
-
 def _stage_heads_and_window(state: dict[str, Any], stage: int, depth: int, width: int) -> tuple[int, int]:
     """(heads, window size) of every block of `stage`, which must agree; the blocks' widths must be `width`."""
     found = set()
     for block in range(depth):
         prefix = f"audio_branch.layers.{stage}.blocks.{block}."
-        rows, heads = _shape(state, prefix + "attn.relative_position_bias_table", 2)
+        rows, heads = tensor_shape(state, prefix + "attn.relative_position_bias_table", 2, NotAClap)
         side = math.isqrt(rows)
         if side * side != rows or side % 2 == 0:
             raise NotAClap(f"{prefix}attn.relative_position_bias_table has {rows} rows, not (2W - 1)**2")
-        qkv = _shape(state, prefix + "attn.qkv.weight", 2)
-        fc1 = _shape(state, prefix + "mlp.fc1.weight", 2)
+        qkv = tensor_shape(state, prefix + "attn.qkv.weight", 2, NotAClap)
+        fc1 = tensor_shape(state, prefix + "mlp.fc1.weight", 2, NotAClap)
         if qkv != (3 * width, width) or fc1 != (MLP_RATIO * width, width) or width % heads:
             raise NotAClap(
                 f"{prefix[len('audio_branch.') :]}: qkv {qkv}, fc1 {fc1}, {heads} heads do not form a {width} wide "
@@ -105,7 +97,7 @@ def _stage_heads_and_window(state: dict[str, Any], stage: int, depth: int, width
 
 def infer_architecture(state: dict[str, Any]) -> HtsatArchitecture:
     """The HTSAT sizes of a CLAP state dict (keys without `module.`); NotAClap when its tensors do not form one."""
-    embed_dim, in_chans, patch_f, patch_t = _shape(state, "audio_branch.patch_embed.proj.weight", 4)
+    embed_dim, in_chans, patch_f, patch_t = tensor_shape(state, "audio_branch.patch_embed.proj.weight", 4, NotAClap)
     if (in_chans, patch_f, patch_t) != (1, PATCH_SIZE, PATCH_SIZE):
         raise NotAClap(f"audio_branch.patch_embed.proj.weight has shape {(embed_dim, in_chans, patch_f, patch_t)}")
     blocks: dict[int, set[int]] = {}
@@ -125,10 +117,10 @@ def infer_architecture(state: dict[str, Any]) -> HtsatArchitecture:
     if len(windows) != 1:
         raise NotAClap(f"HTSAT stages differ in window size: {sorted(windows)}")
     num_features = embed_dim * 2 ** (len(depths) - 1)
-    n_classes, tscam_width, _, _ = _shape(state, "audio_branch.tscam_conv.weight", 4)
+    n_classes, tscam_width, _, _ = tensor_shape(state, "audio_branch.tscam_conv.weight", 4, NotAClap)
     if tscam_width != num_features:
         raise NotAClap(f"audio_branch.tscam_conv.weight reads {tscam_width} channels, HTSAT gives {num_features}")
-    joint, projection_width = _shape(state, "audio_projection.0.weight", 2)
+    joint, projection_width = tensor_shape(state, "audio_projection.0.weight", 2, NotAClap)
     if projection_width != num_features:
         raise NotAClap(f"audio_projection.0.weight has shape {(joint, projection_width)}, HTSAT gives {num_features}")
     return HtsatArchitecture(

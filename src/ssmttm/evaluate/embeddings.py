@@ -388,7 +388,7 @@ class Passt:
         from ssmttm.evaluate.passt_import import import_hear21passt
         from ssmttm.evaluate.passt_network import NotAPasst, build_network, expected_patches, infer_architecture
 
-        _, AugmentMelSTFT, PasstBasicWrapper = import_hear21passt()  # noqa: N806 (hear21passt's class names)
+        AugmentMelSTFT, PasstBasicWrapper = import_hear21passt()  # noqa: N806 (hear21passt's class names)
         if spec.pretrained_length_s not in PASST_ARCHS:
             raise UserFacingError(f"evaluate.models.passt.pretrained_length_s must be one of {sorted(PASST_ARCHS)}")
         arch, input_tdim = PASST_ARCHS[spec.pretrained_length_s]

@@ -55,10 +55,9 @@ def import_hear21passt_models() -> types.ModuleType:
         return importlib.import_module("hear21passt.models.passt")
 
 
-def import_hear21passt() -> tuple[Any, Any, Any]:
-    """(get_model, AugmentMelSTFT, PasstBasicWrapper) from hear21passt."""
-    passt = import_hear21passt_models()
+def import_hear21passt() -> tuple[Any, Any]:
+    """(AugmentMelSTFT, PasstBasicWrapper) from hear21passt: its mel frontend and the wrapper around the network."""
     with _timm_download_refused():
         preprocess = importlib.import_module("hear21passt.models.preprocess")
         wrapper = importlib.import_module("hear21passt.wrapper")
-    return passt.get_model, preprocess.AugmentMelSTFT, wrapper.PasstBasicWrapper
+    return preprocess.AugmentMelSTFT, wrapper.PasstBasicWrapper

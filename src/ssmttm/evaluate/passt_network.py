@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssmttm.errors import UserFacingError
+from ssmttm.evaluate.state_shapes import tensor_shape
 
 PATCH_SIZE = 16
 STRIDE = 10  # patch stride over frequency and time (get_model's fstride, tstride)
@@ -53,18 +54,9 @@ class NotAPasst(ValueError):
     """The state dict's tensors do not form a PaSST; the message says which tensor and why."""
 
 
-def _shape(state: dict[str, Any], name: str, rank: int) -> tuple[int, ...]:
-    tensor = state.get(name)
-    if tensor is None or not hasattr(tensor, "shape"):
-        raise NotAPasst(f"no tensor {name}")
-    if len(tensor.shape) != rank:
-        raise NotAPasst(f"{name} has shape {tuple(tensor.shape)}, a PaSST's is {rank}-D")
-    return tuple(int(n) for n in tensor.shape)
-
-
 def infer_architecture(state: dict[str, Any]) -> PasstArchitecture:
     """The PaSST sizes of a state dict in the release format; NotAPasst when its tensors do not form one."""
-    embed_dim, in_chans, patch_f, patch_t = _shape(state, "patch_embed.proj.weight", 4)
+    embed_dim, in_chans, patch_f, patch_t = tensor_shape(state, "patch_embed.proj.weight", 4, NotAPasst)
     if (in_chans, patch_f, patch_t) != (1, PATCH_SIZE, PATCH_SIZE):
         raise NotAPasst(
             f"patch_embed.proj.weight has shape {(embed_dim, in_chans, patch_f, patch_t)}, not (E, 1, 16, 16)"
@@ -74,15 +66,15 @@ def infer_architecture(state: dict[str, Any]) -> PasstArchitecture:
     blocks = sorted({int(m.group(1)) for key in state if (m := _BLOCK.match(str(key)))})
     if not blocks or blocks != list(range(len(blocks))):
         raise NotAPasst(f"transformer blocks {blocks[:6]} are not blocks.0 .. blocks.N")
-    one, width, freq_patches, last = _shape(state, "freq_new_pos_embed", 4)
+    one, width, freq_patches, last = tensor_shape(state, "freq_new_pos_embed", 4, NotAPasst)
     if (one, width, last) != (1, embed_dim, 1):
         raise NotAPasst(f"freq_new_pos_embed has shape {(one, width, freq_patches, last)}, not (1, {embed_dim}, F, 1)")
-    one, width, single, time_patches = _shape(state, "time_new_pos_embed", 4)
+    one, width, single, time_patches = tensor_shape(state, "time_new_pos_embed", 4, NotAPasst)
     if (one, width, single) != (1, embed_dim, 1):
         raise NotAPasst(
             f"time_new_pos_embed has shape {(one, width, single, time_patches)}, not (1, {embed_dim}, 1, T)"
         )
-    n_classes, head_width = _shape(state, "head.1.weight", 2)
+    n_classes, head_width = tensor_shape(state, "head.1.weight", 2, NotAPasst)
     if head_width != embed_dim:
         raise NotAPasst(f"head.1.weight has shape {(n_classes, head_width)}, not (classes, {embed_dim})")
     return PasstArchitecture(
