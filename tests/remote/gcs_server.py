@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.remote.remote_project import SERVER_START_TIMEOUT_S, free_port, tool_env
+from tests.remote.remote_project import SERVER_START_TIMEOUT_S, free_port, stop_server, tool_env
 
 EMULATOR_PIN = "gcp-storage-emulator==2026.7.19"  # test-only: the server; not part of the user's environment
 INSTALL_TIMEOUT_S = 600  # about 70 s on this machine from the package index
@@ -93,12 +93,7 @@ def gcs_server(repo_root, tmp_path_factory):
             time.sleep(0.2)
         yield venv, endpoint
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_server(process)
 
 
 def read_object(endpoint: str, key: str) -> bytes | None:
