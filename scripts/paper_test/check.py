@@ -33,7 +33,8 @@ def check(workspace: Path) -> list[str]:
         if not condition:
             problems.append(message)
 
-    evaluated = json.loads((workspace / "results/evaluate/metrics.json").read_text()).get("sets") or {}
+    evaluation = json.loads((workspace / "results/evaluate/metrics.json").read_text())
+    evaluated = evaluation.get("sets") or {}
     names = set(evaluated) if isinstance(evaluated, dict) else {s.get("name") for s in evaluated}
 
     for run, entry in params["runs"].items():
@@ -69,7 +70,7 @@ def check(workspace: Path) -> list[str]:
         missing = [s["system"] for s in comparison["systems"] if s.get("not_run")]
         expect(not missing and not comparison.get("problem"), f"report {comparison['title']!r}: not run {missing}")
     expect((workspace / "results/report/index.html").is_file(), "report: no index.html")
-    return problems + embedding_problems(workspace, evaluated) + stand_in_problems(workspace)
+    return problems + embedding_problems(evaluation) + stand_in_problems(workspace)
 
 
 # Evaluation networks with a stand-in (scripts/standins/make_all.py) and their metrics: each must be loaded and its
@@ -83,8 +84,9 @@ EMBEDDING_METRICS = {
 }
 
 
-def embedding_problems(workspace: Path, evaluated: dict) -> list[str]:
-    models = json.loads((workspace / "results/evaluate/metrics.json").read_text()).get("models") or {}
+def embedding_problems(evaluation: dict) -> list[str]:
+    """What evaluate's metrics.json (`evaluation`) lacks of the metrics of EMBEDDING_METRICS."""
+    models, evaluated = evaluation.get("models") or {}, evaluation.get("sets") or {}
     problems = []
     for model, metrics in EMBEDDING_METRICS.items():
         loaded = models.get(model)
