@@ -26,7 +26,9 @@ fi
 # hear21passt (PaSST: kl_passt, kl_passt_sam) without its dependency timm: timm imports torchvision, whose only PyPI
 # wheel for torch 2.13.0 is a CUDA build that cannot load beside the CPU torch. PaSST's network needs only torch and
 # torchaudio (`dac` extra); ssmttm.evaluate.passt_import answers hear21passt's one timm import (a download helper).
-if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('hear21passt') is None)"; then
+# A package installed by hand below (exit 0 when `import $1` would find it).
+has_module() { "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('$1') is None)"; }
+if ! has_module hear21passt; then
   "${PIP[@]}" install -q --no-deps "hear21passt==0.0.26"
 fi
 # laion-clap (LAION-CLAP: clap_score, fad_clap, clap_score_sam; extra `clap` has its runtime imports) pins numpy<2,
@@ -34,7 +36,7 @@ fi
 # wheel for torch 2.13.0 is a CUDA build that breaks `import torchvision` (and so transformers) beside the CPU torch:
 # that torchvision goes to $VENV/clap-deps, seen only while ssmttm.evaluate.clap_import loads laion_clap.
 if [[ ",$EXTRAS," == *",clap,"* ]]; then
-  if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('laion_clap') is None)"; then
+  if ! has_module laion_clap; then
     "${PIP[@]}" install -q --no-deps "laion-clap==1.1.7"
   fi
   if [ ! -f "$VENV/clap-deps/torchvision/__init__.py" ]; then
